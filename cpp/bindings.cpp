@@ -1,0 +1,198 @@
+// Python bindings. ops.py validates arguments and allocates every array; this layer checks again
+// (dtype, shape, contiguity, writability) so that a direct call into _core can raise but never
+// crash, then releases the GIL for the computation.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+#include <vector>
+
+#include "lstm.h"
+
+namespace py = pybind11;
+using lstmfast::Activation;
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "(";
+  for (size_t k = 0; k < s.size(); ++k) r += (k ? ", " : "") + std::to_string(s[k]);
+  return r + (s.size() == 1 ? ",)" : ")");
+}
+
+// Checks one array argument; returns its data pointer (null for None when optional).
+template <typename T>
+T* checked(const py::object& obj, const char* name, const std::vector<int64_t>& shape, bool optional,
+           bool writable) {
+  if (obj.is_none()) {
+    if (optional) return nullptr;
+    throw py::value_error(std::string(name) + " is required, got None");
+  }
+  if (!py::isinstance<py::array>(obj)) throw py::type_error(std::string(name) + " must be a numpy array");
+  py::array arr = py::reinterpret_borrow<py::array>(obj);
+  if (!arr.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(std::string(name) + " must have dtype " + std::string(py::str(py::dtype::of<T>())) +
+                         ", got " + std::string(py::str(arr.dtype())));
+  std::vector<int64_t> got(arr.shape(), arr.shape() + arr.ndim());
+  if (got != shape)
+    throw py::value_error(std::string(name) + " must have shape " + shape_str(shape) + ", got " + shape_str(got));
+  if (!(arr.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
+  if (writable && !arr.writeable()) throw py::value_error(std::string(name) + " must be writable");
+  return static_cast<T*>(const_cast<void*>(arr.data()));
+}
+
+const int32_t* checked_lengths(const py::object& obj, int64_t T, int64_t B) {
+  if (obj.is_none()) return nullptr;
+  const int32_t* p = checked<int32_t>(obj, "lengths", {B}, false, false);
+  for (int64_t b = 0; b < B; ++b)
+    if (p[b] < 0 || p[b] > T)
+      throw py::value_error("lengths must lie in [0, " + std::to_string(T) + "], got lengths[" + std::to_string(b) +
+                            "] = " + std::to_string(p[b]));
+  return p;
+}
+
+Activation checked_activation(int a) {
+  if (a != int(Activation::sigmoid) && a != int(Activation::hard_sigmoid))
+    throw py::value_error("recurrent_activation code must be 0 (sigmoid) or 1 (hard_sigmoid), got " +
+                          std::to_string(a));
+  return Activation(a);
+}
+
+struct Sizes {
+  int64_t T, B, X, H;
+};
+
+template <typename T>
+Sizes sizes_of(const py::object& x, const py::object& recurrent_kernel) {
+  if (!py::isinstance<py::array>(x) || !py::isinstance<py::array>(recurrent_kernel))
+    throw py::type_error("x and recurrent_kernel must be numpy arrays");
+  py::array xa = py::reinterpret_borrow<py::array>(x), ra = py::reinterpret_borrow<py::array>(recurrent_kernel);
+  if (xa.ndim() != 3) throw py::value_error("x must have 3 dims [T, B, X], got " + std::to_string(xa.ndim()));
+  if (ra.ndim() != 2) throw py::value_error("recurrent_kernel must have 2 dims [H, 4H]");
+  return {xa.shape(0), xa.shape(1), xa.shape(2), ra.shape(0)};
+}
+
+template <typename T>
+void forward(py::object x, py::object kernel, py::object recurrent_kernel, py::object bias, py::object h0,
+             py::object c0, py::object peephole, py::object lengths, py::object mask, int activation, py::object y,
+             py::object h, py::object c, py::object gates, py::object cells) {
+  const Sizes s = sizes_of<T>(x, recurrent_kernel);
+  lstmfast::ForwardArgs<T> a;
+  a.T_ = s.T;
+  a.B = s.B;
+  a.X = s.X;
+  a.H = s.H;
+  a.x = checked<T>(x, "x", {s.T, s.B, s.X}, false, false);
+  a.kernel = checked<T>(kernel, "kernel", {s.X, 4 * s.H}, false, false);
+  a.recurrent_kernel = checked<T>(recurrent_kernel, "recurrent_kernel", {s.H, 4 * s.H}, false, false);
+  a.bias = checked<T>(bias, "bias", {4 * s.H}, true, false);
+  a.h0 = checked<T>(h0, "h0", {s.B, s.H}, true, false);
+  a.c0 = checked<T>(c0, "c0", {s.B, s.H}, true, false);
+  a.peephole = checked<T>(peephole, "peephole", {3, s.H}, true, false);
+  a.lengths = checked_lengths(lengths, s.T, s.B);
+  a.recurrent_dropout_mask = checked<T>(mask, "recurrent_dropout_mask", {s.B, s.H}, true, false);
+  a.recurrent_activation = checked_activation(activation);
+  a.y = checked<T>(y, "y", {s.T, s.B, s.H}, false, true);
+  a.h = checked<T>(h, "h", {s.B, s.H}, false, true);
+  a.c = checked<T>(c, "c", {s.B, s.H}, false, true);
+  a.gates = checked<T>(gates, "gates", {s.T, s.B, 4 * s.H}, true, true);
+  a.cells = checked<T>(cells, "cells", {s.T, s.B, s.H}, true, true);
+  if ((a.gates == nullptr) != (a.cells == nullptr))
+    throw py::value_error("gates and cells must both be given (training) or both be None (inference)");
+  py::gil_scoped_release release;
+  lstmfast::lstm_forward(a);
+}
+
+template <typename T>
+void backward(py::object x, py::object kernel, py::object recurrent_kernel, py::object h0, py::object c0,
+              py::object peephole, py::object lengths, py::object mask, int activation, py::object y,
+              py::object gates, py::object cells, py::object dy, py::object dh, py::object dc, py::object dx,
+              py::object dkernel, py::object drecurrent_kernel, py::object dbias, py::object dh0, py::object dc0,
+              py::object dpeephole) {
+  const Sizes s = sizes_of<T>(x, recurrent_kernel);
+  lstmfast::BackwardArgs<T> a;
+  a.T_ = s.T;
+  a.B = s.B;
+  a.X = s.X;
+  a.H = s.H;
+  a.x = checked<T>(x, "x", {s.T, s.B, s.X}, false, false);
+  a.kernel = checked<T>(kernel, "kernel", {s.X, 4 * s.H}, false, false);
+  a.recurrent_kernel = checked<T>(recurrent_kernel, "recurrent_kernel", {s.H, 4 * s.H}, false, false);
+  a.h0 = checked<T>(h0, "h0", {s.B, s.H}, true, false);
+  a.c0 = checked<T>(c0, "c0", {s.B, s.H}, true, false);
+  a.peephole = checked<T>(peephole, "peephole", {3, s.H}, true, false);
+  a.lengths = checked_lengths(lengths, s.T, s.B);
+  a.recurrent_dropout_mask = checked<T>(mask, "recurrent_dropout_mask", {s.B, s.H}, true, false);
+  a.recurrent_activation = checked_activation(activation);
+  a.y = checked<T>(y, "y", {s.T, s.B, s.H}, false, false);
+  a.gates = checked<T>(gates, "gates", {s.T, s.B, 4 * s.H}, false, true);
+  a.cells = checked<T>(cells, "cells", {s.T, s.B, s.H}, false, false);
+  a.dy = checked<T>(dy, "dy", {s.T, s.B, s.H}, true, false);
+  a.dh = checked<T>(dh, "dh", {s.B, s.H}, true, false);
+  a.dc = checked<T>(dc, "dc", {s.B, s.H}, true, false);
+  a.dx = checked<T>(dx, "dx", {s.T, s.B, s.X}, false, true);
+  a.dkernel = checked<T>(dkernel, "dkernel", {s.X, 4 * s.H}, false, true);
+  a.drecurrent_kernel = checked<T>(drecurrent_kernel, "drecurrent_kernel", {s.H, 4 * s.H}, false, true);
+  a.dbias = checked<T>(dbias, "dbias", {4 * s.H}, true, true);
+  a.dh0 = checked<T>(dh0, "dh0", {s.B, s.H}, false, true);
+  a.dc0 = checked<T>(dc0, "dc0", {s.B, s.H}, false, true);
+  a.dpeephole = checked<T>(dpeephole, "dpeephole", {3, s.H}, true, true);
+  if ((a.peephole == nullptr) != (a.dpeephole == nullptr))
+    throw py::value_error("dpeephole must be given exactly when peephole is");
+  py::gil_scoped_release release;
+  lstmfast::lstm_backward(a);
+}
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, py::object A, py::object B, py::object C, bool accumulate) {
+  if (!py::isinstance<py::array>(A) || !py::isinstance<py::array>(B))
+    throw py::type_error("A and B must be numpy arrays");
+  py::array a = py::reinterpret_borrow<py::array>(A), b = py::reinterpret_borrow<py::array>(B);
+  if (a.ndim() != 2 || b.ndim() != 2) throw py::value_error("A and B must be 2-D");
+  const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+  const int64_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
+  if (K != Kb) throw py::value_error("inner dimensions differ: " + std::to_string(K) + " vs " + std::to_string(Kb));
+  const T* pa = checked<T>(A, "A", {a.shape(0), a.shape(1)}, false, false);
+  const T* pb = checked<T>(B, "B", {b.shape(0), b.shape(1)}, false, false);
+  T* pc = checked<T>(C, "C", {M, N}, false, true);
+  py::gil_scoped_release release;
+  lstmfast::gemm(trans_a, trans_b, M, N, K, pa, a.shape(1), pb, b.shape(1), pc, N, accumulate);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "lstmfast native engine (see cpp/lstm.h for the contract)";
+  m.attr("__version__") = LSTMFAST_VERSION;
+  m.def("forward_f32", &forward<float>);
+  m.def("forward_f64", &forward<double>);
+  m.def("backward_f32", &backward<float>);
+  m.def("backward_f64", &backward<double>);
+  m.def("gemm_f32", &gemm<float>, py::arg("trans_a"), py::arg("trans_b"), py::arg("A"), py::arg("B"), py::arg("C"),
+        py::arg("accumulate") = false);
+  m.def("gemm_f64", &gemm<double>, py::arg("trans_a"), py::arg("trans_b"), py::arg("A"), py::arg("B"), py::arg("C"),
+        py::arg("accumulate") = false);
+  m.def("simd_level", [] { return std::string(lstmfast::simd_level_name(lstmfast::simd_level())); });
+  m.def("simd_level_supported",
+        [] { return std::string(lstmfast::simd_level_name(lstmfast::simd_level_supported())); });
+  m.def("set_simd_level", [](const std::string& name) {
+    lstmfast::SimdLevel l;
+    if (name == "portable")
+      l = lstmfast::SimdLevel::portable;
+    else if (name == "avx2")
+      l = lstmfast::SimdLevel::avx2;
+    else if (name == "avx512")
+      l = lstmfast::SimdLevel::avx512;
+    else
+      throw py::value_error("simd level must be one of 'portable', 'avx2', 'avx512', got '" + name + "'");
+    if (!lstmfast::set_simd_level(l))
+      throw py::value_error("simd level '" + name + "' is not supported by this CPU (best: " +
+                            lstmfast::simd_level_name(lstmfast::simd_level_supported()) + ")");
+  });
+  m.def("num_threads", &lstmfast::num_threads);
+  m.def("set_num_threads", [](int n) {
+    if (n < 0) throw py::value_error("threads must be >= 0 (0 = default), got " + std::to_string(n));
+    lstmfast::set_num_threads(n);
+  });
+  m.def("openmp_enabled", &lstmfast::openmp_enabled);
+}

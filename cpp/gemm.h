@@ -1,0 +1,291 @@
+// Packed GEMM micro-kernels and the team-parallel GEMM driver, for one SIMD level (see simd.h).
+//
+// One register-tile kernel serves every product in the engine: an MR x (NV*VL) tile of
+// accumulators, K steps of "broadcast one A element per row, load NV B vectors, NV*MR FMAs".
+// A and B are addressed through strides so the same kernel reads packed panels (general GEMM),
+// the hidden state rows directly (recurrent step) and per-unit-block weight panels.
+//
+// Determinism: every C element is one FMA chain over k in a fixed order (K blocked by the fixed
+// KC), whatever the tile or thread that computes it, so results do not depend on thread count.
+#pragma once
+#include <cstdlib>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static inline int omp_get_thread_num() { return 0; }
+static inline int omp_get_num_threads() { return 1; }
+#endif
+
+#include "simd.h"
+#include "engine_internal.h"
+
+namespace lstmfast {
+namespace LF_ISA {
+
+// Register tiling per level: MR rows x NV vectors (AVX-512: 6 x 4 zmm = 24 accumulators).
+#if defined(LSTMFAST_ISA_avx512)
+constexpr int kMR = 6;
+#elif defined(LSTMFAST_ISA_avx2)
+constexpr int kMR = 3;
+#else
+constexpr int kMR = 2;
+#endif
+constexpr int kNV = 4;
+
+LF_INLINE int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+LF_INLINE int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+LF_INLINE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Contiguous share [begin, end) of n items for thread tid of nt.
+LF_INLINE void split_range(int64_t n, int nt, int tid, int64_t& begin, int64_t& end) {
+  begin = n * tid / nt;
+  end = n * (tid + 1) / nt;
+}
+
+// 64-byte aligned scratch owned by the engine (never user-visible).
+template <typename T>
+struct Scratch {
+  T* p = nullptr;
+  Scratch() = default;
+  explicit Scratch(int64_t n) { reset(n); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { free(p); }
+  void reset(int64_t n) {
+    free(p);
+    p = nullptr;
+    size_t bytes = size_t(n > 0 ? n : 1) * sizeof(T);
+    bytes = (bytes + 63) / 64 * 64;
+    p = static_cast<T*>(aligned_alloc(64, bytes));
+    if (!p) throw_out_of_memory(bytes);
+  }
+  T* get() const { return p; }
+};
+
+// acc[r][v] = sum_k A(r,k) * B(k, v*VL .. v*VL+VL-1)
+//   A(r,k) = a[r*a_rs + k*a_ks]
+//   B(k, v-th vector) = b + k*b_ks + v*b_vs (VL contiguous elements)
+template <typename T, int MR, int NV>
+LF_INLINE void tile_kernel(int64_t K, const T* __restrict a, int64_t a_rs, int64_t a_ks,
+                           const T* __restrict b, int64_t b_ks, int64_t b_vs, Vec<T> (&acc)[MR][NV]) {
+  using V = Vec<T>;
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[r][v] = V::zero();
+  for (int64_t k = 0; k < K; ++k) {
+    V bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = V::load(b + k * b_ks + v * b_vs);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      V av = V::set1(a[r * a_rs + k * a_ks]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[r][v] = fma(av, bv[v], acc[r][v]);
+    }
+  }
+}
+
+// Calls f.template run<MR, NV>() with MR = mr (1..kMR) and NV = nv (1..kNV) as compile-time values.
+template <int NV, typename F>
+LF_INLINE void with_rows(int mr, F& f) {
+  switch (mr) {
+    case 1: f.template run<1, NV>(); break;
+    case 2: if constexpr (kMR >= 2) f.template run<(kMR >= 2 ? 2 : 1), NV>(); break;
+    case 3: if constexpr (kMR >= 3) f.template run<(kMR >= 3 ? 3 : 1), NV>(); break;
+    case 4: if constexpr (kMR >= 4) f.template run<(kMR >= 4 ? 4 : 1), NV>(); break;
+    case 5: if constexpr (kMR >= 5) f.template run<(kMR >= 5 ? 5 : 1), NV>(); break;
+    default: if constexpr (kMR >= 6) f.template run<(kMR >= 6 ? 6 : 1), NV>(); break;
+  }
+}
+template <typename F>
+LF_INLINE void with_tile(int mr, int nv, F& f) {
+  static_assert(kNV == 4 && kMR <= 6, "with_tile covers NV 1..4 and MR 1..6");
+  switch (nv) {
+    case 1: with_rows<1>(mr, f); break;
+    case 2: with_rows<2>(mr, f); break;
+    case 3: with_rows<3>(mr, f); break;
+    default: with_rows<4>(mr, f); break;
+  }
+}
+
+// ---- general GEMM ---------------------------------------------------------------------------
+// C[M,N] = op(A)[M,K] op(B)[K,N] (+ C if accumulate) (+ bias[N] if bias)
+// op(A)(m,k) = trans_a ? A[k*lda+m] : A[m*lda+k], optionally times a_scale[(k % scale_period)*lds + m]
+// (used for the recurrent-dropout mask on h, which repeats every B rows of the time-major input).
+template <typename T>
+struct GemmArgs {
+  bool trans_a = false, trans_b = false;
+  int64_t M = 0, N = 0, K = 0;
+  const T* A = nullptr;
+  int64_t lda = 0;
+  const T* B = nullptr;
+  int64_t ldb = 0;
+  T* C = nullptr;
+  int64_t ldc = 0;
+  bool accumulate = false;
+  const T* bias = nullptr;         // [N] or null
+  const T* a_scale = nullptr;      // only with trans_a; see above
+  int64_t scale_period = 1, lds = 0;
+};
+
+template <typename T>
+struct GemmBlocking {
+  static constexpr int VL = Vec<T>::N;
+  static constexpr int NR = kNV * VL;
+  static constexpr int64_t KC = 256;
+  static constexpr int64_t MC = kMR * 20;
+  static constexpr int64_t NC = NR * (512 / NR > 0 ? 512 / NR : 1);
+};
+
+// Pack op(A)[ic:ic+mc, pc:pc+kc] into panels of kMR rows: panel p, element (k, r) at p*kc*kMR + k*kMR + r.
+// Rows past mc are zero.
+template <typename T>
+void pack_a(const GemmArgs<T>& g, int64_t ic, int64_t mc, int64_t pc, int64_t kc, T* __restrict dst) {
+  for (int64_t p = 0; p < mc; p += kMR) {
+    T* d = dst + (p / kMR) * kc * kMR;
+    int64_t rows = imin(kMR, mc - p);
+    for (int64_t k = 0; k < kc; ++k) {
+      int64_t kk = pc + k;
+      for (int64_t r = 0; r < kMR; ++r) {
+        T v = T(0);
+        if (r < rows) {
+          int64_t m = ic + p + r;
+          if (g.trans_a) {
+            v = g.A[kk * g.lda + m];
+            if (g.a_scale) v *= g.a_scale[(kk % g.scale_period) * g.lds + m];
+          } else {
+            v = g.A[m * g.lda + kk];
+          }
+        }
+        d[k * kMR + r] = v;
+      }
+    }
+  }
+}
+
+// Pack op(B)[pc:pc+kc, jc+panel*NR ...] panels [p0, p1) of NR columns: panel p, element (k, n)
+// at p*kc*NR + k*NR + n. Columns past N are zero.
+template <typename T>
+void pack_b(const GemmArgs<T>& g, int64_t pc, int64_t kc, int64_t jc, int64_t nc, int64_t p0, int64_t p1,
+            T* __restrict dst) {
+  constexpr int NR = GemmBlocking<T>::NR;
+  for (int64_t p = p0; p < p1; ++p) {
+    T* d = dst + p * kc * NR;
+    int64_t n0 = jc + p * NR;
+    int64_t cols = imin(NR, jc + nc - n0);
+    for (int64_t k = 0; k < kc; ++k) {
+      int64_t kk = pc + k;
+      T* dk = d + k * NR;
+      if (!g.trans_b) {
+        const T* src = g.B + kk * g.ldb + n0;
+        for (int64_t n = 0; n < cols; ++n) dk[n] = src[n];
+      } else {
+        for (int64_t n = 0; n < cols; ++n) dk[n] = g.B[(n0 + n) * g.ldb + kk];
+      }
+      for (int64_t n = cols; n < NR; ++n) dk[n] = T(0);
+    }
+  }
+}
+
+// Store a kMR x NR tile of accumulators into C rows [m0, m0+rows), columns [n0, n0+cols).
+template <typename T>
+LF_INLINE void store_tile(Vec<T> (&acc)[kMR][kNV], T* C, int64_t ldc, int64_t m0, int64_t rows, int64_t n0,
+                          int64_t cols, bool add_c, const T* bias) {
+  using V = Vec<T>;
+  constexpr int VL = V::N;
+  for (int64_t r = 0; r < rows; ++r) {
+    T* c = C + (m0 + r) * ldc + n0;
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) {
+      int64_t n = int64_t(v) * VL;
+      if (n >= cols) break;
+      int len = int(imin(VL, cols - n));
+      V x = acc[r][v];
+      if (add_c) x = x + (len == VL ? V::load(c + n) : V::load(c + n, len));
+      if (bias) x = x + (len == VL ? V::load(bias + n0 + n) : V::load(bias + n0 + n, len));
+      if (len == VL)
+        x.store(c + n);
+      else
+        x.store(c + n, len);
+    }
+  }
+}
+
+// Team GEMM: call from every thread of an OpenMP team (or from one thread with nt = 1).
+// pack_b_buf: shared, KC*NC elements; pack_a_buf: this thread's, MC*KC elements.
+// Ends with a team barrier.
+template <typename T>
+void gemm_team(const GemmArgs<T>& g, T* pack_b_buf, T* pack_a_buf, int tid, int nt) {
+  using BL = GemmBlocking<T>;
+  constexpr int64_t NR = BL::NR, KC = BL::KC, MC = BL::MC, NC = BL::NC;
+  if (g.M <= 0 || g.N <= 0) {
+    if (nt > 1) {
+#pragma omp barrier
+    }
+    return;
+  }
+  if (g.K <= 0) {
+    // Empty sum: C = bias or 0 (or unchanged when accumulating).
+    int64_t m0, m1;
+    split_range(g.M, nt, tid, m0, m1);
+    for (int64_t m = m0; m < m1; ++m)
+      for (int64_t n = 0; n < g.N; ++n) {
+        T v = g.bias ? g.bias[n] : T(0);
+        g.C[m * g.ldc + n] = g.accumulate ? g.C[m * g.ldc + n] + v : v;
+      }
+    if (nt > 1) {
+#pragma omp barrier
+    }
+    return;
+  }
+  for (int64_t jc = 0; jc < g.N; jc += NC) {
+    int64_t nc = imin(NC, g.N - jc);
+    int64_t npanels = ceil_div(nc, NR);
+    for (int64_t pc = 0; pc < g.K; pc += KC) {
+      int64_t kc = imin(KC, g.K - pc);
+      int64_t p0, p1;
+      split_range(npanels, nt, tid, p0, p1);
+      pack_b(g, pc, kc, jc, nc, p0, p1, pack_b_buf);
+      if (nt > 1) {
+#pragma omp barrier
+      }
+      bool add_c = g.accumulate || pc > 0;
+      const T* bias = pc == 0 ? g.bias : nullptr;
+      // Work items: (row block, column-panel range); split columns too when rows are few.
+      int64_t mblocks = ceil_div(g.M, MC);
+      int64_t nsplit = imax(1, imin(npanels, ceil_div(nt, mblocks)));
+      int64_t items = mblocks * nsplit;
+      for (int64_t item = tid; item < items; item += nt) {
+        int64_t ib = item / nsplit, is = item % nsplit;
+        int64_t ic = ib * MC, mc = imin(MC, g.M - ic);
+        int64_t q0, q1;
+        split_range(npanels, int(nsplit), int(is), q0, q1);
+        pack_a(g, ic, mc, pc, kc, pack_a_buf);
+        for (int64_t p = q0; p < q1; ++p) {
+          const T* bp = pack_b_buf + p * kc * NR;
+          int64_t n0 = jc + p * NR, cols = imin(NR, g.N - n0);
+          for (int64_t ir = 0; ir < mc; ir += kMR) {
+            Vec<T> acc[kMR][kNV];
+            tile_kernel<T, kMR, kNV>(kc, pack_a_buf + (ir / kMR) * kc * kMR, 1, kMR, bp, NR, Vec<T>::N, acc);
+            store_tile<T>(acc, g.C, g.ldc, ic + ir, imin(kMR, mc - ir), n0, cols, add_c, bias);
+          }
+        }
+      }
+      if (nt > 1) {
+#pragma omp barrier
+      }
+    }
+  }
+}
+
+template <typename T>
+struct GemmBuffers {
+  Scratch<T> b, a;
+  explicit GemmBuffers(int nt)
+      : b(GemmBlocking<T>::KC * GemmBlocking<T>::NC), a(int64_t(nt) * GemmBlocking<T>::MC * GemmBlocking<T>::KC) {}
+  T* a_for(int tid) { return a.get() + int64_t(tid) * GemmBlocking<T>::MC * GemmBlocking<T>::KC; }
+};
+
+}  // namespace LF_ISA
+}  // namespace lstmfast

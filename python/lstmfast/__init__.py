@@ -1,0 +1,54 @@
+"""lstmfast: a fast, practical LSTM library (C++/OpenMP engine, Keras-style API)."""
+from __future__ import annotations
+
+import os as _os
+import warnings as _warnings
+
+from . import _core
+from . import ops, reference
+from ._results import LSTMGradients, LSTMOutput
+
+__version__ = _core.__version__
+__all__ = ["ops", "reference", "build_info", "set_num_threads", "get_num_threads", "set_simd_level",
+           "LSTMOutput", "LSTMGradients", "__version__"]
+
+_SIMD_LEVELS = ("portable", "avx2", "avx512")
+
+
+def build_info() -> dict:
+    """Version, SIMD level in use (and the best this CPU supports), thread count, OpenMP."""
+    return {
+        "version": __version__,
+        "simd": _core.simd_level(),
+        "simd_supported": _core.simd_level_supported(),
+        "threads": _core.num_threads(),
+        "openmp": _core.openmp_enabled(),
+    }
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for the engine (0 = OpenMP's default). Results do not depend on it."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    return _core.num_threads()
+
+
+def set_simd_level(level: str) -> None:
+    """Force a SIMD level ('portable', 'avx2', 'avx512'); it must be supported by this CPU.
+    The environment variable LSTMFAST_SIMD does the same at import time."""
+    _core.set_simd_level(level)
+
+
+def _check_simd_env() -> None:
+    want = _os.environ.get("LSTMFAST_SIMD", "").strip().lower()
+    if want and want != _core.simd_level():
+        why = "is not a SIMD level" if want not in _SIMD_LEVELS else "is not supported by this CPU"
+        _warnings.warn(f"LSTMFAST_SIMD={want!r} {why} (levels: {', '.join(_SIMD_LEVELS)}); "
+                       f"using {_core.simd_level()!r}", RuntimeWarning, stacklevel=2)
+
+
+_check_simd_env()
