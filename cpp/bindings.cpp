@@ -14,6 +14,9 @@ using lstmfast::Activation;
 
 namespace {
 
+// More threads than this is a mistake (OpenMP itself fails to create tens of thousands).
+constexpr int kMaxThreads = 1024;
+
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "(";
   for (size_t k = 0; k < s.size(); ++k) r += (k ? ", " : "") + std::to_string(s[k]);
@@ -30,7 +33,7 @@ T* checked(const py::object& obj, const char* name, const std::vector<int64_t>& 
   }
   if (!py::isinstance<py::array>(obj)) throw py::type_error(std::string(name) + " must be a numpy array");
   py::array arr = py::reinterpret_borrow<py::array>(obj);
-  if (!arr.dtype().is(py::dtype::of<T>()))
+  if (!arr.dtype().equal(py::dtype::of<T>()))
     throw py::type_error(std::string(name) + " must have dtype " + std::string(py::str(py::dtype::of<T>())) +
                          ", got " + std::string(py::str(arr.dtype())));
   std::vector<int64_t> got(arr.shape(), arr.shape() + arr.ndim());
@@ -191,7 +194,9 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("num_threads", &lstmfast::num_threads);
   m.def("set_num_threads", [](int n) {
-    if (n < 0) throw py::value_error("threads must be >= 0 (0 = default), got " + std::to_string(n));
+    if (n < 0 || n > kMaxThreads)
+      throw py::value_error("threads must be in [0, " + std::to_string(kMaxThreads) + "] (0 = default), got " +
+                            std::to_string(n));
     lstmfast::set_num_threads(n);
   });
   m.def("openmp_enabled", &lstmfast::openmp_enabled);

@@ -27,7 +27,7 @@ def build_info() -> dict:
 
 
 def set_num_threads(n: int) -> None:
-    """Threads for the engine (0 = OpenMP's default). Results do not depend on it."""
+    """Threads for the engine, 0..1024 (0 = OpenMP's default). Results do not depend on it."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     _core.set_num_threads(n)

@@ -50,7 +50,7 @@ def _shape(a) -> str:
 
 def _float_array(value, name: str, dtype: np.dtype, shape: tuple, what: str) -> np.ndarray:
     """``value`` as a C-contiguous array of ``dtype`` and ``shape``; clear errors otherwise."""
-    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    arr = _native(value if isinstance(value, np.ndarray) else np.asarray(value))
     if arr.dtype != dtype:
         if arr.dtype.kind not in "f":
             raise TypeError(f"{name} must be a float array of dtype {dtype} (like x), got dtype {arr.dtype}")
@@ -65,8 +65,15 @@ def _optional(value, name, dtype, shape, what):
     return None if value is None else _float_array(value, name, dtype, shape, what)
 
 
+def _native(arr: np.ndarray) -> np.ndarray:
+    """Byte-swapped float arrays (e.g. read from a big-endian file) in native order."""
+    if arr.dtype.kind == "f" and not arr.dtype.isnative:
+        return arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
 def _check_x(x) -> np.ndarray:
-    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    arr = _native(x if isinstance(x, np.ndarray) else np.asarray(x))
     if arr.dtype not in _ENGINE:
         raise TypeError(f"x must be float32 or float64, got dtype {arr.dtype}")
     if arr.ndim != 3:

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""lstmfast's own packed GEMM against NumPy's BLAS (OpenBLAS in the numpy wheel), on the shapes the
+LSTM engine multiplies: the input projection, the weight gradients and dx, for the bench sizes.
+
+    python bench/gemm_vs_blas.py [--threads 2]
+
+Both use the same thread count (OPENBLAS_NUM_THREADS is set before numpy is imported). Medians.
+The result decides whether the engine links a BLAS or keeps its own kernels (README, design notes).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=7)
+    args = parser.parse_args()
+    os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
+    import numpy as np
+    import lstmfast
+    from lstmfast import _core
+
+    lstmfast.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    print(f"lstmfast {lstmfast.build_info()}; numpy {np.__version__}")
+    print("| shape (LSTM size X,H,B,T) | product | M x N x K | lstmfast ms | numpy ms | lstmfast GFLOP/s | numpy GFLOP/s |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for X, H, B, T in [(128, 128, 32, 80), (256, 256, 16, 150), (512, 512, 64, 100), (1024, 1024, 16, 100)]:
+        TB, H4 = T * B, 4 * H
+        x = rng.standard_normal((TB, X)).astype(np.float32)
+        w = rng.standard_normal((X, H4)).astype(np.float32)
+        dz = rng.standard_normal((TB, H4)).astype(np.float32)
+        cases = [
+            ("x @ kernel", (False, False, x, w), lambda: x @ w, (TB, H4, X)),
+            ("x.T @ dz", (True, False, x, dz), lambda: x.T @ dz, (X, H4, TB)),
+            ("dz @ kernel.T", (False, True, dz, w), lambda: dz @ w.T, (TB, X, H4)),
+        ]
+        for name, (ta, tb, a, b), ref, (M, N, K) in cases:
+            c = np.empty((M, N), np.float32)
+            ours = lambda: _core.gemm_f32(ta, tb, a, b, c)
+            ours(), ref()
+            np.testing.assert_allclose(c, ref(), rtol=1e-3, atol=1e-2 * np.sqrt(K))
+            t_ours, t_ref = [], []
+            for _ in range(args.reps):
+                t0 = time.perf_counter(); ours(); t_ours.append(time.perf_counter() - t0)
+                t0 = time.perf_counter(); ref(); t_ref.append(time.perf_counter() - t0)
+            mo, mr = sorted(t_ours)[len(t_ours) // 2], sorted(t_ref)[len(t_ref) // 2]
+            fl = 2.0 * M * N * K
+            print(f"| {X},{H},{B},{T} | {name} | {M}x{N}x{K} | {mo*1e3:.2f} | {mr*1e3:.2f} | {fl/mo/1e9:.0f} | {fl/mr/1e9:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
