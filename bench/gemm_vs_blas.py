@@ -5,6 +5,8 @@ LSTM engine multiplies: the input projection, the weight gradients and dx, for t
     python bench/gemm_vs_blas.py [--threads 2]
 
 Both use the same thread count (OPENBLAS_NUM_THREADS is set before numpy is imported). Medians.
+Each library is timed in its own block of repetitions, not interleaved: both keep worker threads
+spinning after a call, and interleaving would mostly measure the two thread pools fighting.
 The result decides whether the engine links a BLAS or keeps its own kernels (README, design notes).
 """
 from __future__ import annotations
@@ -46,9 +48,12 @@ def main() -> int:
             ours(), ref()
             np.testing.assert_allclose(c, ref(), rtol=1e-3, atol=1e-2 * np.sqrt(K))
             t_ours, t_ref = [], []
-            for _ in range(args.reps):
-                t0 = time.perf_counter(); ours(); t_ours.append(time.perf_counter() - t0)
-                t0 = time.perf_counter(); ref(); t_ref.append(time.perf_counter() - t0)
+            for samples, call in ((t_ours, ours), (t_ref, ref)):
+                call()
+                for _ in range(args.reps):
+                    t0 = time.perf_counter()
+                    call()
+                    samples.append(time.perf_counter() - t0)
             mo, mr = sorted(t_ours)[len(t_ours) // 2], sorted(t_ref)[len(t_ref) // 2]
             fl = 2.0 * M * N * K
             print(f"| {X},{H},{B},{T} | {name} | {M}x{N}x{K} | {mo*1e3:.2f} | {mr*1e3:.2f} | {fl/mo/1e9:.0f} | {fl/mr/1e9:.0f} |")

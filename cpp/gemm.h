@@ -31,6 +31,21 @@ constexpr int kMR = 3;
 constexpr int kMR = 2;
 #endif
 constexpr int kNV = 4;
+// The general GEMM's own tile (it need not hold four gates).
+#ifndef LF_GEMM_MR
+#if defined(LSTMFAST_ISA_avx512)
+#define LF_GEMM_MR 6
+#define LF_GEMM_NV 4
+#elif defined(LSTMFAST_ISA_avx2)
+#define LF_GEMM_MR 6
+#define LF_GEMM_NV 2
+#else
+#define LF_GEMM_MR 2
+#define LF_GEMM_NV 4
+#endif
+#endif
+constexpr int kGMR = LF_GEMM_MR;
+constexpr int kGNV = LF_GEMM_NV;
 
 LF_INLINE int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 LF_INLINE int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -132,35 +147,47 @@ struct GemmArgs {
 template <typename T>
 struct GemmBlocking {
   static constexpr int VL = Vec<T>::N;
-  static constexpr int NR = kNV * VL;
-  static constexpr int64_t KC = 256;
-  static constexpr int64_t MC = kMR * 20;
-  static constexpr int64_t NC = NR * (512 / NR > 0 ? 512 / NR : 1);
+  static constexpr int NR = kGNV * VL;
+#ifndef LF_GEMM_KC  // overridable only for blocking experiments (bench/)
+#define LF_GEMM_KC 256
+#define LF_GEMM_MC_TILES 20
+#define LF_GEMM_NC 512
+#endif
+  static constexpr int64_t KC = LF_GEMM_KC;
+  static constexpr int64_t MC = kGMR * LF_GEMM_MC_TILES;
+  static constexpr int64_t NC = NR * (LF_GEMM_NC / NR > 0 ? LF_GEMM_NC / NR : 1);
 };
 
-// Pack op(A)[ic:ic+mc, pc:pc+kc] into panels of kMR rows: panel p, element (k, r) at p*kc*kMR + k*kMR + r.
+// Pack op(A)[ic:ic+mc, pc:pc+kc] into panels of kGMR rows: panel p, element (k, r) at p*kc*kGMR + k*kGMR + r.
 // Rows past mc are zero.
 template <typename T>
 void pack_a(const GemmArgs<T>& g, int64_t ic, int64_t mc, int64_t pc, int64_t kc, T* __restrict dst) {
-  for (int64_t p = 0; p < mc; p += kMR) {
-    T* d = dst + (p / kMR) * kc * kMR;
-    int64_t rows = imin(kMR, mc - p);
-    for (int64_t k = 0; k < kc; ++k) {
-      int64_t kk = pc + k;
-      for (int64_t r = 0; r < kMR; ++r) {
-        T v = T(0);
-        if (r < rows) {
-          int64_t m = ic + p + r;
-          if (g.trans_a) {
-            v = g.A[kk * g.lda + m];
-            if (g.a_scale) v *= g.a_scale[(kk % g.scale_period) * g.lds + m];
-          } else {
-            v = g.A[m * g.lda + kk];
-          }
+  constexpr int MR = kGMR;
+  for (int64_t p = 0; p < mc; p += MR) {
+    T* __restrict d = dst + (p / MR) * kc * MR;
+    const int64_t rows = imin(MR, mc - p), m0 = ic + p;
+    if (!g.trans_a) {
+      // Rows of A are contiguous in k: read each row once, write it with stride MR.
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* __restrict src = g.A + (m0 + r) * g.lda + pc;
+        for (int64_t k = 0; k < kc; ++k) d[k * MR + r] = src[k];
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        const int64_t kk = pc + k;
+        const T* __restrict src = g.A + kk * g.lda + m0;
+        T* __restrict dk = d + k * MR;
+        if (g.a_scale) {
+          const T* __restrict sc = g.a_scale + (kk % g.scale_period) * g.lds + m0;
+          for (int64_t r = 0; r < rows; ++r) dk[r] = src[r] * sc[r];
+        } else {
+          for (int64_t r = 0; r < rows; ++r) dk[r] = src[r];
         }
-        d[k * kMR + r] = v;
       }
     }
+    if (rows < MR)
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t r = rows; r < MR; ++r) d[k * MR + r] = T(0);
   }
 }
 
@@ -171,33 +198,37 @@ void pack_b(const GemmArgs<T>& g, int64_t pc, int64_t kc, int64_t jc, int64_t nc
             T* __restrict dst) {
   constexpr int NR = GemmBlocking<T>::NR;
   for (int64_t p = p0; p < p1; ++p) {
-    T* d = dst + p * kc * NR;
-    int64_t n0 = jc + p * NR;
-    int64_t cols = imin(NR, jc + nc - n0);
-    for (int64_t k = 0; k < kc; ++k) {
-      int64_t kk = pc + k;
-      T* dk = d + k * NR;
-      if (!g.trans_b) {
-        const T* src = g.B + kk * g.ldb + n0;
+    T* __restrict d = dst + p * kc * NR;
+    const int64_t n0 = jc + p * NR, cols = imin(NR, jc + nc - n0);
+    if (!g.trans_b) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* __restrict src = g.B + (pc + k) * g.ldb + n0;
+        T* __restrict dk = d + k * NR;
         for (int64_t n = 0; n < cols; ++n) dk[n] = src[n];
-      } else {
-        for (int64_t n = 0; n < cols; ++n) dk[n] = g.B[(n0 + n) * g.ldb + kk];
       }
-      for (int64_t n = cols; n < NR; ++n) dk[n] = T(0);
+    } else {
+      // Columns of op(B) are rows of B: read each once, write with stride NR.
+      for (int64_t n = 0; n < cols; ++n) {
+        const T* __restrict src = g.B + (n0 + n) * g.ldb + pc;
+        for (int64_t k = 0; k < kc; ++k) d[k * NR + n] = src[k];
+      }
     }
+    if (cols < NR)
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t n = cols; n < NR; ++n) d[k * NR + n] = T(0);
   }
 }
 
-// Store a kMR x NR tile of accumulators into C rows [m0, m0+rows), columns [n0, n0+cols).
+// Store a kGMR x NR tile of accumulators into C rows [m0, m0+rows), columns [n0, n0+cols).
 template <typename T>
-LF_INLINE void store_tile(Vec<T> (&acc)[kMR][kNV], T* C, int64_t ldc, int64_t m0, int64_t rows, int64_t n0,
+LF_INLINE void store_tile(Vec<T> (&acc)[kGMR][kGNV], T* C, int64_t ldc, int64_t m0, int64_t rows, int64_t n0,
                           int64_t cols, bool add_c, const T* bias) {
   using V = Vec<T>;
   constexpr int VL = V::N;
   for (int64_t r = 0; r < rows; ++r) {
     T* c = C + (m0 + r) * ldc + n0;
 #pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) {
+    for (int v = 0; v < kGNV; ++v) {
       int64_t n = int64_t(v) * VL;
       if (n >= cols) break;
       int len = int(imin(VL, cols - n));
@@ -252,23 +283,27 @@ void gemm_team(const GemmArgs<T>& g, T* pack_b_buf, T* pack_a_buf, int tid, int 
       }
       bool add_c = g.accumulate || pc > 0;
       const T* bias = pc == 0 ? g.bias : nullptr;
-      // Work items: (row block, column-panel range); split columns too when rows are few.
-      int64_t mblocks = ceil_div(g.M, MC);
-      int64_t nsplit = imax(1, imin(npanels, ceil_div(nt, mblocks)));
-      int64_t items = mblocks * nsplit;
+      // Work items: (row block, column-panel range). Row blocks of equal size; with few row
+      // blocks, column panels are split too so every thread gets a similar share.
+      const int64_t mblocks = ceil_div(g.M, MC);
+      const int64_t mc_even = ceil_div(ceil_div(g.M, mblocks), kGMR) * kGMR;
+      const int64_t nsplit = nt == 1 ? 1 : imax(1, imin(npanels, ceil_div(4 * int64_t(nt), mblocks)));
+      const int64_t items = mblocks * nsplit;
       for (int64_t item = tid; item < items; item += nt) {
-        int64_t ib = item / nsplit, is = item % nsplit;
-        int64_t ic = ib * MC, mc = imin(MC, g.M - ic);
+        const int64_t ib = item / nsplit, is = item % nsplit;
+        const int64_t ic = ib * mc_even, mc = imin(mc_even, g.M - ic);
+        if (mc <= 0) continue;
         int64_t q0, q1;
         split_range(npanels, int(nsplit), int(is), q0, q1);
+        if (q0 == q1) continue;
         pack_a(g, ic, mc, pc, kc, pack_a_buf);
         for (int64_t p = q0; p < q1; ++p) {
           const T* bp = pack_b_buf + p * kc * NR;
           int64_t n0 = jc + p * NR, cols = imin(NR, g.N - n0);
-          for (int64_t ir = 0; ir < mc; ir += kMR) {
-            Vec<T> acc[kMR][kNV];
-            tile_kernel<T, kMR, kNV>(kc, pack_a_buf + (ir / kMR) * kc * kMR, 1, kMR, bp, NR, Vec<T>::N, acc);
-            store_tile<T>(acc, g.C, g.ldc, ic + ir, imin(kMR, mc - ir), n0, cols, add_c, bias);
+          for (int64_t ir = 0; ir < mc; ir += kGMR) {
+            Vec<T> acc[kGMR][kGNV];
+            tile_kernel<T, kGMR, kGNV>(kc, pack_a_buf + (ir / kGMR) * kc * kGMR, 1, kGMR, bp, NR, Vec<T>::N, acc);
+            store_tile<T>(acc, g.C, g.ldc, ic + ir, imin(kGMR, mc - ir), n0, cols, add_c, bias);
           }
         }
       }
