@@ -10,7 +10,7 @@ from ._results import LSTMGradients, LSTMOutput
 
 __version__ = _core.__version__
 __all__ = ["ops", "reference", "build_info", "set_num_threads", "get_num_threads", "set_simd_level",
-           "LSTMOutput", "LSTMGradients", "__version__"]
+           "LSTMOutput", "LSTMGradients", "load_model", "Sequential", "Model", "__version__"]
 
 _SIMD_LEVELS = ("portable", "avx2", "avx512")
 
@@ -52,3 +52,19 @@ def _check_simd_env() -> None:
 
 
 _check_simd_env()
+
+_LAZY_SUBMODULES = ("layers", "models", "optimizers", "losses", "metrics", "callbacks", "saving", "utils",
+                    "activations", "initializers", "backend", "tasks", "cli")
+
+
+def __getattr__(name):
+    # The training API loads on first use, so `import lstmfast` stays quick for ops users.
+    import importlib
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name == "load_model":
+        from .saving import load_model
+        return load_model
+    if name in ("Sequential", "Model"):
+        return getattr(importlib.import_module(".models", __name__), name)
+    raise AttributeError(f"module 'lstmfast' has no attribute {name!r}")

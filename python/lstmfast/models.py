@@ -1,0 +1,777 @@
+"""Keras-style models: ``Sequential`` and the functional ``Model(inputs, outputs)``.
+
+Both run the same small graph executor: a list of steps (one per layer call, in topological
+order) over numbered tensors. Training runs each step's ``layer.forward`` (which returns the
+outputs and a cache), the loss, then each step's ``layer.backward`` in reverse, and hands the
+accumulated gradients to the optimizer. Inference runs ``layer.call`` and keeps nothing.
+
+Masks (from ``Embedding(mask_zero=True)``) travel with the tensors through ``compute_mask``; a
+masked sequence output weights its loss like Keras does (the mean over unmasked steps).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import backend, callbacks as callbacks_module, layers as layers_module, losses as losses_module
+from . import metrics as metrics_module, optimizers as optimizers_module
+
+__all__ = ["Model", "Sequential"]
+
+
+def _as_list(x) -> list:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _batch_count(arrays: List[np.ndarray]) -> int:
+    return arrays[0].shape[0] if arrays else 0
+
+
+class _Step:
+    """One layer call in the graph: which tensors go in and come out, and in which structure."""
+
+    __slots__ = ("layer", "inputs", "outputs", "multi_in", "multi_out", "training", "node")
+
+    def __init__(self, layer, inputs, outputs, multi_in, multi_out, training, node):
+        self.layer, self.inputs, self.outputs = layer, inputs, outputs
+        self.multi_in, self.multi_out = multi_in, multi_out
+        self.training = training  # None, or a flag forced at call time (e.g. Dropout(0.5)(x, training=True))
+        self.node = node
+
+
+class Model:
+    """A graph of layers with Keras's training API.
+
+    ``Model(inputs, outputs)`` builds from symbolic tensors made by ``lstmfast.layers.Input`` and
+    layer calls; ``Sequential`` (below) is a chain of layers.
+    """
+
+    def __init__(self, inputs=None, outputs=None, name: Optional[str] = None):
+        self.name = name or _unique_name(type(self).__name__)
+        self.optimizer = None
+        self.loss = None
+        self.compiled = False
+        self.stop_training = False
+        self.history = None
+        self._metric_specs: list = []
+        self._steps: List[_Step] = []
+        self._layers: list = []
+        self._input_tensors: list = []
+        self._output_tensors: list = []
+        self._n_tensors = 0
+        self._input_ids: List[int] = []
+        self._output_ids: List[int] = []
+        self._train_pairs: Optional[list] = None
+        self._compiled_losses: Optional[list] = None
+        if inputs is not None or outputs is not None:
+            if inputs is None or outputs is None:
+                raise ValueError("Model(inputs, outputs) needs both inputs and outputs (symbolic tensors from Input())")
+            self._build_graph(_as_list(inputs), _as_list(outputs))
+            self._single_input = not isinstance(inputs, (list, tuple))
+            self._single_output = not isinstance(outputs, (list, tuple))
+
+    # ---- graph ----------------------------------------------------------------------------------
+
+    def _build_graph(self, inputs: list, outputs: list) -> None:
+        for t in inputs + outputs:
+            if not isinstance(t, layers_module.KerasTensor):
+                raise TypeError(f"Model inputs and outputs must be symbolic tensors from lstmfast.layers.Input "
+                                f"and layer calls, got {type(t).__name__}")
+        ids: Dict[int, int] = {}
+
+        def tid(t) -> int:
+            key = id(t)
+            if key not in ids:
+                ids[key] = len(ids)
+            return ids[key]
+
+        self._input_tensors, self._output_tensors = inputs, outputs
+        self._input_ids = [tid(t) for t in inputs]
+        # Depth-first from the outputs back to the inputs, emitting each node after its inputs.
+        order: list = []
+        seen_nodes = set()
+        input_keys = {id(t) for t in inputs}
+
+        def visit(t, stack):
+            if id(t) in input_keys:
+                return
+            layer, node_index, _ = t._history
+            node = layer._inbound_nodes[node_index]
+            if id(node) in seen_nodes:
+                return
+            if id(node) in stack:
+                raise ValueError("the layer graph has a cycle")
+            if isinstance(layer, layers_module.InputLayer):
+                raise ValueError(f"output depends on input {t.name!r}, which is not among the model's inputs")
+            stack.add(id(node))
+            for src in node.inputs:
+                visit(src, stack)
+            stack.discard(id(node))
+            seen_nodes.add(id(node))
+            order.append(node)
+
+        for t in outputs:
+            visit(t, set())
+        steps, layer_list = [], []
+        for node in order:
+            in_ids = [tid(t) for t in node.inputs]
+            out_ids = [tid(t) for t in node.outputs]
+            multi_in = len(node.inputs) > 1
+            multi_out = len(node.outputs) > 1
+            steps.append(_Step(node.layer, in_ids, out_ids, multi_in, multi_out, node.call_kwargs.get("training"), node))
+            if node.layer not in layer_list:
+                layer_list.append(node.layer)
+        self._steps = steps
+        self._layers = layer_list
+        self._output_ids = [tid(t) for t in outputs]
+        self._n_tensors = len(ids)
+        self._train_pairs = None
+
+    @property
+    def layers(self) -> list:
+        """The model's layers in call order (input layers first for functional models)."""
+        input_layers = [t._history[0] for t in self._input_tensors]
+        return input_layers + [l for l in self._layers if l not in input_layers]
+
+    def get_layer(self, name: Optional[str] = None, index: Optional[int] = None):
+        if index is not None:
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"no layer named {name!r}; layers: {[l.name for l in self.layers]}")
+
+    def _ensure_built(self, x_arrays: Optional[List[np.ndarray]] = None) -> None:
+        if not self._steps and not self._input_ids:
+            raise ValueError("this model has no layers yet")
+
+    @property
+    def built(self) -> bool:
+        return bool(self._input_ids)
+
+    # ---- execution ----------------------------------------------------------------------------
+
+    def _run(self, inputs: List[np.ndarray], training: bool, keep_caches: bool):
+        """Forward through the graph. Returns (values, masks, caches)."""
+        values: list = [None] * self._n_tensors
+        masks: list = [None] * self._n_tensors
+        for i, x in zip(self._input_ids, inputs):
+            values[i] = x
+        caches = [] if keep_caches else None
+        for step in self._steps:
+            if step.multi_in:
+                x = [values[i] for i in step.inputs]
+                m = [masks[i] for i in step.inputs]
+                if all(v is None for v in m):
+                    m = None
+            else:
+                x = values[step.inputs[0]]
+                m = masks[step.inputs[0]]
+            layer = step.layer
+            flag = training if step.training is None else step.training
+            if keep_caches:
+                out, cache = layer.forward(x, training=flag, mask=m)
+                caches.append(cache)
+            else:
+                out = layer.call(x, training=flag, mask=m)
+            out_mask = layer.compute_mask(x, m)
+            if step.multi_out:
+                out_masks = out_mask if isinstance(out_mask, (list, tuple)) else [out_mask] * len(out)
+                for i, v, mk in zip(step.outputs, out, out_masks):
+                    values[i], masks[i] = v, mk
+            else:
+                values[step.outputs[0]] = out
+                masks[step.outputs[0]] = out_mask
+        return values, masks, caches
+
+    def _backward(self, caches: list, output_grads: Dict[int, np.ndarray]) -> None:
+        grads: list = [None] * self._n_tensors
+        for i, g in output_grads.items():
+            grads[i] = g
+        for step, cache in zip(reversed(self._steps), reversed(caches)):
+            if step.multi_out:
+                g_out = [grads[i] for i in step.outputs]
+                if all(g is None for g in g_out):
+                    continue
+            else:
+                g_out = grads[step.outputs[0]]
+                if g_out is None:
+                    continue
+            g_in = step.layer.backward(cache, g_out)
+            if step.multi_in:
+                pairs = zip(step.inputs, g_in)
+            else:
+                pairs = ((step.inputs[0], g_in),)
+            for i, g in pairs:
+                if g is None:
+                    continue
+                grads[i] = g if grads[i] is None else grads[i] + g
+
+    # ---- compile --------------------------------------------------------------------------------
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, run_eagerly=None,
+                jit_compile=None, **kwargs) -> None:
+        """Configure training: optimizer (name or instance), loss (name, instance, or one per output),
+        metrics (names such as "accuracy", "mae"; a list, or one list per output)."""
+        if kwargs:
+            raise TypeError(f"compile() got unexpected arguments: {sorted(kwargs)}")
+        self.optimizer = optimizers_module.get(optimizer)
+        n_out = len(self._output_ids) if self.built else None
+        if isinstance(loss, (list, tuple)):
+            self.loss = [losses_module.get(l) for l in loss]
+        elif isinstance(loss, dict):
+            raise TypeError("loss as a dict is not supported; pass a list with one loss per output")
+        else:
+            self.loss = losses_module.get(loss)
+        if n_out is not None and isinstance(self.loss, list) and len(self.loss) != n_out:
+            raise ValueError(f"compile() got {len(self.loss)} losses for a model with {n_out} outputs")
+        self._loss_weights = list(loss_weights) if loss_weights is not None else None
+        self._metric_specs = metrics if metrics is not None else []
+        if isinstance(self._metric_specs, str):
+            raise TypeError(f"metrics must be a list, e.g. metrics=[{self._metric_specs!r}]")
+        for spec in (self._metric_specs if not self._metric_specs or not isinstance(self._metric_specs[0], (list, tuple))
+                     else [m for per in self._metric_specs for m in per]):
+            metrics_module.get(spec)  # validates names now (a clear error at compile time)
+        self._compile_args = {"optimizer": optimizer, "loss": loss, "metrics": metrics, "loss_weights": loss_weights}
+        self.compiled = True
+        self._metrics_built = None
+        self._train_pairs = None
+
+    def _losses_per_output(self) -> list:
+        n = len(self._output_ids)
+        if isinstance(self.loss, list):
+            if len(self.loss) != n:
+                raise ValueError(f"compile() got {len(self.loss)} losses for a model with {n} outputs")
+            return self.loss
+        return [self.loss] * n
+
+    def _build_metrics(self, ys: List[np.ndarray], preds: List[np.ndarray]) -> None:
+        n = len(self._output_ids)
+        specs = self._metric_specs
+        if specs and isinstance(specs[0], (list, tuple)):
+            per_output = [list(s) for s in specs]
+            if len(per_output) != n:
+                raise ValueError(f"metrics has {len(per_output)} lists for a model with {n} outputs")
+        else:
+            per_output = [list(specs)] + [[] for _ in range(n - 1)] if n > 1 and specs else [list(specs)] * max(n, 1)
+        losses = self._losses_per_output()
+        built = []
+        for k in range(n):
+            prefix = "" if n == 1 else self._output_name(k) + "_"
+            for spec in per_output[k]:
+                metric = metrics_module.resolve(spec, losses[k].name, ys[k], preds[k])
+                built.append((k, prefix + metric.name, metric))
+        self._metrics_built = built
+
+    def _output_name(self, k: int) -> str:
+        t = self._output_tensors[k]
+        return t._history[0].name
+
+    # ---- data handling -------------------------------------------------------------------------
+
+    def _input_dtype(self, k: int):
+        layer = self._input_tensors[k]._history[0] if self._input_tensors else None
+        dt = getattr(self._input_tensors[k], "dtype", None) if self._input_tensors else None
+        return np.dtype(dt) if dt else np.dtype(backend.floatx())
+
+    def _prepare_x(self, x, what: str = "x") -> List[np.ndarray]:
+        if x is None:
+            raise ValueError(f"{what} is required")
+        xs = _as_list(x) if isinstance(x, (list, tuple)) and self._expects_multiple_inputs(x) else [x]
+        self._ensure_built_from(xs)
+        if len(xs) != len(self._input_ids):
+            raise ValueError(f"{what}: the model has {len(self._input_ids)} inputs, got {len(xs)} arrays")
+        out = []
+        for k, arr in enumerate(xs):
+            t = self._input_tensors[k]
+            arr = np.asarray(arr)
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"{what} must be numeric, got dtype {arr.dtype}")
+            want = np.dtype(t.dtype) if t.dtype else None
+            if want is not None and arr.dtype != want and not (want.kind in "iu" and arr.dtype.kind == "f"):
+                arr = arr.astype(want)
+            expected = tuple(t.shape[1:])
+            if len(arr.shape) != len(t.shape) or any(e is not None and e != g for e, g in zip(expected, arr.shape[1:])):
+                name = f"input {k} ({t.name})" if len(xs) > 1 else what
+                raise ValueError(f"{name} must have shape (batch,) + {tuple(expected)} (None = any), "
+                                 f"got {tuple(arr.shape)}")
+            out.append(arr)
+        n = {a.shape[0] for a in out}
+        if len(n) > 1:
+            raise ValueError(f"{what}: all input arrays must have the same number of samples, got {sorted(n)}")
+        return out
+
+    def _expects_multiple_inputs(self, x) -> bool:
+        # A list is several inputs for a multi-input model; for one input it is the data itself.
+        return (len(self._input_ids) > 1) if self.built else len(x) > 1 and all(hasattr(a, "shape") for a in x)
+
+    def _ensure_built_from(self, xs: List[np.ndarray]) -> None:
+        if not self.built:
+            raise ValueError("this model is not built; give the first layer an input_shape or start with Input()")
+
+    def _prepare_y(self, y, n_samples: int, what: str = "y") -> List[np.ndarray]:
+        n_out = len(self._output_ids)
+        ys = list(y) if (n_out > 1 and isinstance(y, (list, tuple))) else [y]
+        if len(ys) != n_out:
+            raise ValueError(f"{what}: the model has {n_out} outputs, got {len(ys)} target arrays")
+        out = []
+        for k, arr in enumerate(ys):
+            arr = np.asarray(arr)
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"{what} must be numeric, got dtype {arr.dtype}")
+            if arr.ndim == 0 or arr.shape[0] != n_samples:
+                raise ValueError(f"{what} has {arr.shape[0] if arr.ndim else 0} samples but x has {n_samples}; "
+                                 f"x and y must have the same number of samples (got y shape {arr.shape})")
+            out.append(arr)
+        return out
+
+    # ---- training steps ------------------------------------------------------------------------
+
+    def _trainable_pairs(self) -> list:
+        if self._train_pairs is None:
+            pairs = []
+            for layer in self._layers:
+                if not layer.trainable:
+                    continue
+                for key, w in layer.weights.items():
+                    pairs.append((layer.grads[key], w))
+            self._train_pairs = pairs
+        return self._train_pairs
+
+    def _loss_and_grads(self, ys, values, masks, sample_weight):
+        losses = self._losses_per_output()
+        total = 0.0
+        out_grads = {}
+        weights = self._loss_weights
+        for k, (oid, loss) in enumerate(zip(self._output_ids, losses)):
+            pred = values[oid]
+            sw = sample_weight
+            mask = masks[oid]
+            if mask is not None and pred.ndim == 3:
+                m = mask.astype(pred.dtype)
+                denom = m.sum()
+                m *= (m.size / denom) if denom > 0 else 0.0
+                sw = m if sw is None else m * (sw[:, None] if np.ndim(sw) == 1 else sw)
+            value, grad = loss.value_and_grad(ys[k], pred, sw)
+            if weights is not None:
+                value *= weights[k]
+                grad = grad * weights[k]
+            total += value
+            out_grads[oid] = grad
+        return total, out_grads
+
+    def _train_batch(self, xs, ys, sample_weight=None) -> float:
+        for layer in self._layers:
+            if layer.trainable:
+                layer.zero_grads()
+        values, masks, caches = self._run(xs, training=True, keep_caches=True)
+        loss, out_grads = self._loss_and_grads(ys, values, masks, sample_weight)
+        self._backward(caches, out_grads)
+        self.optimizer.apply_gradients(self._trainable_pairs())
+        self._last_values, self._last_masks = values, masks
+        return loss
+
+    def _predict_batch(self, xs) -> list:
+        values, masks, _ = self._run(xs, training=False, keep_caches=False)
+        self._last_values, self._last_masks = values, masks
+        return [values[i] for i in self._output_ids]
+
+    def _update_metrics(self, ys, sample_weight=None) -> None:
+        values = self._last_values
+        if self._metrics_built is None:
+            self._build_metrics(ys, [values[i] for i in self._output_ids])
+        if not self._metrics_built:
+            return
+        for k, _, metric in self._metrics_built:
+            metric.update_state(ys[k], values[self._output_ids[k]], sample_weight)
+
+    def _reset_metrics(self) -> None:
+        for _, _, metric in self._metrics_built or ():
+            metric.reset_state()
+
+    def _metric_logs(self) -> Dict[str, float]:
+        return {name: float(metric.result()) for _, name, metric in self._metrics_built or ()}
+
+    def _check_compiled(self, what: str) -> None:
+        if not self.compiled:
+            raise RuntimeError(f"you must compile the model before {what}: call model.compile(optimizer, loss)")
+
+    # ---- public training API -------------------------------------------------------------------
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
+            steps_per_epoch=None, validation_batch_size=None, validation_freq=1, **kwargs):
+        """Train for ``epochs`` epochs; returns the History. Keras semantics: ``validation_split``
+        takes the last fraction of the data before shuffling; ``shuffle`` reshuffles every epoch."""
+        if kwargs:
+            raise TypeError(f"fit() got unexpected arguments: {sorted(kwargs)}")
+        self._check_compiled("training it (fit)")
+        xs = self._prepare_x(x)
+        n = _batch_count(xs)
+        ys = self._prepare_y(y, n)
+        sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if sw is not None and sw.shape[0] != n:
+            raise ValueError(f"sample_weight has {sw.shape[0]} entries but x has {n} samples")
+        if class_weight is not None:
+            sw = _class_weights_to_sample_weights(class_weight, ys[0], sw)
+        batch_size = _check_batch_size(batch_size, steps_per_epoch)
+        if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+        verbose = 1 if verbose == "auto" else int(verbose)
+
+        val = None
+        if validation_data is not None:
+            vd = tuple(validation_data)
+            if len(vd) not in (2, 3):
+                raise ValueError("validation_data must be (x_val, y_val) or (x_val, y_val, sample_weight)")
+            vx = self._prepare_x(vd[0], "validation_data x")
+            vy = self._prepare_y(vd[1], _batch_count(vx), "validation_data y")
+            vsw = None if len(vd) == 2 or vd[2] is None else np.asarray(vd[2], np.float64)
+            val = (vx, vy, vsw)
+        elif validation_split:
+            if not 0.0 < validation_split < 1.0:
+                raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
+            split = int(n * (1.0 - validation_split))
+            if split == 0 or split == n:
+                raise ValueError(f"validation_split={validation_split} leaves no training or no validation "
+                                 f"samples out of {n}")
+            val = ([a[split:] for a in xs], [a[split:] for a in ys], None if sw is None else sw[split:])
+            xs, ys = [a[:split] for a in xs], [a[:split] for a in ys]
+            sw = None if sw is None else sw[:split]
+            n = split
+
+        steps = (steps_per_epoch or max(1, math.ceil(n / batch_size))) if n else 0
+        cbs = callbacks_module.CallbackList(callbacks, model=self, add_history=True, add_progbar=verbose != 0,
+                                            verbose=verbose, epochs=epochs, steps=steps)
+        self.stop_training = False
+        cbs.on_train_begin()
+        rng = backend.get_rng()
+        logs: Dict[str, float] = {}
+        for epoch in range(initial_epoch, epochs):
+            self._reset_metrics()
+            cbs.on_epoch_begin(epoch)
+            order = rng.permutation(n) if (shuffle and shuffle != "batch" and n > 1) else None
+            loss_sum, seen = 0.0, 0
+            for step in range(steps):
+                lo = (step * batch_size) % n if n else 0
+                hi = min(lo + batch_size, n)
+                idx = slice(lo, hi) if order is None else order[lo:hi]
+                bx = [a[idx] for a in xs]
+                by = [a[idx] for a in ys]
+                bsw = None if sw is None else sw[idx]
+                cbs.on_train_batch_begin(step)
+                loss = self._train_batch(bx, by, bsw)
+                if not math.isfinite(loss):
+                    pass  # reported in the logs; TerminateOnNaN-style handling is the user's choice
+                count = hi - lo
+                loss_sum += loss * count
+                seen += count
+                self._update_metrics(by, bsw)
+                logs = {"loss": loss_sum / seen}
+                logs.update(self._metric_logs())
+                cbs.on_train_batch_end(step, logs)
+                if self.stop_training:
+                    break
+            epoch_logs = dict(logs)
+            if val is not None and (epoch + 1) % validation_freq == 0:
+                val_logs = self._evaluate_arrays(val[0], val[1], val[2], validation_batch_size or batch_size)
+                epoch_logs.update({"val_" + k: v for k, v in val_logs.items()})
+            cbs.on_epoch_end(epoch, epoch_logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end(logs)
+        return self.history  # CallbackList.set_model attached this fit's History
+
+    def _evaluate_arrays(self, xs, ys, sw, batch_size) -> Dict[str, float]:
+        n = _batch_count(xs)
+        self._reset_metrics()
+        loss_sum = 0.0
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            bx, by = [a[lo:hi] for a in xs], [a[lo:hi] for a in ys]
+            bsw = None if sw is None else sw[lo:hi]
+            self._predict_batch(bx)
+            loss, _ = self._loss_and_grads(by, self._last_values, self._last_masks, bsw)
+            loss_sum += loss * (hi - lo)
+            self._update_metrics(by, bsw)
+        out = {"loss": loss_sum / n if n else float("nan")}
+        out.update(self._metric_logs())
+        return out
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, return_dict=False,
+                 callbacks=None, **kwargs):
+        """Loss and metrics on the given data (a float, or a list [loss, metrics...], or a dict)."""
+        if kwargs:
+            raise TypeError(f"evaluate() got unexpected arguments: {sorted(kwargs)}")
+        self._check_compiled("evaluating it")
+        xs = self._prepare_x(x)
+        ys = self._prepare_y(y, _batch_count(xs))
+        sw = None if sample_weight is None else np.asarray(sample_weight, np.float64)
+        logs = self._evaluate_arrays(xs, ys, sw, _check_batch_size(batch_size, None))
+        verbose = 1 if verbose == "auto" else int(verbose)
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        if return_dict:
+            return logs
+        vals = list(logs.values())
+        return vals[0] if len(vals) == 1 else vals
+
+    def predict(self, x, batch_size=None, verbose="auto", callbacks=None, steps=None):
+        """Outputs for ``x`` in batches (inference mode: no dropout)."""
+        xs = self._prepare_x(x)
+        n = _batch_count(xs)
+        batch_size = _check_batch_size(batch_size, None)
+        chunks: List[list] = [[] for _ in self._output_ids]
+        for lo in range(0, n, batch_size):
+            outs = self._predict_batch([a[lo:lo + batch_size] for a in xs])
+            for k, o in enumerate(outs):
+                chunks[k].append(o)
+        if n == 0:
+            results = [np.zeros((0,) + tuple(d or 0 for d in t.shape[1:]), backend.floatx())
+                       for t in self._output_tensors]
+        else:
+            results = [np.concatenate(c, axis=0) if len(c) > 1 else c[0] for c in chunks]
+        return results[0] if len(results) == 1 else results
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One gradient update on one batch; returns the loss (and metrics, Keras-style)."""
+        self._check_compiled("training it (train_on_batch)")
+        xs = self._prepare_x(x)
+        ys = self._prepare_y(y, _batch_count(xs))
+        sw = None if sample_weight is None else np.asarray(sample_weight, np.float64)
+        if class_weight is not None:
+            sw = _class_weights_to_sample_weights(class_weight, ys[0], sw)
+        self._reset_metrics()
+        loss = self._train_batch(xs, ys, sw)
+        self._update_metrics(ys, sw)
+        return self._batch_result(loss, return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        self._check_compiled("evaluating it (test_on_batch)")
+        xs = self._prepare_x(x)
+        ys = self._prepare_y(y, _batch_count(xs))
+        sw = None if sample_weight is None else np.asarray(sample_weight, np.float64)
+        logs = self._evaluate_arrays(xs, ys, sw, max(1, _batch_count(xs)))
+        return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
+
+    def predict_on_batch(self, x):
+        outs = self._predict_batch(self._prepare_x(x))
+        return outs[0] if len(outs) == 1 else outs
+
+    def _batch_result(self, loss: float, return_dict: bool):
+        logs = {"loss": float(loss)}
+        logs.update(self._metric_logs())
+        if return_dict:
+            return logs
+        return logs["loss"] if len(logs) == 1 else list(logs.values())
+
+    # ---- weights, state, description -----------------------------------------------------------
+
+    def get_weights(self) -> List[np.ndarray]:
+        """All weights, layer by layer in Keras's order (copies)."""
+        return [w for layer in self._layers for w in layer.get_weights()]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        weights = list(weights)
+        expected = sum(len(layer.weights) for layer in self._layers)
+        if len(weights) != expected:
+            raise ValueError(f"set_weights: the model has {expected} weight arrays, got {len(weights)}")
+        pos = 0
+        for layer in self._layers:
+            k = len(layer.weights)
+            layer.set_weights(weights[pos:pos + k])
+            pos += k
+
+    @property
+    def weights(self) -> List[np.ndarray]:
+        return [w for layer in self._layers for w in layer.weights.values()]
+
+    @property
+    def trainable_weights(self) -> List[np.ndarray]:
+        return [w for _, w in self._trainable_pairs()]
+
+    def count_params(self) -> int:
+        return int(sum(layer.count_params() for layer in self._layers))
+
+    def reset_states(self) -> None:
+        for layer in self._layers:
+            layer.reset_states()
+
+    def summary(self, print_fn=None, line_length: int = 80) -> None:
+        """Print a Keras-style table: each layer's name, type, output shape and parameter count."""
+        print_fn = print_fn or print
+        cols = [int(line_length * 0.45), int(line_length * 0.33), line_length - int(line_length * 0.45)
+                - int(line_length * 0.33)]
+
+        def row(a, b, c):
+            return f"{a:<{cols[0]}}{b:<{cols[1]}}{c:>{cols[2]}}"
+
+        print_fn(f'Model: "{self.name}"')
+        print_fn("_" * line_length)
+        print_fn(row(" Layer (type)", "Output Shape", "Param #"))
+        print_fn("=" * line_length)
+        rows = self._summary_rows()
+        for i, (label, shape, params) in enumerate(rows):
+            print_fn(row(" " + label, str(shape), f"{params:,}"))
+            if i < len(rows) - 1:
+                print_fn("")
+        print_fn("=" * line_length)
+        total = self.count_params()
+        trainable = sum(l.count_params() for l in self._layers if l.trainable)
+        print_fn(f"Total params: {total:,}")
+        print_fn(f"Trainable params: {trainable:,}")
+        print_fn(f"Non-trainable params: {total - trainable:,}")
+        print_fn("_" * line_length)
+
+    def _summary_rows(self):
+        rows = []
+        for t in self._input_tensors:
+            layer = t._history[0]
+            rows.append((f"{layer.name} ({type(layer).__name__})", _shape_str(t.shape), 0))
+        for step in self._steps:
+            shapes = [t.shape for t in step.node.outputs]
+            shape = _shape_str(shapes[0]) if len(shapes) == 1 else "[" + ", ".join(_shape_str(s) for s in shapes) + "]"
+            rows.append((f"{step.layer.name} ({type(step.layer).__name__})", shape, step.layer.count_params()))
+        return rows
+
+    # ---- saving ---------------------------------------------------------------------------------
+
+    def save(self, filepath, overwrite: bool = True) -> None:
+        """Save architecture, weights and optimizer state to one file (a zip of JSON and .npy; no
+        pickle), written atomically."""
+        from . import saving
+        saving.save_model(self, filepath, overwrite=overwrite)
+
+    def save_weights(self, filepath, overwrite: bool = True) -> None:
+        from . import saving
+        saving.save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath) -> None:
+        from . import saving
+        saving.load_weights(self, filepath)
+
+    def get_config(self) -> dict:
+        from . import saving
+        return saving.model_config(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r} layers={len(self._layers)}>"
+
+
+class Sequential(Model):
+    """A linear stack of layers: ``Sequential([LSTM(25, input_shape=(5, 10)), Dense(10, activation="softmax")])``.
+
+    The model is built as soon as its input shape is known: from ``Input(shape)`` as first element,
+    from the first layer's ``input_shape``/``batch_input_shape``, or from the first data it sees.
+    """
+
+    def __init__(self, layers=None, name: Optional[str] = None):
+        super().__init__(name=name)
+        self._stack: list = []
+        self._input_spec = None  # (batch_shape, dtype) once known
+        for layer in layers or []:
+            self.add(layer)
+
+    def add(self, layer) -> None:
+        if isinstance(layer, layers_module.KerasTensor):
+            if self._stack or self._input_spec is not None:
+                raise ValueError("Input() can only be the first element of a Sequential model")
+            self._input_spec = (tuple(layer.shape), layer.dtype)
+            self._rebuild()
+            return
+        if isinstance(layer, layers_module.InputLayer):
+            if self._stack or self._input_spec is not None:
+                raise ValueError("an InputLayer can only be the first element of a Sequential model")
+            t = layer._inbound_nodes[0].outputs[0]
+            self._input_spec = (tuple(t.shape), t.dtype)
+            self._rebuild()
+            return
+        if not isinstance(layer, layers_module.Layer):
+            raise TypeError(f"Sequential.add expects a Layer, got {type(layer).__name__}")
+        if layer in self._stack:
+            raise ValueError(f"layer {layer.name!r} is already in this model")
+        if not self._stack and self._input_spec is None:
+            hint = getattr(layer, "_input_shape_hint", None)
+            if hint is not None:
+                self._input_spec = (tuple(hint), getattr(layer, "_input_dtype_hint", None))
+        self._stack.append(layer)
+        if self._input_spec is not None:
+            self._rebuild()
+
+    def pop(self):
+        if not self._stack:
+            raise ValueError("pop() on an empty Sequential model")
+        layer = self._stack.pop()
+        if self._input_spec is not None and self._stack:
+            self._rebuild()
+        return layer
+
+    def _rebuild(self) -> None:
+        if self._input_spec is None:
+            return
+        shape, dtype = self._input_spec
+        t = inp = layers_module.Input(batch_shape=shape, dtype=dtype)
+        for layer in self._stack:
+            t = layer(t)
+        if self._stack:
+            self._build_graph([inp], _as_list(t))
+            self._single_input, self._single_output = True, not isinstance(t, (list, tuple))
+        else:
+            self._input_tensors, self._input_ids = [inp], [0]
+
+    @property
+    def layers(self) -> list:
+        return list(self._stack)
+
+    def _ensure_built_from(self, xs: List[np.ndarray]) -> None:
+        if self.built and self._steps:
+            return
+        if not self._stack:
+            raise ValueError("this Sequential model has no layers; add some with model.add(layer)")
+        if len(xs) != 1:
+            raise ValueError(f"a Sequential model takes one input array, got {len(xs)}")
+        arr = np.asarray(xs[0])
+        dtype = None if arr.dtype.kind == "f" else str(arr.dtype)
+        self._input_spec = ((None,) + tuple(arr.shape[1:]), dtype)
+        self._rebuild()
+
+    def _expects_multiple_inputs(self, x) -> bool:
+        return False
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+_NAME_COUNTS: Dict[str, int] = {}
+
+
+def _unique_name(class_name: str) -> str:
+    base = "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(class_name))
+    count = _NAME_COUNTS.get(base, 0)
+    _NAME_COUNTS[base] = count + 1
+    return base if count == 0 else f"{base}_{count}"
+
+
+def _shape_str(shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _check_batch_size(batch_size, steps_per_epoch) -> int:
+    if batch_size is None:
+        return 32
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    return int(batch_size)
+
+
+def _class_weights_to_sample_weights(class_weight: dict, y: np.ndarray, sw) -> np.ndarray:
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be a dict {{class index: weight}}, got {type(class_weight).__name__}")
+    labels = y.argmax(-1) if (y.ndim > 1 and y.shape[-1] > 1) else y.reshape(y.shape[0], -1)[:, 0].astype(np.int64)
+    if labels.ndim > 1:
+        raise ValueError("class_weight is supported for one label per sample, not for sequence targets")
+    weights = np.array([class_weight.get(int(c), 1.0) for c in labels.astype(np.int64)], np.float64)
+    return weights if sw is None else weights * sw

@@ -1,0 +1,1 @@
+"""The classic LSTM sample tasks, runnable from the command line (``lstmfast <task>``)."""
