@@ -314,12 +314,18 @@ void gemm_team(const GemmArgs<T>& g, T* pack_b_buf, T* pack_a_buf, int tid, int 
   }
 }
 
+// Packing buffers for a series of GEMMs whose sizes are at most max_m x max_n x max_k: sized to
+// the problem (small calls stay small), shared B panel plus one A block per thread.
 template <typename T>
 struct GemmBuffers {
+  using BL = GemmBlocking<T>;
+  int64_t a_stride;
   Scratch<T> b, a;
-  explicit GemmBuffers(int nt)
-      : b(GemmBlocking<T>::KC * GemmBlocking<T>::NC), a(int64_t(nt) * GemmBlocking<T>::MC * GemmBlocking<T>::KC) {}
-  T* a_for(int tid) { return a.get() + int64_t(tid) * GemmBlocking<T>::MC * GemmBlocking<T>::KC; }
+  GemmBuffers(int nt, int64_t max_m, int64_t max_n, int64_t max_k)
+      : a_stride(imin(BL::MC, ceil_div(imax(max_m, 1), kGMR) * kGMR) * imin(BL::KC, imax(max_k, 1))),
+        b(imin(BL::KC, imax(max_k, 1)) * imin(BL::NC, ceil_div(imax(max_n, 1), BL::NR) * BL::NR)),
+        a(int64_t(nt) * a_stride) {}
+  T* a_for(int tid) { return a.get() + int64_t(tid) * a_stride; }
 };
 
 }  // namespace LF_ISA

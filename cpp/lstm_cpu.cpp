@@ -133,7 +133,7 @@ void forward_impl(const ForwardArgs<T>& f, int threads) {
   Scratch<T> zeros(f.h0 ? 0 : BH);
   Scratch<T> hm(f.recurrent_dropout_mask ? 2 * BH : 0);
   const int nt = threads_for(threads, double(T_) * B * H4 * (X + H));
-  GemmBuffers<T> gb(nt);
+  GemmBuffers<T> gb(nt, T_ * B, H4, X);  // the input projection
   if (!f.h0)
     for (int64_t k = 0; k < BH; ++k) zeros.get()[k] = T(0);
   const T* h_init = f.h0 ? f.h0 : zeros.get();
@@ -257,7 +257,7 @@ void backward_impl(const BackwardArgs<T>& g, int threads) {
   Scratch<T> RTp(nblocks * H4 * VL);
   Scratch<T> dpeep(g.peephole ? 3 * H : 0);
   const int nt = threads_for(threads, 3.0 * T_ * B * H4 * (X + H));
-  GemmBuffers<T> gb(nt);
+  GemmBuffers<T> gb(nt, imax(TB, imax(X, H)), imax(H4, X), imax(TB, H4));  // dkernel, drecurrent_kernel, dx
   const bool hard = g.recurrent_activation == Activation::hard_sigmoid;
   T* dz_all = g.gates;  // gate gradients overwrite the activated gates, step by step
 
@@ -459,7 +459,7 @@ void gemm_impl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
   g.ldc = ldc;
   g.accumulate = accumulate;
   const int nt = threads_for(threads, double(M) * N * K);
-  GemmBuffers<T> gb(nt);
+  GemmBuffers<T> gb(nt, M, N, K);
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();

@@ -98,15 +98,28 @@ class Callback:
         pass
 
 
+_CLASS_HOOKS: dict = {}
+
+
+def _class_hooks(cls) -> frozenset:
+    """The hooks a callback class overrides (its own or a legacy alias), computed once per class."""
+    hooks = _CLASS_HOOKS.get(cls)
+    if hooks is None:
+        hooks = frozenset(h for h in _HOOKS
+                          if any(getattr(cls, n, None) is not getattr(Callback, n, None)
+                                 for n in ((h, _LEGACY[h]) if h in _LEGACY else (h,))))
+        _CLASS_HOOKS[cls] = hooks
+    return hooks
+
+
 def _overrides(cb, hook: str) -> bool:
     """Whether ``cb`` does something on ``hook`` (own method, instance attribute, or legacy alias)."""
-    names = (hook, _LEGACY[hook]) if hook in _LEGACY else (hook,)
-    for name in names:
-        if name in getattr(cb, "__dict__", {}):
-            return True
-        if getattr(type(cb), name, None) is not getattr(Callback, name):
-            return True
-    return False
+    if hook in _class_hooks(type(cb)):
+        return True
+    own = getattr(cb, "__dict__", None)
+    if not own:
+        return False
+    return hook in own or (hook in _LEGACY and _LEGACY[hook] in own)
 
 
 class CallbackList(Callback):
@@ -134,7 +147,19 @@ class CallbackList(Callback):
         self._index()
 
     def _index(self) -> None:
-        self._listeners = {h: [getattr(cb, h) for cb in self.callbacks if _overrides(cb, h)] for h in _HOOKS}
+        # One pass over the callbacks (this runs on every fit call, so it must stay cheap).
+        listeners = {h: [] for h in _HOOKS}
+        for cb in self.callbacks:
+            hooks = _class_hooks(type(cb))
+            own = getattr(cb, "__dict__", None)
+            if own:
+                extra = [h for h in _HOOKS if h in own or (h in _LEGACY and _LEGACY[h] in own)]
+                if extra:
+                    hooks = hooks.union(extra)
+            for h in _HOOKS:
+                if h in hooks:
+                    listeners[h].append(getattr(cb, h))
+        self._listeners = listeners
 
     def wants(self, hook: str) -> bool:
         """Whether any callback acts on ``hook`` (e.g. "on_train_batch_end")."""

@@ -1084,9 +1084,12 @@ class LSTM(Layer):
             recurrent_mask = ((rng.random((B, self.units)) >= self.recurrent_dropout).astype(dt)
                               * dt.type(1 / (1 - self.recurrent_dropout)))    # [B,H]
         w = self.weights
+        if h0 is not None:
+            h0, c0 = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
         try:
-            out = ops.lstm_forward(x_tm, w["kernel"], w["recurrent_kernel"], w.get("bias"), h0, c0,
-                                   w.get("peephole"), lengths, self.recurrent_activation, keep, recurrent_mask)
+            # Arguments are checked here and at build; the engine binding checks them again.
+            out = ops._forward(x_tm, w["kernel"], w["recurrent_kernel"], w.get("bias"), h0, c0, w.get("peephole"),
+                               lengths, ops.RECURRENT_ACTIVATIONS[self.recurrent_activation], keep, recurrent_mask)
         except (ValueError, TypeError) as err:
             raise type(err)(f"LSTM {self.name!r}: {err}") from None
 
@@ -1143,7 +1146,8 @@ class LSTM(Layer):
             if plan is not None and plan.last_valid is not None:
                 gy = gy * plan.last_valid[:, None]
             dh = gy if dh is None else dh + gy
-        g = ops.lstm_backward(engine_cache, dy, dh, dc)
+        g = ops._backward(engine_cache, dy, None if dh is None else np.ascontiguousarray(dh),
+                          None if dc is None else np.ascontiguousarray(dc))
         if self.trainable:
             grads = self.grads
             grads["kernel"] += g.dkernel

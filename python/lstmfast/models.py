@@ -451,6 +451,7 @@ class Model:
         cbs.on_train_begin()
         rng = backend.get_rng()
         logs: Dict[str, float] = {}
+        batch_logs_wanted = cbs.wants("on_train_batch_end")  # e.g. a progress bar; else build logs per epoch
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
             cbs.on_epoch_begin(epoch)
@@ -465,17 +466,19 @@ class Model:
                 bsw = None if sw is None else sw[idx]
                 cbs.on_train_batch_begin(step)
                 loss = self._train_batch(bx, by, bsw)
-                if not math.isfinite(loss):
-                    pass  # reported in the logs; TerminateOnNaN-style handling is the user's choice
                 count = hi - lo
                 loss_sum += loss * count
                 seen += count
                 self._update_metrics(by, bsw)
-                logs = {"loss": loss_sum / seen}
-                logs.update(self._metric_logs())
-                cbs.on_train_batch_end(step, logs)
+                if batch_logs_wanted:
+                    logs = {"loss": loss_sum / seen}
+                    logs.update(self._metric_logs())
+                    cbs.on_train_batch_end(step, logs)
                 if self.stop_training:
                     break
+            if seen:
+                logs = {"loss": loss_sum / seen}
+                logs.update(self._metric_logs())
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
                 val_logs = self._evaluate_arrays(val[0], val[1], val[2], validation_batch_size or batch_size)
@@ -629,7 +632,7 @@ class Model:
 
     def _summary_rows(self):
         rows = []
-        for t in self._input_tensors:
+        for t in ([] if isinstance(self, Sequential) else self._input_tensors):  # Keras lists inputs for functional models only
             layer = t._history[0]
             rows.append((f"{layer.name} ({type(layer).__name__})", _shape_str(t.shape), 0))
         for step in self._steps:

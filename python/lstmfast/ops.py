@@ -152,16 +152,24 @@ def lstm_forward(x, kernel, recurrent_kernel, bias, h0=None, c0=None, peephole=N
     if not isinstance(training, (bool, np.bool_)):
         raise TypeError(f"training must be a bool, got {type(training).__name__}")
 
+    return _forward(x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, act, bool(training), mask)
+
+
+def _forward(x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, act, training, mask) -> LSTMOutput:
+    """The engine call behind ``lstm_forward``, for callers that validated their arguments (the
+    layers): C-contiguous arrays of x's dtype, ``lengths`` int32 or None, ``act`` a code. The
+    binding checks dtypes, shapes and contiguity again, so a mistake raises instead of crashing."""
+    T, B, _ = x.shape
+    H = recurrent_kernel.shape[0]
+    dtype = x.dtype
     y = np.empty((T, B, H), dtype)
     h = np.empty((B, H), dtype)
     c = np.empty((B, H), dtype)
     gates = np.empty((T, B, 4 * H), dtype) if training else None
     cells = np.empty((T, B, H), dtype) if training else None
-    forward, _ = _ENGINE[dtype]
-    forward(x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, mask, act, y, h, c, gates, cells)
+    _ENGINE[dtype][0](x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, mask, act, y, h, c, gates, cells)
     if not training:
         return LSTMOutput(y, h, c, None)
-
     cache = LSTMCache()
     cache.x, cache.kernel, cache.recurrent_kernel, cache.has_bias = x, kernel, recurrent_kernel, bias is not None
     cache.h0, cache.c0, cache.peephole, cache.lengths = h0, c0, peephole, lengths
@@ -189,9 +197,6 @@ def lstm_backward(cache, dy, dh=None, dc=None) -> LSTMGradients:
                          "(lstm_forward(..., training=False) keeps no cache)")
     if not isinstance(cache, LSTMCache):
         raise TypeError(f"cache must be the LSTMCache from lstmfast.ops.lstm_forward, got {type(cache).__name__}")
-    if cache.consumed:
-        raise ValueError("this cache was already used by lstm_backward (backward consumes it); "
-                         "run lstm_forward again before another backward pass")
     x = cache.x
     T, B, X = x.shape
     H = cache.recurrent_kernel.shape[0]
@@ -199,7 +204,18 @@ def lstm_backward(cache, dy, dh=None, dc=None) -> LSTMGradients:
     dy = _optional(dy, "dy", dtype, (T, B, H), "[T, B, H]")
     dh = _optional(dh, "dh", dtype, (B, H), "[B, H]")
     dc = _optional(dc, "dc", dtype, (B, H), "[B, H]")
+    return _backward(cache, dy, dh, dc)
 
+
+def _backward(cache: LSTMCache, dy, dh, dc) -> LSTMGradients:
+    """The engine call behind ``lstm_backward`` for callers that validated dy, dh, dc (see _forward)."""
+    if cache.consumed:
+        raise ValueError("this cache was already used by lstm_backward (backward consumes it); "
+                         "run lstm_forward again before another backward pass")
+    x = cache.x
+    T, B, X = x.shape
+    H = cache.recurrent_kernel.shape[0]
+    dtype = x.dtype
     dx = np.empty((T, B, X), dtype)
     dkernel = np.empty((X, 4 * H), dtype)
     drecurrent_kernel = np.empty((H, 4 * H), dtype)
@@ -207,10 +223,9 @@ def lstm_backward(cache, dy, dh=None, dc=None) -> LSTMGradients:
     dh0 = np.empty((B, H), dtype)
     dc0 = np.empty((B, H), dtype)
     dpeephole = np.empty((3, H), dtype) if cache.peephole is not None else None
-    _, backward = _ENGINE[dtype]
-    backward(x, cache.kernel, cache.recurrent_kernel, cache.h0, cache.c0, cache.peephole, cache.lengths,
-             cache.recurrent_dropout_mask, cache.activation, cache.y, cache.gates, cache.cells, dy, dh, dc,
-             dx, dkernel, drecurrent_kernel, dbias, dh0, dc0, dpeephole)
+    _ENGINE[dtype][1](x, cache.kernel, cache.recurrent_kernel, cache.h0, cache.c0, cache.peephole, cache.lengths,
+                      cache.recurrent_dropout_mask, cache.activation, cache.y, cache.gates, cache.cells, dy, dh, dc,
+                      dx, dkernel, drecurrent_kernel, dbias, dh0, dc0, dpeephole)
     cache.consumed = True
     return LSTMGradients(dx, dkernel, drecurrent_kernel, dbias,
                          dh0 if cache.h0 is not None else None,
