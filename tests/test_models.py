@@ -457,3 +457,14 @@ def test_echo_cli_rejects_bad_options():
     proc = subprocess.run([sys.executable, "-m", "lstmfast", "echo", "--index", "9", "--quiet"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "index" in proc.stderr
+
+
+def test_metadata_round_trip(tmp_path):
+    model = small_classifier()
+    path = tmp_path / "m.lstmfast"
+    model.save(path, metadata={"task": "text", "vocab": ["a", "b"]})
+    assert saving.read_metadata(path) == {"task": "text", "vocab": ["a", "b"]}
+    model.save(path)
+    assert saving.read_metadata(path) == {}
+    with pytest.raises(TypeError, match="JSON"):
+        model.save(path, metadata={"bad": object()})

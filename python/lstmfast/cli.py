@@ -1,60 +1,67 @@
-"""The ``lstmfast`` command: ``lstmfast echo`` runs the echo sequence experiment."""
+"""The ``lstmfast`` command. Each sample task registers its own sub-command(s).
+
+A task module in ``lstmfast.tasks`` provides ``register(subparsers, common)``: it adds its
+sub-command parsers (passing ``parents=[common]``, which brings ``--metrics-json``) and sets
+``func`` to a callable ``func(args) -> dict`` returning the final metrics. The CLI writes them to
+``--metrics-json`` when given. A task raises ValueError/TypeError/FileNotFoundError/... with a
+clear message for bad input; the CLI prints it and exits with status 2, and the task must not
+have overwritten anything by then (validate first, write files atomically).
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 import tempfile
 from typing import Optional, Sequence
 
+TASKS = ("echo", "text", "imdb", "forecast", "seq2seq")
 
-def _write_metrics(path: Optional[str], metrics: dict) -> None:
+
+def write_metrics(path: Optional[str], metrics: dict) -> None:
+    """Write ``metrics`` as JSON to ``path`` atomically (nothing when ``path`` is None)."""
     if not path:
         return
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".metrics-", suffix=".tmp", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        json.dump(metrics, f, indent=2)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(metrics, f, indent=2, default=float)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
-def _cmd_echo(args) -> int:
-    from .tasks import echo
-    result = echo.run(length=args.length, features=args.features, index=args.index, units=args.units,
-                      steps=args.steps, peephole=args.peephole, seed=args.seed, verbose=0 if args.quiet else 1)
-    _write_metrics(args.metrics_json, result)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    parser = argparse.ArgumentParser(prog="lstmfast", description="Fast LSTMs: sample tasks and tools.")
+    parser = argparse.ArgumentParser(prog="lstmfast", description="Fast LSTMs: the classic sample tasks.")
     parser.add_argument("--version", action="version", version=f"lstmfast {__version__}")
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--metrics-json", metavar="PATH", help="write the final metrics to PATH as JSON")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    echo = sub.add_parser("echo", help="the echo sequence problem (LSTM + Dense, single-example updates)",
-                          description="Random integer sequences, one-hot; predict the value at position "
-                                      "INDEX. Trains with STEPS single-example updates, then reports the "
-                                      "accuracy on 100 new sequences and one example.")
-    echo.add_argument("--length", type=_positive, default=5, help="sequence length (default 5)")
-    echo.add_argument("--features", type=_positive, default=10, help="distinct values / one-hot size (default 10)")
-    echo.add_argument("--index", type=int, default=2, help="position to echo, 0-based (default 2)")
-    echo.add_argument("--units", type=_positive, default=25, help="LSTM units (default 25)")
-    echo.add_argument("--steps", type=_positive, default=10_000, help="single-example updates (default 10000)")
-    echo.add_argument("--peephole", action="store_true", help="use peephole connections")
-    echo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    echo.add_argument("--quiet", action="store_true", help="print nothing (use with --metrics-json)")
-    echo.add_argument("--metrics-json", metavar="PATH", help="write the final metrics to PATH as JSON")
-    echo.set_defaults(func=_cmd_echo)
+    for name in TASKS:
+        try:
+            module = importlib.import_module(f".tasks.{name}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.endswith(f"tasks.{name}"):
+                continue  # a task not written yet
+            raise
+        module.register(sub, common)
     return parser
 
 
@@ -65,8 +72,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from . import set_num_threads
         set_num_threads(args.threads)
     try:
-        return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
+        metrics = args.func(args)
+        write_metrics(getattr(args, "metrics_json", None), metrics or {})
+        return 0
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError) as e:
         print(f"lstmfast {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

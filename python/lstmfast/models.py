@@ -643,11 +643,11 @@ class Model:
 
     # ---- saving ---------------------------------------------------------------------------------
 
-    def save(self, filepath, overwrite: bool = True) -> None:
+    def save(self, filepath, overwrite: bool = True, metadata: Optional[dict] = None) -> None:
         """Save architecture, weights and optimizer state to one file (a zip of JSON and .npy; no
-        pickle), written atomically."""
+        pickle), written atomically. ``metadata``: an optional JSON-serialisable dict kept with it."""
         from . import saving
-        saving.save_model(self, filepath, overwrite=overwrite)
+        saving.save_model(self, filepath, overwrite=overwrite, metadata=metadata)
 
     def save_weights(self, filepath, overwrite: bool = True) -> None:
         from . import saving

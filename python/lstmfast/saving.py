@@ -27,7 +27,8 @@ FORMAT_WEIGHTS = "lstmfast.weights"
 FORMAT_VERSION = 1
 _MANIFEST = "model.json"
 
-__all__ = ["save_model", "load_model", "save_weights", "load_weights", "model_config", "model_from_config"]
+__all__ = ["save_model", "load_model", "read_metadata", "save_weights", "load_weights", "model_config",
+           "model_from_config"]
 
 
 # ---- architecture --------------------------------------------------------------------------------
@@ -215,7 +216,14 @@ def _weights_manifest(model) -> list:
     return entries
 
 
-def save_model(model, filepath, overwrite: bool = True) -> None:
+def save_model(model, filepath, overwrite: bool = True, metadata: Optional[dict] = None) -> None:
+    """``metadata``: a JSON-serialisable dict stored beside the model (the sample tasks keep their
+    vocabulary and settings there); ``read_metadata`` returns it without building the model."""
+    if metadata is not None:
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"metadata must be JSON-serialisable: {e}") from None
     if not model.built:
         raise ValueError("cannot save a model that is not built yet (give it an input shape or fit it once)")
     manifest: Dict[str, Any] = {
@@ -226,6 +234,7 @@ def save_model(model, filepath, overwrite: bool = True) -> None:
         "weights": _weights_manifest(model),
         "compile": None,
         "optimizer_state": None,
+        "metadata": metadata,
     }
     groups = {"weights": model.get_weights()}
     if model.compiled:
@@ -255,6 +264,15 @@ def _metric_names(metrics):
         else:
             out.append(getattr(m, "name", str(m)))
     return out
+
+
+def read_metadata(filepath) -> dict:
+    """The metadata dict saved with ``model.save(..., metadata=...)`` ({} if none); raises the same
+    clear errors as ``load_model`` for files that are not lstmfast models."""
+    z, manifest = _open(filepath, FORMAT_MODEL)
+    z.close()
+    meta = manifest.get("metadata")
+    return dict(meta) if isinstance(meta, dict) else {}
 
 
 def load_model(filepath, compile: bool = True):

@@ -87,3 +87,24 @@ def run(length: int = 5, features: int = 10, index: int = 2, units: int = 25, st
         print_fn(f"Accuracy on {test_size} new sequences: {accuracy * 100:.1f}%")
         print_fn(f"Sequence: {example_seq}  Expected: {int(expected[0])}  Predicted: {int(predicted[0])}")
     return result
+
+
+def register(subparsers, common) -> None:
+    """The ``lstmfast echo`` sub-command."""
+    from ..cli import positive_int
+    p = subparsers.add_parser("echo", parents=[common],
+                              help="the echo sequence problem (LSTM + Dense, single-example updates)",
+                              description="Random integer sequences, one-hot; predict the value at position "
+                                          "INDEX. Trains with STEPS single-example updates, then reports the "
+                                          "accuracy on 100 new sequences and one example.")
+    p.add_argument("--length", type=positive_int, default=5, help="sequence length (default 5)")
+    p.add_argument("--features", type=positive_int, default=10, help="distinct values / one-hot size (default 10)")
+    p.add_argument("--index", type=int, default=2, help="position to echo, 0-based (default 2)")
+    p.add_argument("--units", type=positive_int, default=25, help="LSTM units (default 25)")
+    p.add_argument("--steps", type=positive_int, default=10_000, help="single-example updates (default 10000)")
+    p.add_argument("--peephole", action="store_true", help="use peephole connections")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--quiet", action="store_true", help="print nothing (use with --metrics-json)")
+    p.set_defaults(func=lambda args: run(length=args.length, features=args.features, index=args.index,
+                                         units=args.units, steps=args.steps, peephole=args.peephole,
+                                         seed=args.seed, verbose=0 if args.quiet else 1))
