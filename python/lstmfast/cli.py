@@ -12,30 +12,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
-import tempfile
 from typing import Optional, Sequence
+
+from ._atomic import atomic_file
 
 TASKS = ("echo", "text", "imdb", "forecast", "seq2seq")
 
 
 def write_metrics(path: Optional[str], metrics: dict) -> None:
     """Write ``metrics`` as JSON to ``path`` atomically (nothing when ``path`` is None)."""
-    if not path:
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".metrics-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
+    if path:
+        with atomic_file(path, "w") as f:
             json.dump(metrics, f, indent=2, default=float)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def positive_int(text: str) -> int:

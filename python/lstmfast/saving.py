@@ -14,13 +14,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from . import layers as layers_module, losses as losses_module, optimizers as optimizers_module
+from ._atomic import atomic_file
 
 FORMAT_MODEL = "lstmfast.model"
 FORMAT_WEIGHTS = "lstmfast.weights"
@@ -132,30 +132,13 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write_atomically(path: str, manifest: dict, groups: Dict[str, List[np.ndarray]], overwrite: bool) -> None:
-    path = os.fspath(path)
-    if not overwrite and os.path.exists(path):
-        raise FileExistsError(f"{path} exists and overwrite=False")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot save to {path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".lstmfast-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
-                z.writestr(_MANIFEST, json.dumps(manifest, indent=1))
-                for folder, arrays in groups.items():
-                    for k, arr in enumerate(arrays):
-                        z.writestr(f"{folder}/{k:05d}.npy", _npy_bytes(arr))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def _write_atomically(path, manifest: dict, groups: Dict[str, List[np.ndarray]], overwrite: bool) -> None:
+    with atomic_file(path, "wb", overwrite=overwrite) as f:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
+            z.writestr(_MANIFEST, json.dumps(manifest, indent=1))
+            for folder, arrays in groups.items():
+                for k, arr in enumerate(arrays):
+                    z.writestr(f"{folder}/{k:05d}.npy", _npy_bytes(arr))
 
 
 def _open(path, expected_format: Optional[str]):
