@@ -7,9 +7,11 @@ import warnings as _warnings
 from . import _core
 from . import ops, reference
 from ._results import LSTMGradients, LSTMOutput
+from .cuda import get_backend, set_backend
 
 __version__ = _core.__version__
 __all__ = ["ops", "reference", "build_info", "set_num_threads", "get_num_threads", "set_simd_level",
+           "set_backend", "get_backend",
            "LSTMOutput", "LSTMGradients", "load_model", "Sequential", "Model", "__version__"]
 
 _SIMD_LEVELS = ("portable", "avx2", "avx512")

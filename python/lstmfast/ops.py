@@ -12,6 +12,10 @@ The training cache keeps references to ``x``, the weights and ``y``; ``y`` is re
 in training mode so it cannot be changed before ``lstm_backward``. Do not modify ``x`` or the
 weights in place between the two calls. ``lstm_backward`` consumes the cache (its gate buffer
 becomes the gate gradients): run the forward pass again before another backward pass.
+
+``backend=None|"cpu"|"cuda"`` picks the engine: None follows the arrays (CuPy arrays run on the GPU
+through ``lstmfast.cuda``, NumPy arrays here; mixing them is a TypeError), then
+``lstmfast.get_backend()`` for inputs that are neither. See ``lstmfast.cuda``.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Optional
 import numpy as np
 
 from . import _core
+from .cuda import resolve_backend
 from ._results import LSTMGradients, LSTMOutput
 
 __all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTMCache", "RECURRENT_ACTIVATIONS"]
@@ -123,7 +128,8 @@ def _activation_code(recurrent_activation) -> int:
 
 
 def lstm_forward(x, kernel, recurrent_kernel, bias, h0=None, c0=None, peephole=None, lengths=None,
-                 recurrent_activation="sigmoid", training=True, recurrent_dropout_mask=None) -> LSTMOutput:
+                 recurrent_activation="sigmoid", training=True, recurrent_dropout_mask=None,
+                 backend=None) -> LSTMOutput:
     """Run an LSTM layer over a time-major batch.
 
     Args:
@@ -135,10 +141,16 @@ def lstm_forward(x, kernel, recurrent_kernel, bias, h0=None, c0=None, peephole=N
       recurrent_activation: ``"sigmoid"`` or ``"hard_sigmoid"`` (Keras 2).
       training: keep what ``lstm_backward`` needs (``out.cache``); False keeps nothing.
       recurrent_dropout_mask: ``[B,H]``, multiplies ``h_{t-1}`` in the recurrent product.
+      backend: None (follow the arrays, then ``lstmfast.get_backend()``), ``"cpu"`` or ``"cuda"``.
 
     Returns:
       ``LSTMOutput(y [T,B,H], h [B,H], c [B,H], cache)``.
     """
+    inputs = dict(x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0, c0=c0, peephole=peephole,
+                  lengths=lengths, recurrent_dropout_mask=recurrent_dropout_mask)
+    if resolve_backend(backend, inputs.items()) == "cuda":
+        from .cuda import ops as cuda_ops
+        return cuda_ops.lstm_forward(**inputs, recurrent_activation=recurrent_activation, training=training)
     x = _check_x(x)
     T, B, X = x.shape
     dtype = x.dtype
@@ -180,13 +192,14 @@ def _forward(x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, act, 
     return LSTMOutput(y_out, h, c, cache)
 
 
-def lstm_backward(cache, dy, dh=None, dc=None) -> LSTMGradients:
+def lstm_backward(cache, dy, dh=None, dc=None, backend=None) -> LSTMGradients:
     """Gradients of a training-mode ``lstm_forward`` call.
 
     Args:
       cache: ``out.cache`` of the forward call (consumed: one backward per forward).
       dy: ``[T,B,H]`` gradient of ``y`` (None = zeros; ignored at padded steps).
       dh, dc: ``[B,H]`` gradients of the final ``h`` and ``c`` (None = zeros).
+      backend: None (where the forward pass ran), ``"cpu"`` or ``"cuda"`` (must agree with it).
 
     Returns:
       ``LSTMGradients(dx, dkernel, drecurrent_kernel, dbias, dh0, dc0, dpeephole)``; ``dbias``,
@@ -197,6 +210,9 @@ def lstm_backward(cache, dy, dh=None, dc=None) -> LSTMGradients:
                          "(lstm_forward(..., training=False) keeps no cache)")
     if not isinstance(cache, LSTMCache):
         raise TypeError(f"cache must be the LSTMCache from lstmfast.ops.lstm_forward, got {type(cache).__name__}")
+    if resolve_backend(backend, [("cache", cache.x), ("dy", dy), ("dh", dh), ("dc", dc)]) == "cuda":
+        from .cuda import ops as cuda_ops
+        return cuda_ops.lstm_backward(cache, dy, dh, dc)
     x = cache.x
     T, B, X = x.shape
     H = cache.recurrent_kernel.shape[0]

@@ -1,0 +1,207 @@
+"""lstmfast's CUDA path against torch.nn.LSTM (cuDNN) on one GPU, float32, timed with CUDA events.
+
+Cases (time-major; X = input size, H = units):
+  training  (forward + backward, all gradients incl. dx): DeepBench sizes H in {512, 1024, 2048} x
+            B in {16, 64}, T = 25, X = H; and the char-rnn size X = 65 -> H = 256, B = 50, T = 50, 2 layers.
+  inference (forward only): H in {512, 1024} x B in {1, 4}, T = 50, X = H.
+
+Each call is timed on its own with CUDA events after the warm-up calls (excluded); the table gives
+medians in milliseconds and cuDNN time / lstmfast time (> 1: lstmfast is faster), plus the largest
+|y| difference between the two on the same weights as a sanity check. TF32 is off on both sides
+(strict float32) unless --tf32 is given.
+
+    python bench/compare_cudnn.py [--warmup 5] [--repeats 20] [--only deepbench] [--tf32]
+
+Needs a CUDA GPU, CuPy (pip install lstmfast[gpu]) and a CUDA build of PyTorch; exits with status 2
+and a message otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, NamedTuple, Optional
+
+import numpy as np
+
+
+class Case(NamedTuple):
+    name: str
+    mode: str  # "training" or "inference"
+    T: int
+    B: int
+    X: int
+    H: int
+    layers: int = 1
+
+
+class Row(NamedTuple):
+    case: Case
+    lstmfast_ms: float
+    cudnn_ms: float
+    max_abs_diff: Optional[float] = None
+
+
+def cases() -> List[Case]:
+    out = [Case(f"deepbench H{H} B{B}", "training", 25, B, H, H) for H in (512, 1024, 2048) for B in (16, 64)]
+    out.append(Case("char-rnn", "training", 50, 50, 65, 256, layers=2))
+    out += [Case(f"inference H{H} B{B}", "inference", 50, B, H, H) for H in (512, 1024) for B in (1, 4)]
+    return out
+
+
+def median(values) -> float:
+    return float(np.median(np.asarray(values, dtype=np.float64)))
+
+
+def markdown_table(gpu_name: str, rows) -> str:
+    lines = [f"GPU: {gpu_name}", "",
+             "| case | mode | T | B | X -> H | layers | lstmfast ms | cuDNN ms | cuDNN / lstmfast | max abs y diff |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        row = Row(*row)
+        c = row.case
+        diff = "" if row.max_abs_diff is None else f"{row.max_abs_diff:.1e}"
+        lines.append(f"| {c.name} | {c.mode} | {c.T} | {c.B} | {c.X} -> {c.H} | {c.layers} | {row.lstmfast_ms:.3f} "
+                     f"| {row.cudnn_ms:.3f} | {row.cudnn_ms / row.lstmfast_ms:.2f} | {diff} |")
+    return "\n".join(lines)
+
+
+def fail(message: str) -> None:
+    print(f"compare_cudnn: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU side: everything below needs CuPy, torch and a GPU.
+# ---------------------------------------------------------------------------------------------
+
+def weights(rng, case: Case):
+    """Per layer (kernel [X,4H], recurrent_kernel [H,4H], bias [4H]) in float32, torch's init range."""
+    bound = 1.0 / np.sqrt(case.H)
+    out = []
+    for layer in range(case.layers):
+        X = case.X if layer == 0 else case.H
+        out.append(tuple(rng.uniform(-bound, bound, shape).astype(np.float32)
+                         for shape in ((X, 4 * case.H), (case.H, 4 * case.H), (4 * case.H,))))
+    return out
+
+
+def time_calls(step, new_event, elapsed_ms, synchronize, warmup: int, repeats: int) -> float:
+    """Median milliseconds of step() over `repeats` calls after `warmup` untimed ones; each call
+    is bracketed by two CUDA events on the current stream."""
+    for _ in range(warmup):
+        step()
+    synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = new_event(), new_event()
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        times.append(elapsed_ms(start, end))
+    return median(times)
+
+
+def run_case(case: Case, warmup: int, repeats: int) -> Row:
+    import cupy
+    import torch
+    from lstmfast import ops
+
+    rng = np.random.default_rng(0)
+    params = weights(rng, case)
+    x_host = rng.standard_normal((case.T, case.B, case.X)).astype(np.float32)
+    dy_host = rng.standard_normal((case.T, case.B, case.H)).astype(np.float32)
+
+    # lstmfast on CuPy arrays.
+    x = cupy.asarray(x_host)
+    dy = cupy.asarray(dy_host)
+    layers = [tuple(cupy.asarray(w) for w in p) for p in params]
+    training = case.mode == "training"
+
+    def lstmfast_step():
+        inputs, caches = x, []
+        for kernel, recurrent_kernel, bias in layers:
+            out = ops.lstm_forward(inputs, kernel, recurrent_kernel, bias, training=training)
+            caches.append(out.cache)
+            inputs = out.y
+        if training:
+            grad = dy
+            for cache in reversed(caches):
+                grad = ops.lstm_backward(cache, grad).dx
+        return inputs
+
+    # torch.nn.LSTM (cuDNN) with the same weights: W_ih = kernel.T, W_hh = recurrent_kernel.T, b_hh = 0.
+    lstm = torch.nn.LSTM(case.X, case.H, num_layers=case.layers).cuda()
+    with torch.no_grad():
+        for layer, (kernel, recurrent_kernel, bias) in enumerate(params):
+            getattr(lstm, f"weight_ih_l{layer}").copy_(torch.from_numpy(kernel.T.copy()))
+            getattr(lstm, f"weight_hh_l{layer}").copy_(torch.from_numpy(recurrent_kernel.T.copy()))
+            getattr(lstm, f"bias_ih_l{layer}").copy_(torch.from_numpy(bias))
+            getattr(lstm, f"bias_hh_l{layer}").zero_()
+    tx = torch.from_numpy(x_host).cuda().requires_grad_(training)  # dx is computed on both sides
+    tdy = torch.from_numpy(dy_host).cuda()
+    weights_t = list(lstm.parameters())
+
+    def cudnn_step():
+        if not training:
+            with torch.no_grad():
+                return lstm(tx)[0]
+        y = lstm(tx)[0]
+        torch.autograd.grad(y, [tx] + weights_t, tdy)  # no .grad accumulation
+        return y
+
+    y_ours = cupy.asnumpy(lstmfast_step())
+    with torch.no_grad():
+        y_theirs = lstm(tx)[0].cpu().numpy()
+    diff = float(np.max(np.abs(y_ours - y_theirs)))
+
+    ours = time_calls(lstmfast_step, cupy.cuda.Event, cupy.cuda.get_elapsed_time, cupy.cuda.Device().synchronize,
+                      warmup, repeats)
+    theirs = time_calls(cudnn_step, lambda: torch.cuda.Event(enable_timing=True), lambda a, b: a.elapsed_time(b),
+                        torch.cuda.synchronize, warmup, repeats)
+    return Row(case, ours, theirs, diff)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls per case (default 5)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per case (default 20)")
+    parser.add_argument("--only", default="", help="run the cases whose name contains this text")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 in cuBLAS (CuPy) and cuDNN (torch)")
+    args = parser.parse_args(argv)
+    if args.tf32:
+        os.environ["CUPY_TF32"] = "1"  # read when CuPy is imported
+
+    try:
+        from lstmfast import cuda as lstmfast_cuda
+    except ImportError as e:
+        fail(f"lstmfast is not importable (pip install -e . first): {e}")
+    try:
+        cupy = lstmfast_cuda.require_gpu()
+    except (ImportError, RuntimeError) as e:
+        fail(f"needs a CUDA GPU through CuPy: {e}")
+    try:
+        import torch
+    except ImportError as e:
+        fail(f"needs PyTorch with CUDA for the cuDNN side (GPU): {e}")
+    if not torch.cuda.is_available():
+        fail(f"torch {torch.__version__} sees no CUDA GPU (a CPU-only build?)")
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    gpu = (f"{name}; CuPy {cupy.__version__} (CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}), "
+           f"torch {torch.__version__} (cuDNN {torch.backends.cudnn.version()}); float32, TF32 "
+           f"{'on' if args.tf32 else 'off'}; median of {args.repeats} after {args.warmup} warm-up calls")
+    rows = []
+    for case in cases():
+        if args.only in case.name:
+            rows.append(run_case(case, args.warmup, args.repeats))
+            print(f"done: {case.name} ({case.mode})", file=sys.stderr)
+    print(markdown_table(gpu, rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,877 @@
+"""The CUDA path (lstmfast.cuda): kernels, wrapper, backend selection.
+
+Three layers, so that most of it is checked on machines without a GPU:
+
+* The kernel source compiles: nvcc (when on PATH) for several GPU architectures, NVRTC through
+  CuPy's bindings (when CuPy and NVRTC load; no GPU needed), and g++ as host code.
+* "emulated": the whole GPU path (argument checks, buffers, the order of GEMMs and kernel launches,
+  the weight gradients after the loop) runs on a stand-in for CuPy backed by NumPy, with the step
+  kernels replaced by the SAME per-element functions (lstm_pointwise.cuh) compiled by g++ and
+  called through ctypes. The stand-in checks every launch the way CuPy does not: argument count,
+  scalar types, dtypes, contiguity, sizes (from the shape comments in the header), the device,
+  and that the grid covers B*H threads.
+* "gpu": the same tests on a real GPU through CuPy; skipped when CuPy or a GPU is missing.
+
+Backend selection and the errors for a missing CuPy or GPU are tested without either.
+"""
+import ctypes
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import types
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+import lstmfast
+import lstmfast.cuda as lcuda
+from lstmfast import ops
+from lstmfast._results import LSTMGradients, LSTMOutput
+from lstmfast.cuda import _kernels
+from test_ops import (CONFIGS, GRAD_FIELDS, OUTPUT_FIELDS, TOLERANCES, assert_matches_oracle, config_id, make_case,
+                      oracle_for, small_case)
+
+NVCC = shutil.which("nvcc")
+GXX = shutil.which("g++")
+NVCC_ARCHS = ("sm_75", "sm_80", "sm_90")  # oldest CUDA 13 supports, A100, H100
+COMPILE_TIMEOUT_S = 300
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernel source, parsed: kernel parameter lists, and the shape comment of every pointer.
+# ---------------------------------------------------------------------------------------------
+
+ELEMENT_OF = {"lstm_forward_step": "lstm_forward_element", "lstm_backward_step": "lstm_backward_element"}
+
+
+def _strip_comments(text):
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def _param(text):
+    """'const T* z_in' -> ('const T*', 'z_in')."""
+    m = re.fullmatch(r"(.*?)\s*(\w+)", " ".join(text.split()))
+    return m.group(1).replace(" *", "*"), m.group(2)
+
+
+def kernel_params(kernel):
+    """[(type, name)] of the __global__ kernel in lstm_kernels.cu."""
+    src = _strip_comments(_kernels.read(_kernels.KERNEL_FILE))
+    m = re.search(rf"__global__\s+void\s+{kernel}\s*\(([^)]*)\)", src)
+    assert m, f"{kernel} not found in {_kernels.KERNEL_FILE}"
+    return [_param(p) for p in m.group(1).split(",")]
+
+
+def element_params(element):
+    """[(type, name)] of the per-element function in lstm_pointwise.cuh."""
+    src = _strip_comments(_kernels.read(_kernels.HEADER_FILE))
+    m = re.search(rf"LF_HD\s+void\s+{element}\s*\(([^)]*)\)", src)
+    assert m, f"{element} not found in {_kernels.HEADER_FILE}"
+    return [_param(p) for p in m.group(1).split(",")]
+
+
+def wrapper_call_args(kernel):
+    """Argument names the kernel passes to its element function."""
+    src = _strip_comments(_kernels.read(_kernels.KERNEL_FILE))
+    m = re.search(rf"lstmfast::{ELEMENT_OF[kernel]}<T>\(([^)]*)\)", src)
+    assert m, f"{kernel} does not call lstmfast::{ELEMENT_OF[kernel]}<T>"
+    return [a.strip() for a in m.group(1).split(",")]
+
+
+def shape_comments():
+    """{pointer name: dims} from the '// [T,B,4H]' comments of the element functions' parameters."""
+    shapes = {}
+    for line in _kernels.read(_kernels.HEADER_FILE).splitlines():
+        m = re.search(r"\*\s*(\w+)\)?\s*[,{]?\s*\{?\s*//\s*\[([^\]]*)\]", line)
+        if m:
+            shapes[m.group(1)] = m.group(2).replace(" ", "").split(",")
+    return shapes
+
+
+def _elements(dims, sizes):
+    count = 1
+    for dim in dims:
+        m = re.fullmatch(r"(\d*)([TBH]?)", dim)
+        assert m and dim, f"unreadable dimension {dim!r}"
+        count *= (int(m.group(1)) if m.group(1) else 1) * (sizes[m.group(2)] if m.group(2) else 1)
+    return count
+
+
+def test_kernel_wrappers_pass_their_parameters_in_order():
+    shapes = shape_comments()
+    for kernel, element in ELEMENT_OF.items():
+        params = kernel_params(kernel)
+        assert element_params(element) == [("long long", "n")] + params, kernel
+        assert wrapper_call_args(kernel) == ["n"] + [name for _, name in params], kernel
+        for ctype, name in params:
+            assert ctype in ("long long", "int", "T*", "const T*", "const int*"), (kernel, ctype, name)
+            if ctype.endswith("*"):
+                assert name in shapes, f"{kernel}: pointer {name} has no shape comment"
+        assert [name for _, name in params[:4]] == ["t", "T_", "B", "H"], kernel
+
+
+def test_name_expressions_cover_every_kernel_and_dtype():
+    assert _kernels.name_expressions() == ["lstm_forward_step<float>", "lstm_forward_step<double>",
+                                           "lstm_backward_step<float>", "lstm_backward_step<double>"]
+    source = _kernels.source()
+    assert "#include" not in source.replace("#include <math.h>", ""), "a header CuPy's cache key would miss"
+    assert _kernels.read(_kernels.HEADER_FILE) in source
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) The kernels compile: nvcc, NVRTC, g++.
+# ---------------------------------------------------------------------------------------------
+
+def test_every_cu_file_is_compiled_by_these_tests():
+    cu_files = sorted(f for f in os.listdir(_kernels.KERNEL_DIR) if f.endswith(".cu"))
+    assert cu_files == [_kernels.KERNEL_FILE], "a new .cu file needs its own compile test here"
+
+
+def _nvcc_driver(tmp_path):
+    """A .cu file that includes the kernels and instantiates each name expression CuPy will ask for."""
+    refs = ",\n  ".join(f"(const void*)&{name}" for name in _kernels.name_expressions())
+    path = tmp_path / "driver.cu"
+    path.write_text(f'#include "{_kernels.KERNEL_FILE}"\n'
+                    f"const void* const* lstmfast_instantiations() {{\n"
+                    f"  static const void* const kernels[] = {{\n  {refs}}};\n  return kernels;\n}}\n")
+    return path
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
+@pytest.mark.parametrize("arch", NVCC_ARCHS)
+def test_kernels_compile_with_nvcc(arch, tmp_path):
+    driver = _nvcc_driver(tmp_path)
+    cubin = tmp_path / f"lstm_{arch}.cubin"
+    cmd = [NVCC, "-std=c++17", "-cubin", f"-arch={arch}", "-Werror", "all-warnings", "-I", _kernels.KERNEL_DIR,
+           "-o", str(cubin), str(driver)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout}\n{result.stderr}"
+    data = cubin.read_bytes()
+    for kernel in _kernels.KERNEL_NAMES:
+        for ctype in ("If", "Id"):  # mangled template argument float, double
+            assert f"{len(kernel)}{kernel}{ctype}".encode() in data, (kernel, ctype)
+
+
+def _nvrtc():
+    """CuPy's NVRTC bindings when they load (no GPU needed), else None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from cupy_backends.cuda.libs import nvrtc
+            nvrtc.getVersion()
+    except Exception:
+        return None
+    return nvrtc
+
+
+def test_kernels_compile_with_nvrtc_as_cupy_does():
+    nvrtc = _nvrtc()
+    if nvrtc is None:
+        pytest.skip("CuPy's NVRTC bindings do not load (CuPy or the NVRTC library is missing)")
+    # The options CuPy's RawModule adds: -arch for the device, default device functions, -ftz=true.
+    options = _kernels.OPTIONS + ("-arch=compute_80", "--device-as-default-execution-space", "-ftz=true")
+    program = nvrtc.createProgram(_kernels.source(), "lstm_kernels.cu", (), ())
+    try:
+        for name in _kernels.name_expressions():
+            nvrtc.addNameExpression(program, name)
+        try:
+            nvrtc.compileProgram(program, options)
+        except nvrtc.NVRTCError:
+            pytest.fail(f"NVRTC failed:\n{nvrtc.getProgramLog(program)}")
+        log = nvrtc.getProgramLog(program).strip("\x00 \n")
+        assert log == "", f"NVRTC warnings:\n{log}"
+        lowered = {name: nvrtc.getLoweredName(program, name) for name in _kernels.name_expressions()}
+        assert len(set(lowered.values())) == 4, lowered
+        ptx = nvrtc.getPTX(program)
+        ptx = ptx if isinstance(ptx, str) else ptx.decode("ascii", "replace")
+        for mangled in lowered.values():
+            assert f".entry {mangled}" in ptx, mangled
+    finally:
+        nvrtc.destroyProgram(program)
+
+
+# The host build of the per-element functions: one extern "C" function per kernel and dtype that
+# runs the element function for n = 0 .. B*H-1, i.e. the kernel with every thread in turn. The
+# parameter lists are generated from lstm_kernels.cu, so they match what the GPU path passes.
+def _host_source():
+    lines = [f'#include "{_kernels.HEADER_FILE}"', 'extern "C" {']
+    for kernel, element in ELEMENT_OF.items():
+        params = kernel_params(kernel)
+        for ctype in ("float", "double"):
+            decl = ", ".join(f"{t.replace('T', ctype) if t.endswith('*') else t} {n}" for t, n in params)
+            names = ", ".join(n for _, n in params)
+            lines += [f"void {kernel}_{ctype}({decl}) {{",
+                      f"  for (long long n = 0; n < B * H; ++n) lstmfast::{element}<{ctype}>(n, {names});", "}"]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def host_library(tmp_path_factory):
+    """The step kernels' element functions compiled by g++ into a shared library."""
+    if GXX is None:
+        pytest.skip("g++ is not on PATH")
+    root = tmp_path_factory.mktemp("lstm_host")
+    src = root / "lstm_host.cpp"
+    src.write_text(_host_source())
+    lib = root / "liblstm_host.so"
+    cmd = [GXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Wpedantic", "-Werror",
+           "-I", _kernels.KERNEL_DIR, "-o", str(lib), str(src)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout}\n{result.stderr}"
+    return ctypes.CDLL(str(lib))
+
+
+def test_pointwise_math_compiles_as_host_code(host_library):
+    for kernel in _kernels.KERNEL_NAMES:
+        for ctype in ("float", "double"):
+            assert hasattr(host_library, f"{kernel}_{ctype}")
+
+
+# ---------------------------------------------------------------------------------------------
+# A stand-in for CuPy: NumPy arrays that say which device they are on, and kernels that run the
+# host-compiled element functions after checking every argument.
+# ---------------------------------------------------------------------------------------------
+
+class FakeDevice:
+    """cupy.cuda.Device: an id, and a context manager that makes it current."""
+
+    current = [0]
+
+    def __init__(self, device_id=None):
+        self.id = FakeDevice.current[-1] if device_id is None else device_id
+
+    def __enter__(self):
+        FakeDevice.current.append(self.id)
+        return self
+
+    def __exit__(self, *exc):
+        FakeDevice.current.pop()
+        return False
+
+
+class FakeDeviceArray(np.ndarray):
+    """A NumPy array posing as a cupy.ndarray on GPU ``device_id``."""
+
+    def __array_finalize__(self, obj):
+        self.device_id = getattr(obj, "device_id", FakeDevice.current[-1])
+
+    @property
+    def device(self):
+        return FakeDevice(self.device_id)
+
+    def get(self):
+        return np.array(self)
+
+
+def _on_device(array, device_id=None):
+    out = np.array(array, copy=True).view(FakeDeviceArray)
+    out.device_id = FakeDevice.current[-1] if device_id is None else device_id
+    return out
+
+
+# What the stand-in's cupy.empty holds: NaN, so that a read of memory nothing wrote shows in the results.
+_GARBAGE = {"f": np.nan, "i": -(2**31), "u": 2**31}
+
+
+def make_fake_cupy(device_count=1, count_error=None):
+    """A module named cupy with the part of CuPy's API that lstmfast.cuda uses."""
+    cp = types.ModuleType("cupy")
+    cp.ndarray = FakeDeviceArray
+
+    def asarray(a, dtype=None):
+        if isinstance(a, FakeDeviceArray) and (dtype is None or a.dtype == dtype):
+            return a
+        return _on_device(np.asarray(a, dtype=dtype))
+
+    def ascontiguousarray(a):
+        if a.flags.c_contiguous:
+            return a
+        return _on_device(np.ascontiguousarray(a), a.device_id)
+
+    def get_device_count():
+        if count_error is not None:
+            raise count_error
+        return device_count
+
+    cp.asarray = asarray
+    cp.ascontiguousarray = ascontiguousarray
+    cp.empty = lambda shape, dtype=float: _on_device(np.full(shape, _GARBAGE[np.dtype(dtype).kind], dtype))
+    cp.zeros = lambda shape, dtype=float: _on_device(np.zeros(shape, dtype))
+    cp.matmul = lambda a, b, out=None: np.matmul(a, b, out=out)
+    cp.asnumpy = lambda a: np.array(a)
+    cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=get_device_count),
+                                    Device=FakeDevice)
+    return cp
+
+
+_C_SCALARS = {"long long": (np.int64, ctypes.c_longlong), "int": (np.int32, ctypes.c_int)}
+
+
+class HostKernel:
+    """One step kernel called CuPy's way, ``kernel(grid, block, args)``, run by the host library.
+    Checks what a real launch would silently get wrong."""
+
+    def __init__(self, library, kernel, dtype):
+        self.kernel, self.dtype = kernel, np.dtype(dtype)
+        self.params = kernel_params(kernel)
+        self.shapes = shape_comments()
+        self.function = getattr(library, f"{kernel}_{_kernels.C_TYPES[self.dtype]}")
+        self.function.restype = None
+        self.function.argtypes = [_C_SCALARS[t][1] if t in _C_SCALARS else ctypes.c_void_p for t, _ in self.params]
+        self.launches = 0
+
+    def __call__(self, grid, block, args):
+        assert len(args) == len(self.params), f"{self.kernel}: {len(args)} arguments for {len(self.params)} parameters"
+        sizes = dict(zip("TBH", (int(args[1]), int(args[2]), int(args[3]))))
+        threads = math.prod(grid) * math.prod(block)
+        assert 0 < math.prod(block) <= 1024 and threads >= sizes["B"] * sizes["H"] > 0, (grid, block, sizes)
+        device = FakeDevice.current[-1]
+        c_args = []
+        for (ctype, name), value in zip(self.params, args):
+            where = f"{self.kernel} argument {name}"
+            if ctype in _C_SCALARS:
+                assert type(value) is _C_SCALARS[ctype][0], f"{where}: {type(value).__name__}, want {ctype}"
+                c_args.append(int(value))
+            elif value is None:
+                c_args.append(None)
+            else:
+                want = np.dtype(np.int32) if "int" in ctype else self.dtype
+                assert isinstance(value, FakeDeviceArray), f"{where}: {type(value).__name__}"
+                assert value.dtype == want, f"{where}: dtype {value.dtype}, want {want}"
+                assert value.flags.c_contiguous, f"{where}: not contiguous"
+                assert value.device_id == device, f"{where}: on GPU {value.device_id}, launch on GPU {device}"
+                assert value.size == _elements(self.shapes[name], sizes), f"{where}: {value.shape}"
+                c_args.append(value.ctypes.data)
+        self.function(*c_args)
+        self.launches += 1
+
+
+class Side:
+    """Where a test runs the CUDA path: 'emulated' (stand-in CuPy, host kernels) or 'gpu'."""
+
+    def __init__(self, name, cp):
+        self.name, self.cp = name, cp
+
+    def to_device(self, value):
+        if isinstance(value, np.ndarray):
+            return self.cp.asarray(value)
+        return value
+
+    def to_host(self, value):
+        return None if value is None else self.cp.asnumpy(value)
+
+    def kwargs_to_device(self, kwargs):
+        return {k: self.to_device(v) for k, v in kwargs.items()}
+
+
+def install_emulation(monkeypatch, host_library, **fake_options):
+    cp = make_fake_cupy(**fake_options)
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    monkeypatch.setattr(lcuda, "_gpu_count", None)
+    kernels = {}
+
+    def get(dtype):
+        dtype = np.dtype(dtype)
+        if dtype not in kernels:
+            kernels[dtype] = _kernels.Kernels(*(HostKernel(host_library, k, dtype) for k in _kernels.KERNEL_NAMES))
+        return kernels[dtype]
+
+    monkeypatch.setattr(_kernels, "get", get)
+    return cp
+
+
+def real_cupy_with_gpu():
+    """(cupy, None) when CuPy imports and sees a GPU, else (None, reason)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import cupy
+    except Exception as e:
+        return None, f"CuPy is not importable ({type(e).__name__}: {e})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        return None, f"CuPy sees no GPU ({type(e).__name__}: {e})"
+    if count == 0:
+        return None, "CuPy sees no GPU (getDeviceCount() == 0)"
+    return cupy, None
+
+
+@pytest.fixture(params=["emulated", "gpu"])
+def side(request, monkeypatch):
+    if request.param == "emulated":
+        cp = install_emulation(monkeypatch, request.getfixturevalue("host_library"))
+        return Side("emulated", cp)
+    cupy, reason = real_cupy_with_gpu()
+    if cupy is None:
+        pytest.skip(reason)
+    monkeypatch.setattr(lcuda, "_gpu_count", None)
+    return Side("gpu", cupy)
+
+
+@pytest.fixture
+def emulated(monkeypatch, host_library):
+    return Side("emulated", install_emulation(monkeypatch, host_library))
+
+
+@pytest.fixture(autouse=True)
+def restore_backend(monkeypatch):
+    monkeypatch.setattr(lcuda, "_backend", lcuda.get_backend())
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) The CUDA path against the NumPy oracle: the configurations of test_ops.py.
+# ---------------------------------------------------------------------------------------------
+
+def run_cuda(side, args, incoming, backend=None):
+    out = ops.lstm_forward(**side.kwargs_to_device(args), backend=backend)
+    grads = ops.lstm_backward(out.cache, **side.kwargs_to_device(incoming), backend=backend)
+    return out, grads
+
+
+def to_host(side, out, grads):
+    host_out = LSTMOutput(*(side.to_host(getattr(out, name)) for name in OUTPUT_FIELDS), None)
+    host_grads = LSTMGradients(*(side.to_host(getattr(grads, name)) for name in GRAD_FIELDS))
+    return host_out, host_grads
+
+
+def all_host_arrays(out, grads):
+    return [(name, getattr(out, name)) for name in OUTPUT_FIELDS] + \
+           [(name, getattr(grads, name)) for name in GRAD_FIELDS if getattr(grads, name) is not None]
+
+
+@pytest.mark.parametrize("index", range(len(CONFIGS)), ids=[config_id(c) for c in CONFIGS])
+def test_cuda_path_matches_oracle(index, side):
+    config = CONFIGS[index]
+    args, incoming = make_case(config)
+    out, grads = run_cuda(side, args, incoming)
+    assert isinstance(out.y, side.cp.ndarray) and isinstance(grads.dkernel, side.cp.ndarray)
+    ref_out, ref_grads = oracle_for(index)
+    assert_matches_oracle(*to_host(side, out, grads), ref_out, ref_grads, config["dtype"])
+
+
+def test_emulation_launches_one_kernel_per_step(emulated):
+    args, incoming = small_case(np.float32, T=5, B=3, H=4)
+    out, grads = run_cuda(emulated, args, incoming)
+    kernels = _kernels.get(np.float32)
+    assert (kernels.forward_step.launches, kernels.backward_step.launches) == (5, 5)
+
+
+def run_cpu(args, incoming):
+    out = ops.lstm_forward(**args)
+    return out, ops.lstm_backward(out.cache, **incoming)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_cuda_path_matches_cpu_engine(dtype, side):
+    args, incoming = small_case(dtype, T=6, B=13, X=9, H=33, lengths="random", activation="hard_sigmoid")
+    want = all_host_arrays(*run_cpu(args, incoming))
+    got = all_host_arrays(*to_host(side, *run_cuda(side, args, incoming)))
+    for (name, w), (_, g) in zip(want, got):
+        assert_allclose(g, w, **TOLERANCES[dtype], err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_zero_time_steps_return_initial_state(dtype, side):
+    args, incoming = small_case(dtype, T=0)
+    out, grads = to_host(side, *run_cuda(side, args, incoming))
+    B, X, H = 4, 5, 6
+    assert out.y.shape == (0, B, H) and out.y.dtype == dtype
+    assert_array_equal(out.h, args["h0"], strict=True)
+    assert_array_equal(out.c, args["c0"], strict=True)
+    assert grads.dx.shape == (0, B, X)
+    assert_array_equal(grads.dh0, incoming["dh"], strict=True)
+    assert_array_equal(grads.dc0, incoming["dc"], strict=True)
+    for name in ("dkernel", "drecurrent_kernel", "dbias", "dpeephole"):
+        assert_array_equal(getattr(grads, name), np.zeros_like(getattr(grads, name)), err_msg=name)
+
+
+@pytest.mark.parametrize("sizes", [dict(B=0), dict(X=0), dict(T=1, B=1, X=1, H=1)], ids=["B0", "X0", "all1"])
+def test_degenerate_sizes_match_the_cpu_engine(sizes, side):
+    args, incoming = small_case(np.float64, **sizes)
+    want = all_host_arrays(*run_cpu(args, incoming))
+    got = all_host_arrays(*to_host(side, *run_cuda(side, args, incoming)))
+    assert [name for name, _ in got] == [name for name, _ in want]
+    for (name, w), (_, g) in zip(want, got):
+        assert g.shape == w.shape, name
+        assert_allclose(g, w, **TOLERANCES[np.float64], err_msg=name)
+
+
+def test_lengths_all_zero_pass_state_and_gradients_through(side):
+    args, incoming = small_case(lengths="mixed", B=4)
+    args["lengths"] = np.zeros(4, dtype=np.int32)
+    out, grads = to_host(side, *run_cuda(side, args, incoming))
+    assert_array_equal(out.y, np.zeros_like(out.y))
+    assert_array_equal(out.h, args["h0"])
+    assert_array_equal(out.c, args["c0"])
+    assert_array_equal(grads.dh0, incoming["dh"])
+    assert_array_equal(grads.dc0, incoming["dc"])
+    for name in ("dx", "dkernel", "drecurrent_kernel", "dbias", "dpeephole"):
+        value = getattr(grads, name)
+        assert_array_equal(value, np.zeros_like(value), err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_inference_mode_equals_training_mode(dtype, side):
+    args, _ = small_case(dtype, lengths="mixed", H=17)
+    device_args = side.kwargs_to_device(args)
+    train = ops.lstm_forward(**device_args, training=True)
+    infer = ops.lstm_forward(**device_args, training=False)
+    assert train.cache is not None and infer.cache is None
+    for name in OUTPUT_FIELDS:
+        assert_array_equal(side.to_host(getattr(infer, name)), side.to_host(getattr(train, name)), err_msg=name)
+
+
+def test_backward_consumes_the_cache(side):
+    args, incoming = small_case()
+    device_args, device_incoming = side.kwargs_to_device(args), side.kwargs_to_device(incoming)
+    out = ops.lstm_forward(**device_args)
+    first = ops.lstm_backward(out.cache, **device_incoming)
+    assert "consumed" in repr(out.cache)
+    with pytest.raises(ValueError, match="cache.*already used"):
+        ops.lstm_backward(out.cache, **device_incoming)
+    again = ops.lstm_backward(ops.lstm_forward(**device_args).cache, **device_incoming)
+    for name in GRAD_FIELDS:
+        assert_array_equal(side.to_host(getattr(first, name)), side.to_host(getattr(again, name)), err_msg=name)
+
+
+def test_inputs_are_untouched_and_results_repeat(side):
+    args, incoming = small_case(np.float32, T=5, B=13, X=9, H=33, lengths="random")
+    device_args, device_incoming = side.kwargs_to_device(args), side.kwargs_to_device(incoming)
+    before = {k: side.to_host(v) for k, v in {**device_args, **device_incoming}.items() if hasattr(v, "shape")}
+    first = all_host_arrays(*to_host(side, *run_cuda(side, device_args, device_incoming)))
+    second = all_host_arrays(*to_host(side, *run_cuda(side, device_args, device_incoming)))
+    for (name, a), (_, b) in zip(first, second):
+        assert_array_equal(a, b, err_msg=name)
+    for name, value in before.items():
+        current = device_args[name] if name in device_args else device_incoming[name]
+        assert_array_equal(side.to_host(current), value, err_msg=f"{name} was modified")
+
+
+def test_non_contiguous_inputs_equal_contiguous_copies(side):
+    args, incoming = small_case(np.float32, T=4, B=5, X=6, H=7, lengths="random")
+    want = all_host_arrays(*to_host(side, *run_cuda(side, args, incoming)))
+    cp = side.cp
+    strided = side.kwargs_to_device(args)
+    xbig = cp.zeros((4, 5, 12), np.float32)
+    xbig[:, :, ::2] = strided["x"]
+    strided["x"] = xbig[:, :, ::2]
+    strided["kernel"] = cp.ascontiguousarray(strided["kernel"].T).T
+    assert not strided["x"].flags.c_contiguous and not strided["kernel"].flags.c_contiguous
+    got = all_host_arrays(*to_host(side, *run_cuda(side, strided, incoming)))
+    for (name, w), (_, g) in zip(want, got):
+        assert_array_equal(g, w, err_msg=name)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "hard_sigmoid"])
+def test_nan_in_x_reaches_only_its_batch_row(activation, side):
+    T, B, H, t_nan, b_nan = 4, 5, 19, 1, 3
+    args, _ = small_case(np.float32, T=T, B=B, H=H, activation=activation)
+    args["x"][t_nan, b_nan, 2] = np.nan
+    out = ops.lstm_forward(**side.kwargs_to_device(args), training=False)
+    y, h = side.to_host(out.y), side.to_host(out.h)
+    assert np.all(np.isnan(y[t_nan:, b_nan])) and np.all(np.isnan(h[b_nan]))
+    assert np.all(np.isfinite(y[:t_nan, b_nan]))
+    others = [b for b in range(B) if b != b_nan]
+    assert np.all(np.isfinite(y[:, others])) and np.all(np.isfinite(h[others]))
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "hard_sigmoid"])
+def test_huge_inputs_saturate_without_overflow(activation, side):
+    args, incoming = small_case(np.float32, T=5, B=7, H=17, activation=activation)
+    args["x"] = (args["x"] * 1e4).astype(np.float32)
+    args["kernel"] = (args["kernel"] * 10).astype(np.float32)
+    out, grads = to_host(side, *run_cuda(side, args, incoming))
+    assert np.all(np.abs(out.y) <= 1.0)
+    for name, value in all_host_arrays(out, grads):
+        assert np.all(np.isfinite(value)), name
+
+
+def test_arrays_on_another_device_run_there(emulated):
+    args, incoming = small_case(np.float32)
+    on_one = {k: (_on_device(v, 1) if isinstance(v, np.ndarray) else v) for k, v in args.items()}
+    out = ops.lstm_forward(**on_one)
+    grads = ops.lstm_backward(out.cache, **{k: _on_device(v, 1) for k, v in incoming.items()})
+    for value in (out.y, out.h, out.c, grads.dx, grads.dkernel, grads.drecurrent_kernel, grads.dh0):
+        assert value.device_id == 1
+    _, ref_grads = run_cpu(args, incoming)
+    assert_allclose(np.asarray(grads.dkernel), ref_grads.dkernel, **TOLERANCES[np.float32])
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) A short training loop: the same losses and weights from the CPU engine and the CUDA path.
+# ---------------------------------------------------------------------------------------------
+
+def train(to_device, to_host, steps=8, lr=0.5):
+    """SGD on an LSTM (peepholes, lengths, dropout mask) + linear readout of the final h, MSE loss."""
+    rng = np.random.default_rng(11)
+    T, B, X, H = 7, 9, 4, 12
+    f32 = np.float32
+    x = rng.standard_normal((T, B, X)).astype(f32)
+    target = rng.standard_normal((B, 1)).astype(f32)
+    lengths = rng.integers(1, T + 1, size=B).astype(np.int32)
+    mask = np.where(rng.random((B, H)) < 0.2, 0.0, 1.0 / 0.8).astype(f32)
+    params = dict(kernel=0.3 * rng.standard_normal((X, 4 * H)), recurrent_kernel=0.3 * rng.standard_normal((H, 4 * H)),
+                  bias=0.1 * rng.standard_normal(4 * H), peephole=0.1 * rng.standard_normal((3, H)),
+                  readout=0.3 * rng.standard_normal((H, 1)))
+    params = {k: to_device(v.astype(f32)) for k, v in params.items()}
+    x, target, lengths, mask = to_device(x), to_device(target), to_device(lengths), to_device(mask)
+    losses = []
+    for _ in range(steps):
+        out = ops.lstm_forward(x, params["kernel"], params["recurrent_kernel"], params["bias"],
+                               peephole=params["peephole"], lengths=lengths, recurrent_dropout_mask=mask)
+        err = out.h @ params["readout"] - target                  # [B,1]
+        losses.append(float(to_host((err * err).mean())))
+        dpred = (2.0 / B) * err
+        dreadout = out.h.T @ dpred
+        grads = ops.lstm_backward(out.cache, None, dh=dpred @ params["readout"].T)
+        for name, grad in (("kernel", grads.dkernel), ("recurrent_kernel", grads.drecurrent_kernel),
+                           ("bias", grads.dbias), ("peephole", grads.dpeephole), ("readout", dreadout)):
+            params[name] = params[name] - f32(lr) * grad
+    return losses, {k: to_host(v) for k, v in params.items()}
+
+
+def test_training_loop_matches_cpu_engine(side):
+    cpu_losses, cpu_params = train(lambda a: a, np.asarray)
+    cuda_losses, cuda_params = train(side.to_device, side.to_host)
+    assert cpu_losses[-1] < 0.7 * cpu_losses[0], f"the loop does not learn: {cpu_losses}"
+    assert_allclose(cuda_losses, cpu_losses, rtol=1e-4)
+    for name, value in cpu_params.items():
+        assert_allclose(cuda_params[name], value, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) The wrapper's checks: every error names the argument, what was expected and what came.
+# ---------------------------------------------------------------------------------------------
+
+def good_device_args(side, dtype=np.float32):
+    args, incoming = small_case(dtype, T=3, B=4, X=5, H=6, lengths="random")
+    return side.kwargs_to_device(args), side.kwargs_to_device(incoming)
+
+
+BAD_FORWARD = [
+    # (id, exception, change, message fragments); change gets the good device arguments and the side.
+    ("x-rank-2", ValueError, lambda a, s: dict(x=a["x"][0]), ["x", "[T, B, X]", "(4, 5)"]),
+    ("x-int", TypeError, lambda a, s: dict(x=a["x"].astype(np.int32)), ["x", "float32 or float64", "int32"]),
+    ("h0-shape", ValueError, lambda a, s: dict(h0=s.to_device(np.zeros((5, 6), np.float32))),
+     ["h0", "[B, H]", "(4, 6)", "(5, 6)"]),
+    ("c0-dtype", TypeError, lambda a, s: dict(c0=a["c0"].astype(np.float64)),
+     ["c0", "float64", "x is float32", "astype(cupy.float32)"]),
+    ("bias-int", TypeError, lambda a, s: dict(bias=a["bias"].astype(np.int64)), ["bias", "float array", "int64"]),
+    ("kernel-transposed", ValueError, lambda a, s: dict(kernel=s.cp.ascontiguousarray(a["kernel"].T)),
+     ["kernel", "[X, 4H]", "(5, 24)", "(24, 5)", "transposed"]),
+    ("recurrent-kernel-transposed", ValueError,
+     lambda a, s: dict(recurrent_kernel=s.cp.ascontiguousarray(a["recurrent_kernel"].T)),
+     ["recurrent_kernel", "[H, 4H]", "(24, 6)", "transposed"]),
+    ("peephole-flat", ValueError, lambda a, s: dict(peephole=a["peephole"].ravel()), ["peephole", "(3, 6)", "(18,)"]),
+    ("mask-shape", ValueError, lambda a, s: dict(recurrent_dropout_mask=s.to_device(np.ones((4, 7), np.float32))),
+     ["recurrent_dropout_mask", "(4, 6)", "(4, 7)"]),
+    ("lengths-float", TypeError, lambda a, s: dict(lengths=s.to_device(np.ones(4, np.float32))),
+     ["lengths", "integers", "float32"]),
+    ("lengths-count", ValueError, lambda a, s: dict(lengths=s.to_device(np.ones(5, np.int32))),
+     ["lengths", "[B]", "(4,)", "(5,)"]),
+    ("lengths-range", ValueError, lambda a, s: dict(lengths=s.to_device(np.array([1, 4, 0, 2], np.int32))),
+     ["lengths", "[0, T=3]", "lengths[1] = 4"]),
+    ("activation", ValueError, lambda a, s: dict(recurrent_activation="relu"), ["recurrent_activation", "relu"]),
+    ("training", TypeError, lambda a, s: dict(training="yes"), ["training", "bool", "str"]),
+    ("numpy-h0", TypeError, lambda a, s: dict(h0=np.zeros((4, 6), np.float32)),
+     ["h0", "numpy.ndarray", "x", "cupy.ndarray"]),
+    ("numpy-lengths", TypeError, lambda a, s: dict(lengths=np.ones(4, np.int32)), ["lengths", "numpy.ndarray"]),
+]
+
+
+@pytest.mark.parametrize("case", BAD_FORWARD, ids=[c[0] for c in BAD_FORWARD])
+def test_bad_forward_arguments_raise_clear_errors(case, side):
+    _, exception, change, fragments = case
+    args, _ = good_device_args(side)
+    args.update(change(args, side))
+    with pytest.raises(exception) as info:
+        ops.lstm_forward(**args)
+    for fragment in fragments:
+        assert fragment in str(info.value), f"{fragment!r} not in {str(info.value)!r}"
+
+
+BAD_BACKWARD = [
+    ("dy-shape", ValueError, lambda i, s: dict(dy=s.to_device(np.zeros((3, 4, 7), np.float32))),
+     ["dy", "[T, B, H]", "(3, 4, 6)", "(3, 4, 7)"]),
+    ("dh-dtype", TypeError, lambda i, s: dict(dh=i["dh"].astype(np.float64)), ["dh", "float64", "x is float32"]),
+    ("dc-numpy", TypeError, lambda i, s: dict(dc=np.zeros((4, 6), np.float32)), ["dc", "numpy.ndarray", "cache"]),
+]
+
+
+@pytest.mark.parametrize("case", BAD_BACKWARD, ids=[c[0] for c in BAD_BACKWARD])
+def test_bad_backward_arguments_raise_clear_errors(case, side):
+    _, exception, change, fragments = case
+    args, incoming = good_device_args(side)
+    out = ops.lstm_forward(**args)
+    incoming.update(change(incoming, side))
+    with pytest.raises(exception) as info:
+        ops.lstm_backward(out.cache, **incoming)
+    for fragment in fragments:
+        assert fragment in str(info.value), f"{fragment!r} not in {str(info.value)!r}"
+
+
+@pytest.mark.parametrize("name", ["kernel", "h0", "lengths", "recurrent_dropout_mask"])
+def test_arrays_on_two_devices_are_refused(name, emulated):
+    args, _ = good_device_args(emulated)
+    args[name] = _on_device(args[name], 1)
+    with pytest.raises(ValueError, match=rf"{name} is on GPU 1 but x is on GPU 0"):
+        ops.lstm_forward(**args)
+
+
+def test_cuda_module_refuses_numpy_arrays_when_called_directly(emulated):
+    from lstmfast.cuda import ops as cuda_ops
+    args, _ = small_case(np.float32)
+    with pytest.raises(TypeError, match=r"backend='cuda' needs CuPy arrays, but x is a numpy.ndarray.*cupy.asarray"):
+        cuda_ops.lstm_forward(**args)
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) Backend selection, and the errors when CuPy or a GPU is missing. No GPU, no CuPy needed.
+# ---------------------------------------------------------------------------------------------
+
+def test_default_backend_is_cpu():
+    assert lstmfast.get_backend() == "cpu"
+    assert lcuda.resolve_backend(None, [("x", [1.0])]) == "cpu"
+
+
+@pytest.mark.parametrize("name", ["tpu", "CUDA", "", None, 1])
+def test_set_backend_rejects_unknown_names(name):
+    with pytest.raises(ValueError, match=r"backend must be one of 'cpu', 'cuda', got"):
+        lstmfast.set_backend(name)
+    assert lstmfast.get_backend() == "cpu"
+
+
+def test_backend_keyword_rejects_unknown_names():
+    args, _ = small_case(np.float32)
+    with pytest.raises(ValueError, match=r"backend must be one of 'cpu', 'cuda', got 'gpu'"):
+        ops.lstm_forward(**args, backend="gpu")
+
+
+def test_set_backend_cuda_without_cupy_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    monkeypatch.setattr(lcuda, "_gpu_count", None)
+    with pytest.raises(ImportError, match=r"the CUDA backend needs CuPy: pip install lstmfast\[gpu\]"):
+        lstmfast.set_backend("cuda")
+    assert lstmfast.get_backend() == "cpu"
+    assert not lcuda.is_available()
+    args, _ = small_case(np.float32)
+    lists = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in args.items()}
+    with pytest.raises(ImportError, match=r"needs CuPy"):
+        ops.lstm_forward(**lists, backend="cuda")
+
+
+@pytest.mark.parametrize("fake", [dict(device_count=0), dict(count_error=RuntimeError("cudaErrorNoDevice"))],
+                         ids=["zero-devices", "no-driver"])
+def test_set_backend_cuda_without_a_gpu_says_so(fake, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", make_fake_cupy(**fake))
+    monkeypatch.setattr(lcuda, "_gpu_count", None)
+    with pytest.raises(RuntimeError, match=r"no CUDA GPU is visible"):
+        lstmfast.set_backend("cuda")
+    assert lstmfast.get_backend() == "cpu"
+    assert not lcuda.is_available()
+
+
+def test_set_backend_routes_inputs_that_are_not_arrays(emulated):
+    args, incoming = small_case(np.float64)
+    lists = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in args.items()}
+    assert isinstance(ops.lstm_forward(**lists).y, np.ndarray)  # default: cpu
+    lstmfast.set_backend("cuda")
+    assert lstmfast.get_backend() == "cuda"
+    out = ops.lstm_forward(**lists)
+    assert isinstance(out.y, FakeDeviceArray)
+    want = ops.lstm_forward(**args)
+    assert_allclose(np.asarray(out.y), want.y, **TOLERANCES[np.float64])
+    # NumPy arrays still run on the CPU: the arrays' kind comes before the global setting.
+    assert type(ops.lstm_forward(**args).y) is np.ndarray
+    lstmfast.set_backend("cpu")
+    assert lstmfast.get_backend() == "cpu"
+
+
+def test_arrays_choose_the_backend(emulated):
+    args, incoming = small_case(np.float32)
+    cpu = ops.lstm_forward(**args)
+    assert type(cpu.y) is np.ndarray
+    cuda = ops.lstm_forward(**emulated.kwargs_to_device(args))
+    assert isinstance(cuda.y, FakeDeviceArray)
+    # The cache says where the backward pass runs.
+    assert type(ops.lstm_backward(cpu.cache, **incoming).dx) is np.ndarray
+    assert isinstance(ops.lstm_backward(cuda.cache, **emulated.kwargs_to_device(incoming)).dx, FakeDeviceArray)
+
+
+def test_mixing_numpy_and_cupy_arrays_is_an_error(emulated):
+    args, incoming = small_case(np.float32)
+    mixed = dict(args, recurrent_kernel=emulated.to_device(args["recurrent_kernel"]))
+    with pytest.raises(TypeError, match=r"recurrent_kernel is a cupy.ndarray but x is a numpy.ndarray"):
+        ops.lstm_forward(**mixed)
+    out = ops.lstm_forward(**args)
+    with pytest.raises(TypeError, match=r"dy is a cupy.ndarray but cache is a numpy.ndarray"):
+        ops.lstm_backward(out.cache, **dict(incoming, dy=emulated.to_device(incoming["dy"])))
+
+
+def test_explicit_backend_must_match_the_arrays(emulated):
+    args, incoming = small_case(np.float32)
+    with pytest.raises(TypeError, match=r"backend='cuda' needs CuPy arrays, but x is a numpy.ndarray.*cupy.asarray"):
+        ops.lstm_forward(**args, backend="cuda")
+    device_args = emulated.kwargs_to_device(args)
+    with pytest.raises(TypeError, match=r"backend='cpu' needs NumPy arrays, but x is a cupy.ndarray.*\.get\(\)"):
+        ops.lstm_forward(**device_args, backend="cpu")
+    out = ops.lstm_forward(**device_args, backend="cuda")
+    with pytest.raises(TypeError, match=r"backend='cpu' needs NumPy arrays, but cache is a cupy.ndarray"):
+        ops.lstm_backward(out.cache, **emulated.kwargs_to_device(incoming), backend="cpu")
+    cpu_out = ops.lstm_forward(**args, backend="cpu")
+    with pytest.raises(TypeError, match=r"backend='cuda' needs CuPy arrays, but cache is a numpy.ndarray"):
+        ops.lstm_backward(cpu_out.cache, **incoming, backend="cuda")
+
+
+def test_importing_lstmfast_does_not_import_cupy():
+    code = ("import sys, lstmfast, lstmfast.cuda, lstmfast.cuda.ops, lstmfast.cuda._kernels; "
+            "lstmfast.ops.lstm_forward([[[1.0]]], [[1.0] * 4], [[1.0] * 4], None); "
+            "print('cupy' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark script: parses, and exits with a clear message without a GPU.
+# ---------------------------------------------------------------------------------------------
+
+BENCH = os.path.join(os.path.dirname(__file__), os.pardir, "bench", "compare_cudnn.py")
+
+
+def test_cudnn_benchmark_compiles():
+    with open(BENCH, encoding="utf-8") as f:
+        compile(f.read(), BENCH, "exec")
+
+
+def test_cudnn_benchmark_cases_and_table():
+    sys.path.insert(0, os.path.dirname(BENCH))
+    try:
+        import compare_cudnn
+    finally:
+        sys.path.pop(0)
+    cases = compare_cudnn.cases()
+    training = [c for c in cases if c.mode == "training" and c.layers == 1]
+    assert {(c.H, c.B) for c in training} == {(h, b) for h in (512, 1024, 2048) for b in (16, 64)}
+    assert all(c.T == 25 and c.X == c.H for c in training)
+    assert any(c.X == 65 and c.H == 256 and c.B == 50 and c.T == 50 and c.layers == 2 for c in cases)
+    inference = {(c.H, c.B) for c in cases if c.mode == "inference"}
+    assert inference == {(h, b) for h in (512, 1024) for b in (1, 4)}
+    assert compare_cudnn.median([3.0, 1.0, 2.0]) == 2.0
+    table = compare_cudnn.markdown_table("Test GPU", [(cases[0], 1.5, 3.0)])
+    assert "Test GPU" in table and "| 2.00" in table
+
+
+def test_cudnn_benchmark_without_gpu_exits_with_a_message():
+    if real_cupy_with_gpu()[0] is not None:
+        pytest.skip("a GPU is visible: the script would run the benchmark")
+    result = subprocess.run([sys.executable, BENCH, "--repeats", "1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "GPU" in result.stderr and "Traceback" not in result.stderr
