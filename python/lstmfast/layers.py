@@ -490,11 +490,15 @@ class Dense(Layer):
         return _first_shape(input_shape)[:-1] + (self.units,)
 
     def _affine(self, x):
-        try:
-            z = x @ self.weights["kernel"]
-        except ValueError:
-            raise ValueError(f"Dense {self.name!r} was built for {self.weights['kernel'].shape[0]} input features, "
-                             f"got input of shape {x.shape}") from None
+        kernel = self.weights["kernel"]
+        if x.shape[-1] != kernel.shape[0]:
+            raise ValueError(f"Dense {self.name!r} was built for {kernel.shape[0]} input features, "
+                             f"got input of shape {x.shape}")
+        if x.ndim > 2:
+            # One [N, X] @ [X, units] product: numpy's batched matmul of 3-D input runs many small ones.
+            z = (np.ascontiguousarray(x).reshape(-1, kernel.shape[0]) @ kernel).reshape(x.shape[:-1] + (self.units,))
+        else:
+            z = x @ kernel
         if self.use_bias:
             z += self.weights["bias"]
         return z
@@ -525,6 +529,8 @@ class Dense(Layer):
                 g["kernel"] += x.reshape(-1, kernel.shape[0]).T @ dz2
                 if self.use_bias:
                     g["bias"] += dz2.sum(axis=0)
+        if dz.ndim > 2:
+            return (dz.reshape(-1, self.units) @ kernel.T).reshape(dz.shape[:-1] + (kernel.shape[0],))
         return dz @ kernel.T
 
     def get_config(self):

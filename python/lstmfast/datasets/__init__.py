@@ -1,5 +1,8 @@
 """Data sets and data preparation for the sample tasks.
 
-Each module loads one kind of data from local files (nothing is downloaded) and prepares it for a
-model: ``timeseries`` (CSV columns, sliding windows, scalers, train/test split, naive baselines).
+Each module loads one kind of data from local files and prepares it for a model:
+``text`` (a text file, its character vocabulary, a held-out tail, contiguous batches for
+stateful truncated BPTT); ``timeseries`` (CSV columns, sliding windows, scalers, train/test split, naive baselines);
+``imdb`` (Keras's ``imdb.load_data`` from aclImdb, a JSONL of reviews or Keras's imdb.npz; it is
+the one module that downloads, and only when given no path and nothing is in its cache directory).
 """
