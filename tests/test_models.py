@@ -468,3 +468,13 @@ def test_metadata_round_trip(tmp_path):
     assert saving.read_metadata(path) == {}
     with pytest.raises(TypeError, match="JSON"):
         model.save(path, metadata={"bad": object()})
+
+
+def test_fit_verbose_2_reports_the_epoch_time(capsys):
+    # One line per epoch, timed from the epoch's start (the bar is only drawn at the end).
+    model = Sequential([Dense(2, input_shape=(3,))])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.zeros((400, 3), np.float32), np.zeros((400, 2), np.float32), batch_size=2, epochs=2, verbose=2)
+    lines = [l for l in capsys.readouterr().out.splitlines() if "/step" in l]
+    assert len(lines) == 2
+    assert all(l.startswith("200/200 - ") and " 0us/step" not in l for l in lines), lines
