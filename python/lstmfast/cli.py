@@ -64,7 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         metrics = args.func(args)
         write_metrics(getattr(args, "metrics_json", None), metrics or {})
         return 0
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError) as e:
+    except (ValueError, TypeError, ImportError, FileNotFoundError, FileExistsError, IsADirectoryError,
+            PermissionError) as e:
         print(f"lstmfast {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
