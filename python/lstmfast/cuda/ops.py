@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _kernels, require_gpu, resolve_backend
 from .._results import LSTMGradients, LSTMOutput
-from ..ops import LSTMCache, _activation_code, _shape
+from ..ops import LSTMCache, _activation_code, _check_lengths, _shape
 
 __all__ = ["lstm_forward", "lstm_backward"]
 
@@ -108,14 +108,7 @@ def _check_lengths(cp, lengths, T: int, B: int, device_id: int):
                         "(move it to the GPU with cupy.asarray(...))")
     else:
         host = np.asarray(lengths)
-    if host.dtype.kind not in "iu":
-        raise TypeError(f"lengths must be integers, got dtype {host.dtype}")
-    if host.shape != (B,):
-        raise ValueError(f"lengths must have shape [B] = ({B},), got {_shape(host.shape)}")
-    if B and (host.min() < 0 or host.max() > T):
-        bad = int(np.flatnonzero((host < 0) | (host > T))[0])
-        raise ValueError(f"lengths must lie in [0, T={T}], got lengths[{bad}] = {int(host[bad])}")
-    return cp.asarray(np.ascontiguousarray(host, dtype=np.int32))
+    return cp.asarray(_check_lengths(host, T, B))  # the CPU path's checks and messages
 
 
 # ---------------------------------------------------------------------------------------------
