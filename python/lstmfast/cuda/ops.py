@@ -24,7 +24,8 @@ import numpy as np
 
 from . import _kernels, require_gpu, resolve_backend
 from .._results import LSTMGradients, LSTMOutput
-from ..ops import LSTMCache, _activation_code, _check_lengths, _shape
+from ..ops import LSTMCache, _activation_code, _shape
+from ..ops import _check_lengths as _check_host_lengths
 
 __all__ = ["lstm_forward", "lstm_backward"]
 
@@ -108,7 +109,7 @@ def _check_lengths(cp, lengths, T: int, B: int, device_id: int):
                         "(move it to the GPU with cupy.asarray(...))")
     else:
         host = np.asarray(lengths)
-    return cp.asarray(_check_lengths(host, T, B))  # the CPU path's checks and messages
+    return cp.asarray(_check_host_lengths(host, T, B))  # the CPU path's checks and messages
 
 
 # ---------------------------------------------------------------------------------------------
