@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "lstm.h"
+#include "optim.h"
 
 namespace py = pybind11;
 using lstmfast::Activation;
@@ -162,12 +163,100 @@ void gemm(bool trans_a, bool trans_b, py::object A, py::object B, py::object C, 
   lstmfast::gemm(trans_a, trans_b, M, N, K, pa, a.shape(1), pb, b.shape(1), pc, N, accumulate);
 }
 
+// Slots each optimizer rule reads and writes (optim.h).
+constexpr int kRuleSlots[lstmfast::kOptimRules] = {0, 1, 1, 2, 3, 1, 2, 2, 3, 1};
+
+template <typename T>
+void optim_step(int rule, py::object var, py::object grad, py::sequence slots, double lr, double momentum,
+                double one_minus_beta_1, double one_minus_beta_2, double rho, double one_minus_rho, double epsilon,
+                double grad_scale, py::object clipvalue, double decay_keep) {
+  if (rule < 0 || rule >= lstmfast::kOptimRules)
+    throw py::value_error("rule must be in [0, " + std::to_string(lstmfast::kOptimRules) + "), got " +
+                          std::to_string(rule));
+  if (!py::isinstance<py::array>(var)) throw py::type_error("var must be a numpy array");
+  py::array va = py::reinterpret_borrow<py::array>(var);
+  const std::vector<int64_t> shape(va.shape(), va.shape() + va.ndim());
+  lstmfast::OptimArgs<T> a;
+  a.rule = lstmfast::OptimRule(rule);
+  a.n = va.size();
+  a.var = checked<T>(var, "var", shape, false, true);
+  a.grad = checked<T>(grad, "grad", shape, false, false);
+  const int want = kRuleSlots[rule];
+  if (int(py::len(slots)) != want)
+    throw py::value_error("rule " + std::to_string(rule) + " needs " + std::to_string(want) + " slot arrays, got " +
+                          std::to_string(py::len(slots)));
+  // Written arrays must not overlap each other (the grad may alias nothing written either).
+  std::vector<std::pair<const char*, const char*>> spans;
+  auto span_of = [&](const void* p) {
+    const char* c = static_cast<const char*>(p);
+    return std::make_pair(c, c + a.n * int64_t(sizeof(T)));
+  };
+  spans.push_back(span_of(a.var));
+  spans.push_back(span_of(a.grad));
+  for (int k = 0; k < want; ++k) {
+    const std::string name = "slots[" + std::to_string(k) + "]";
+    a.slot[k] = checked<T>(slots[k], name.c_str(), shape, false, true);
+    spans.push_back(span_of(a.slot[k]));
+  }
+  for (size_t i = 0; a.n > 0 && i < spans.size(); ++i)
+    for (size_t j = i + 1; j < spans.size(); ++j)
+      if (spans[i].first < spans[j].second && spans[j].first < spans[i].second)
+        throw py::value_error("var, grad and the slot arrays must not share memory");
+  a.lr = lr;
+  a.momentum = momentum;
+  a.one_minus_beta_1 = one_minus_beta_1;
+  a.one_minus_beta_2 = one_minus_beta_2;
+  a.rho = rho;
+  a.one_minus_rho = one_minus_rho;
+  a.epsilon = epsilon;
+  a.grad_scale = grad_scale;
+  a.clip_value = !clipvalue.is_none();
+  a.clipvalue = a.clip_value ? clipvalue.cast<double>() : 0.0;
+  a.decay_keep = decay_keep;
+  py::gil_scoped_release release;
+  lstmfast::optim_step(a);
+}
+
+template <typename T, typename I>
+void scatter_rows(py::array out, py::array index, py::object src) {
+  if (out.ndim() != 2) throw py::value_error("out must be 2-D [rows, D], got " + std::to_string(out.ndim()) + " dims");
+  const int64_t rows = out.shape(0), D = out.shape(1);
+  if (index.ndim() != 1) throw py::value_error("index must be 1-D");
+  const int64_t n = index.shape(0);
+  T* po = checked<T>(out, "out", {rows, D}, false, true);
+  const I* pi = checked<I>(index, "index", {n}, false, false);
+  const T* ps = checked<T>(src, "src", {n, D}, false, false);
+  for (int64_t i = 0; i < n; ++i)
+    if (pi[i] < 0 || int64_t(pi[i]) >= rows)
+      throw py::value_error("index[" + std::to_string(i) + "] = " + std::to_string(int64_t(pi[i])) +
+                            " is out of range for " + std::to_string(rows) + " rows");
+  py::gil_scoped_release release;
+  lstmfast::scatter_add_rows(po, D, pi, ps, n);
+}
+
+template <typename T>
+void scatter_add(py::object out, py::object index, py::object src) {
+  if (!py::isinstance<py::array>(out) || !py::isinstance<py::array>(index))
+    throw py::type_error("out and index must be numpy arrays");
+  py::array o = py::reinterpret_borrow<py::array>(out), ix = py::reinterpret_borrow<py::array>(index);
+  if (ix.dtype().equal(py::dtype::of<int32_t>()))
+    scatter_rows<T, int32_t>(o, ix, src);
+  else if (ix.dtype().equal(py::dtype::of<int64_t>()))
+    scatter_rows<T, int64_t>(o, ix, src);
+  else
+    throw py::type_error("index must have dtype int32 or int64, got " + std::string(py::str(ix.dtype())));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "lstmfast native engine (see cpp/lstm.h for the contract)";
   m.attr("__version__") = LSTMFAST_VERSION;
   m.def("forward_f32", &forward<float>);
+  m.def("optim_step_f32", &optim_step<float>);
+  m.def("optim_step_f64", &optim_step<double>);
+  m.def("scatter_add_rows_f32", &scatter_add<float>, py::arg("out"), py::arg("index"), py::arg("src"));
+  m.def("scatter_add_rows_f64", &scatter_add<double>, py::arg("out"), py::arg("index"), py::arg("src"));
   m.def("forward_f64", &forward<double>);
   m.def("backward_f32", &backward<float>);
   m.def("backward_f64", &backward<double>);

@@ -123,7 +123,40 @@ void run_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int
   }
 }
 
+template <typename T>
+void run_optim(const OptimArgs<T>& a) {
+  const int nt = num_threads();
+  switch (level()) {
+    case SimdLevel::avx512: avx512::optim_step(a, nt); break;
+    case SimdLevel::avx2: avx2::optim_step(a, nt); break;
+    default: portable::optim_step(a, nt); break;
+  }
+}
+template <typename T, typename I>
+void run_scatter(T* out, int64_t D, const I* index, const T* src, int64_t n) {
+  switch (level()) {
+    case SimdLevel::avx512: avx512::scatter_add_rows(out, D, index, src, n); break;
+    case SimdLevel::avx2: avx2::scatter_add_rows(out, D, index, src, n); break;
+    default: portable::scatter_add_rows(out, D, index, src, n); break;
+  }
+}
+
 }  // namespace
+
+void optim_step(const OptimArgs<float>& a) { run_optim(a); }
+void optim_step(const OptimArgs<double>& a) { run_optim(a); }
+void scatter_add_rows(float* out, int64_t D, const int64_t* index, const float* src, int64_t n) {
+  run_scatter(out, D, index, src, n);
+}
+void scatter_add_rows(double* out, int64_t D, const int64_t* index, const double* src, int64_t n) {
+  run_scatter(out, D, index, src, n);
+}
+void scatter_add_rows(float* out, int64_t D, const int32_t* index, const float* src, int64_t n) {
+  run_scatter(out, D, index, src, n);
+}
+void scatter_add_rows(double* out, int64_t D, const int32_t* index, const double* src, int64_t n) {
+  run_scatter(out, D, index, src, n);
+}
 
 void lstm_forward(const ForwardArgs<float>& a) { run_forward(a); }
 void lstm_forward(const ForwardArgs<double>& a) { run_forward(a); }

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "lstm.h"
+#include "optim.h"
 
 namespace lstmfast {
 
@@ -21,6 +22,12 @@ namespace lstmfast {
             const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate, int threads);     \
   void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, \
             const double* B, int64_t ldb, double* C, int64_t ldc, bool accumulate, int threads);   \
+  void optim_step(const OptimArgs<float>& a, int threads);                                         \
+  void optim_step(const OptimArgs<double>& a, int threads);                                        \
+  void scatter_add_rows(float* out, int64_t D, const int64_t* index, const float* src, int64_t n);   \
+  void scatter_add_rows(double* out, int64_t D, const int64_t* index, const double* src, int64_t n); \
+  void scatter_add_rows(float* out, int64_t D, const int32_t* index, const float* src, int64_t n);   \
+  void scatter_add_rows(double* out, int64_t D, const int32_t* index, const double* src, int64_t n); \
   }
 LSTMFAST_DECLARE_LEVEL(portable)
 LSTMFAST_DECLARE_LEVEL(avx2)

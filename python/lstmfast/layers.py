@@ -116,6 +116,10 @@ def _as_array(value, dtype=None):
         np.asarray(value, dtype=dtype)
 
 
+_SCATTER_ADD = {np.dtype(np.float32): ops._core.scatter_add_rows_f32,
+                np.dtype(np.float64): ops._core.scatter_add_rows_f64}
+
+
 def _cast(a, dt):
     """``a`` in dtype ``dt`` (no copy when it already is); None stays None."""
     if a is None or (type(a) is np.ndarray and a.dtype == dt):
@@ -703,8 +707,14 @@ class Embedding(Layer):
 
     def backward(self, cache, grad_outputs):
         if self.trainable and grad_outputs is not None:
-            np.add.at(self.grads["embeddings"], cache.ravel(),
-                      _cast(grad_outputs, self._np_dtype).reshape(-1, self.output_dim))
+            out = self.grads["embeddings"]
+            rows = np.ascontiguousarray(_cast(grad_outputs, self._np_dtype)).reshape(-1, self.output_dim)
+            index = cache.reshape(-1)
+            add = _SCATTER_ADD.get(out.dtype)
+            if add is not None and out.flags.c_contiguous and index.dtype in (np.int32, np.int64):
+                add(out, np.ascontiguousarray(index), rows)   # one pass in C++, same order as np.add.at
+            else:
+                np.add.at(out, index, rows)
         return None
 
     def compute_mask(self, inputs, mask=None):

@@ -12,6 +12,11 @@ evaluated there) and ``t = iterations + 1``:
    variable gets its slice: ``var -= delta`` (or ``+=``);
 5. ``iterations += 1``.
 
+Steps 1-4 run fused in C++ (``_core.optim_step_*``, one pass over each variable, threads as
+``lstmfast.set_num_threads``) for float32/float64 variables and C-contiguous arrays; the NumPy
+code of each rule (``_update``) is the reference it equals bitwise (the C++ rounds every multiply
+and add separately), and the path for anything else (other dtypes, non-contiguous variables).
+
 Slots (moments, accumulators) are kept per variable, keyed by position in the list given to
 ``build`` (or to the first ``apply_gradients``): the model must always pass the same ordered list.
 ``get_state`` returns them variable-major: for variable 0 every slot in ``slot_names`` order, then
@@ -24,6 +29,11 @@ import math
 import numbers
 
 import numpy as np
+
+try:
+    from . import _core
+except ImportError:  # pragma: no cover - a source tree without the built extension
+    _core = None
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "LearningRateSchedule",
            "ExponentialDecay", "PiecewiseConstantDecay", "CosineDecay", "get", "serialize", "deserialize"]
@@ -226,6 +236,8 @@ class Optimizer:
         self._groups = None
         self._shapes = None
         self._pending_slots = None
+        self._fused = _core is not None   # False: the NumPy reference path (tests compare the two)
+        self._fused_ok = None
 
     # ---- learning rate -----------------------------------------------------------------------
 
@@ -286,6 +298,17 @@ class Optimizer:
         for g in self._groups:
             for j, i in enumerate(g.index):
                 self._group_of[i] = (g, j)
+        # The fused step: per variable its (C kernel, slot views) when its dtype and layout allow.
+        kernels = {np.dtype(np.float32): getattr(_core, "optim_step_f32", None),
+                   np.dtype(np.float64): getattr(_core, "optim_step_f64", None)}
+        self._fused_vars = []
+        for i, v in enumerate(variables):
+            grp, j = self._group_of[i]
+            kernel = kernels.get(v.dtype)
+            if kernel is None or not v.flags.c_contiguous:
+                self._fused_vars = None
+                break
+            self._fused_vars.append((kernel, v.dtype, tuple(grp.views[n][j] for n in self.slot_names)))
         if self._pending_slots is not None:
             slots, self._pending_slots = self._pending_slots, None
             self._load_slots(slots)
@@ -310,6 +333,11 @@ class Optimizer:
             raise ValueError(f"the optimizer was built for {n} variables, got {len(variables)} variables "
                              f"and {len(grads)} gradients (pass the same ordered list every step)")
         lr = self._lr_const if self._lr_const is not None else self.current_learning_rate()
+        if self._fused and self._fused_vars is not None:
+            plan = self._fused_rule(lr, self.iterations + 1)
+            if plan is not None:
+                self._apply_fused(grads, variables, lr, *plan)
+                return
         for grp in self._groups:
             for i, view, shape in grp.gather:
                 g = grads[i]
@@ -330,6 +358,41 @@ class Optimizer:
                 v = variables[i]
                 op(v, delta, v)
         self.iterations = t
+
+    def _apply_fused(self, grads, variables, lr, rule, hyper) -> None:
+        fused = self._fused_vars
+        gs = []
+        for i, (kernel, dtype, _) in enumerate(fused):
+            g, v = grads[i], variables[i]
+            if getattr(g, "shape", None) != self._shapes[i] or v.shape != self._shapes[i]:
+                self._bad_pair(i, g, v)
+            if not (isinstance(g, np.ndarray) and g.dtype == dtype and g.flags.c_contiguous):
+                g = np.ascontiguousarray(g, dtype=dtype)
+            if not (v.flags.c_contiguous and v.flags.writeable and v.dtype == dtype):
+                raise ValueError(f"variable {i} must stay a writable C-contiguous {dtype} array (as when the "
+                                 f"optimizer was built)")
+            gs.append(g)
+        scales = [1.0] * len(gs)
+        if self.clipnorm is not None:
+            for i, g in enumerate(gs):
+                flat = g.reshape(-1)
+                norm = math.sqrt(float(np.dot(flat, flat)))
+                if norm > self.clipnorm:
+                    scales[i] = self.clipnorm / norm
+        elif self.global_clipnorm is not None:
+            c = self.global_clipnorm
+            norm = math.sqrt(sum(float(np.dot(g.reshape(-1), g.reshape(-1))) for g in gs))
+            if norm > c or not math.isfinite(norm):
+                scales = [c / norm if math.isfinite(norm) else math.nan] * len(gs)
+        keep = 1.0 - lr * self.weight_decay if self.weight_decay else 1.0
+        for i, (kernel, _, slots) in enumerate(fused):
+            kernel(rule, variables[i], gs[i], slots, *hyper, scales[i], self.clipvalue, keep)
+        self.iterations += 1
+
+    def _fused_rule(self, lr, t):
+        """``(rule code of cpp/optim.h, (lr, momentum, 1 - beta_1, 1 - beta_2, rho, 1 - rho, epsilon))``
+        for step ``t``, or None where the rule has no fused kernel (subclasses): ``_update`` runs."""
+        return None
 
     def _bad_pair(self, i, g, v):
         shape = self._shapes[i]
@@ -492,6 +555,10 @@ class SGD(Optimizer):
         np.subtract(s, g, s)
         return "scratch", +1
 
+    def _fused_rule(self, lr, t):
+        rule = 0 if not self.momentum else (2 if self.nesterov else 1)
+        return rule, (lr, self.momentum, 0.0, 0.0, 0.0, 0.0, 0.0)
+
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
@@ -535,6 +602,11 @@ class Adam(Optimizer):
         np.multiply(m, alpha, g)
         np.divide(g, s, g)
         return "grad", -1
+
+    def _fused_rule(self, lr, t):
+        alpha = lr * math.sqrt(1.0 - self.beta_2 ** t) / (1.0 - self.beta_1 ** t)
+        return (4 if self.amsgrad else 3), (alpha, 0.0, 1.0 - self.beta_1, 1.0 - self.beta_2, 0.0, 0.0,
+                                            self.epsilon)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
@@ -603,6 +675,10 @@ class RMSprop(Optimizer):
             return "momentum", -1
         return "grad", -1
 
+    def _fused_rule(self, lr, t):
+        rule = (8 if self.momentum > 0 else 7) if self.centered else (6 if self.momentum > 0 else 5)
+        return rule, (lr, self.momentum, 0.0, 0.0, self.rho, 1.0 - self.rho, self.epsilon)
+
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
                 "centered": self.centered}
@@ -636,6 +712,9 @@ class Adagrad(Optimizer):
         np.multiply(g, lr, g)
         np.divide(g, s, g)
         return "grad", -1
+
+    def _fused_rule(self, lr, t):
+        return 9, (lr, 0.0, 0.0, 0.0, 0.0, 0.0, self.epsilon)
 
     def get_config(self):
         return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,

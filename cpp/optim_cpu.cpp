@@ -1,0 +1,192 @@
+// Fused optimizer steps (optim.h), compiled once per SIMD level like lstm_cpu.cpp. The loops are
+// plain C++ that the compiler vectorizes; -ffp-contract=off (CMakeLists.txt) keeps every multiply
+// and add separately rounded, so the results equal optimizers.py's NumPy reference bitwise.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "optim.h"
+#include "simd.h"  // defines LF_ISA
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace lstmfast {
+namespace LF_ISA {
+
+namespace {
+
+// Elementwise work is memory bound; a second thread pays once a step moves a few hundred KiB.
+constexpr int64_t kParallelMin = 1 << 15;
+
+template <typename T, OptimRule R>
+void run_rule(const OptimArgs<T>& a, int64_t lo, int64_t hi) {
+  T* __restrict var = a.var;
+  const T* __restrict grad = a.grad;
+  T* __restrict s0 = a.slot[0];
+  T* __restrict s1 = a.slot[1];
+  T* __restrict s2 = a.slot[2];
+  const bool scale = a.grad_scale != 1.0, clip = a.clip_value, decay = a.decay_keep != 1.0;
+  const T gs = T(a.grad_scale), cv = T(a.clipvalue), ncv = T(-a.clipvalue), keep = T(a.decay_keep);
+  const T lr = T(a.lr), mu = T(a.momentum), c1 = T(a.one_minus_beta_1), c2 = T(a.one_minus_beta_2);
+  const T rho = T(a.rho), crho = T(a.one_minus_rho), eps = T(a.epsilon);
+  for (int64_t i = lo; i < hi; ++i) {
+    T g = grad[i];
+    if (scale) g = g * gs;
+    if (clip) {                         // np.minimum(g, c) then np.maximum(g, -c); NaN stays NaN
+      g = g > cv ? cv : g;
+      g = g < ncv ? ncv : g;
+    }
+    T w = var[i];
+    if (decay) w = w * keep;
+    if constexpr (R == OptimRule::sgd) {
+      w = w - g * lr;
+    } else if constexpr (R == OptimRule::sgd_momentum || R == OptimRule::sgd_nesterov) {
+      const T d = g * lr;
+      T m = s0[i] * mu;
+      m = m - d;
+      s0[i] = m;
+      if constexpr (R == OptimRule::sgd_momentum) {
+        w = w + m;
+      } else {
+        T s = m * mu;
+        s = s - d;
+        w = w + s;
+      }
+    } else if constexpr (R == OptimRule::adam || R == OptimRule::adam_amsgrad) {
+      T m = s0[i], v = s1[i];
+      T s = g - m;
+      s = s * c1;
+      m = m + s;
+      T g2 = g * g;
+      g2 = g2 - v;
+      g2 = g2 * c2;
+      v = v + g2;
+      s0[i] = m;
+      s1[i] = v;
+      if constexpr (R == OptimRule::adam_amsgrad) {
+        T vh = s2[i];
+        vh = (vh > v || vh != vh) ? vh : v;   // np.maximum: NaN from either side wins
+        s2[i] = vh;
+        v = vh;
+      }
+      s = std::sqrt(v);
+      s = s + eps;
+      T d = m * lr;                           // lr holds alpha for Adam
+      d = d / s;
+      w = w - d;
+    } else if constexpr (R == OptimRule::adagrad) {
+      T acc = s0[i];
+      T s = g * g;
+      acc = acc + s;
+      s0[i] = acc;
+      s = acc + eps;
+      s = std::sqrt(s);
+      T d = g * lr;
+      d = d / s;
+      w = w - d;
+    } else {  // rmsprop family: slots v, then m (momentum), then mg (centered)
+      constexpr bool mom = R == OptimRule::rmsprop_momentum || R == OptimRule::rmsprop_centered_momentum;
+      constexpr bool centered = R == OptimRule::rmsprop_centered || R == OptimRule::rmsprop_centered_momentum;
+      T v = s0[i] * rho;
+      T s = g * g;
+      s = s * crho;
+      v = v + s;
+      s0[i] = v;
+      if constexpr (centered) {
+        T* __restrict mgp = mom ? s2 : s1;
+        T mg = mgp[i] * rho;
+        s = g * crho;
+        mg = mg + s;
+        mgp[i] = mg;
+        s = mg * mg;
+        s = v - s;
+        s = s + eps;
+      } else {
+        s = v + eps;
+      }
+      s = std::sqrt(s);
+      T d = g * lr;
+      d = d / s;
+      if constexpr (mom) {
+        T m = s1[i] * mu;
+        m = m + d;
+        s1[i] = m;
+        w = w - m;
+      } else {
+        w = w - d;
+      }
+    }
+    var[i] = w;
+  }
+}
+
+template <typename T, OptimRule R>
+void run_parallel(const OptimArgs<T>& a, int threads) {
+  const int64_t n = a.n;
+  const int nt = n >= kParallelMin ? std::max(1, std::min<int>(threads, int(n / (kParallelMin / 2)))) : 1;
+  if (nt <= 1) {
+    run_rule<T, R>(a, 0, n);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+#ifdef _OPENMP
+    const int t = omp_get_thread_num(), k = omp_get_num_threads();
+#else
+    const int t = 0, k = 1;
+#endif
+    // Chunks of whole 64-byte lines so that no two threads write the same cache line.
+    const int64_t per = ((n + k - 1) / k + 15) / 16 * 16;
+    const int64_t lo = std::min(n, per * t), hi = std::min(n, lo + per);
+    if (lo < hi) run_rule<T, R>(a, lo, hi);
+  }
+}
+
+template <typename T>
+void step(const OptimArgs<T>& a, int threads) {
+  switch (a.rule) {
+    case OptimRule::sgd: run_parallel<T, OptimRule::sgd>(a, threads); break;
+    case OptimRule::sgd_momentum: run_parallel<T, OptimRule::sgd_momentum>(a, threads); break;
+    case OptimRule::sgd_nesterov: run_parallel<T, OptimRule::sgd_nesterov>(a, threads); break;
+    case OptimRule::adam: run_parallel<T, OptimRule::adam>(a, threads); break;
+    case OptimRule::adam_amsgrad: run_parallel<T, OptimRule::adam_amsgrad>(a, threads); break;
+    case OptimRule::rmsprop: run_parallel<T, OptimRule::rmsprop>(a, threads); break;
+    case OptimRule::rmsprop_momentum: run_parallel<T, OptimRule::rmsprop_momentum>(a, threads); break;
+    case OptimRule::rmsprop_centered: run_parallel<T, OptimRule::rmsprop_centered>(a, threads); break;
+    case OptimRule::rmsprop_centered_momentum:
+      run_parallel<T, OptimRule::rmsprop_centered_momentum>(a, threads);
+      break;
+    case OptimRule::adagrad: run_parallel<T, OptimRule::adagrad>(a, threads); break;
+  }
+}
+
+template <typename T, typename I>
+void scatter(T* out, int64_t D, const I* index, const T* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    T* __restrict row = out + int64_t(index[i]) * D;
+    const T* __restrict s = src + i * D;
+    for (int64_t d = 0; d < D; ++d) row[d] += s[d];
+  }
+}
+
+}  // namespace
+
+void optim_step(const OptimArgs<float>& a, int threads) { step(a, threads); }
+void optim_step(const OptimArgs<double>& a, int threads) { step(a, threads); }
+void scatter_add_rows(float* out, int64_t D, const int64_t* index, const float* src, int64_t n) {
+  scatter(out, D, index, src, n);
+}
+void scatter_add_rows(double* out, int64_t D, const int64_t* index, const double* src, int64_t n) {
+  scatter(out, D, index, src, n);
+}
+void scatter_add_rows(float* out, int64_t D, const int32_t* index, const float* src, int64_t n) {
+  scatter(out, D, index, src, n);
+}
+void scatter_add_rows(double* out, int64_t D, const int32_t* index, const double* src, int64_t n) {
+  scatter(out, D, index, src, n);
+}
+
+}  // namespace LF_ISA
+}  // namespace lstmfast
