@@ -179,7 +179,15 @@ void pack_a(const GemmArgs<T>& g, int64_t ic, int64_t mc, int64_t pc, int64_t kc
         T* __restrict dk = d + k * MR;
         if (g.a_scale) {
           const T* __restrict sc = g.a_scale + (kk % g.scale_period) * g.lds + m0;
-          for (int64_t r = 0; r < rows; ++r) dk[r] = src[r] * sc[r];
+          if (rows == MR) {
+#pragma GCC unroll 16
+            for (int r = 0; r < MR; ++r) dk[r] = src[r] * sc[r];
+          } else {
+            for (int64_t r = 0; r < rows; ++r) dk[r] = src[r] * sc[r];
+          }
+        } else if (rows == MR) {  // fixed length: register moves, not a memmove call per k
+#pragma GCC unroll 16
+          for (int r = 0; r < MR; ++r) dk[r] = src[r];
         } else {
           for (int64_t r = 0; r < rows; ++r) dk[r] = src[r];
         }
@@ -201,10 +209,20 @@ void pack_b(const GemmArgs<T>& g, int64_t pc, int64_t kc, int64_t jc, int64_t nc
     T* __restrict d = dst + p * kc * NR;
     const int64_t n0 = jc + p * NR, cols = imin(NR, jc + nc - n0);
     if (!g.trans_b) {
-      for (int64_t k = 0; k < kc; ++k) {
-        const T* __restrict src = g.B + (pc + k) * g.ldb + n0;
-        T* __restrict dk = d + k * NR;
-        for (int64_t n = 0; n < cols; ++n) dk[n] = src[n];
+      if (cols == NR) {
+        // Whole panel rows: vector copies (a scalar loop here becomes a memmove call per row).
+        using V = Vec<T>;
+        for (int64_t k = 0; k < kc; ++k) {
+          const T* src = g.B + (pc + k) * g.ldb + n0;
+#pragma GCC unroll 4
+          for (int v = 0; v < kGNV; ++v) V::load(src + v * V::N).store(d + k * NR + v * V::N);
+        }
+      } else {
+        for (int64_t k = 0; k < kc; ++k) {
+          const T* __restrict src = g.B + (pc + k) * g.ldb + n0;
+          T* __restrict dk = d + k * NR;
+          for (int64_t n = 0; n < cols; ++n) dk[n] = src[n];
+        }
       }
     } else {
       // Columns of op(B) are rows of B: read each once, write with stride NR.
