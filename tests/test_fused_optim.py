@@ -185,3 +185,29 @@ def test_scatter_add_rows_rejects_bad_arguments():
     with pytest.raises(TypeError, match="dtype"):
         f(out, np.array([0, 1], np.int64), src.astype(np.float64))
     assert_array_equal(out, 0)   # nothing was written by a refused call
+
+
+@pytest.mark.parametrize("dtype,tiny", [(np.float32, 1e-39), (np.float64, 1e-310)])
+def test_fused_step_flushes_subnormal_moments_to_zero(dtype, tiny):
+    """Adam moments of rows without gradient decay into subnormals; the fused step flushes them
+    (FTZ/DAZ) instead of crawling through microcode assists. The NumPy path keeps them: the two
+    differ only below the smallest normal number."""
+    assert 0 < tiny < np.finfo(dtype).tiny
+    n = 70001                                   # threaded path too
+    results = {}
+    for fused in (True, False):
+        v = np.ones(n, dtype)
+        opt = optimizers.Adam(learning_rate=0.01)
+        opt._fused = fused
+        opt.build([v])
+        opt.set_state({"iterations": 5, "slots": [np.full(n, tiny, dtype), np.full(n, tiny, dtype)]})
+        opt.apply_gradients([(np.zeros(n, dtype), v)])
+        m, vel = opt.get_state()["slots"]
+        results[fused] = (v.copy(), m, vel)
+    v_f, m_f, vel_f = results[True]
+    v_n, m_n, vel_n = results[False]
+    assert_array_equal(m_f, 0)
+    assert_array_equal(vel_f, 0)
+    assert (m_n > 0).all() and (m_n < np.finfo(dtype).tiny).all()   # NumPy: still subnormal
+    assert_array_equal(v_f, 1)                                        # no update from a zero moment
+    assert_allclose(v_n, v_f, rtol=0, atol=1e-6)

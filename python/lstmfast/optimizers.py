@@ -15,7 +15,9 @@ evaluated there) and ``t = iterations + 1``:
 Steps 1-4 run fused in C++ (``_core.optim_step_*``, one pass over each variable, threads as
 ``lstmfast.set_num_threads``) for float32/float64 variables and C-contiguous arrays; the NumPy
 code of each rule (``_update``) is the reference it equals bitwise (the C++ rounds every multiply
-and add separately), and the path for anything else (other dtypes, non-contiguous variables).
+and add separately), and the path for anything else (other dtypes, non-contiguous variables). The fused step flushes
+subnormal numbers to zero (values below 1.2e-38 in float32): the moments of embedding rows that
+get no gradient decay into that range, where each operation is several times slower.
 
 Slots (moments, accumulators) are kept per variable, keyed by position in the list given to
 ``build`` (or to the first ``apply_gradients``): the model must always pass the same ordered list.
