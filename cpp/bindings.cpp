@@ -166,25 +166,25 @@ void gemm(bool trans_a, bool trans_b, py::object A, py::object B, py::object C, 
 // Slots each optimizer rule reads and writes (optim.h).
 constexpr int kRuleSlots[lstmfast::kOptimRules] = {0, 1, 1, 2, 3, 1, 2, 2, 3, 1};
 
+// Validated arguments of one variable's step (nothing runs until every variable checks out).
 template <typename T>
-void optim_step(int rule, py::object var, py::object grad, py::sequence slots, double lr, double momentum,
-                double one_minus_beta_1, double one_minus_beta_2, double rho, double one_minus_rho, double epsilon,
-                double grad_scale, py::object clipvalue, double decay_keep) {
-  if (rule < 0 || rule >= lstmfast::kOptimRules)
-    throw py::value_error("rule must be in [0, " + std::to_string(lstmfast::kOptimRules) + "), got " +
-                          std::to_string(rule));
-  if (!py::isinstance<py::array>(var)) throw py::type_error("var must be a numpy array");
+lstmfast::OptimArgs<T> optim_args(int rule, const py::object& var, const py::object& grad, const py::object& slots,
+                                  const std::string& where) {
+  if (!py::isinstance<py::array>(var)) throw py::type_error(where + "var must be a numpy array");
   py::array va = py::reinterpret_borrow<py::array>(var);
   const std::vector<int64_t> shape(va.shape(), va.shape() + va.ndim());
   lstmfast::OptimArgs<T> a;
   a.rule = lstmfast::OptimRule(rule);
   a.n = va.size();
-  a.var = checked<T>(var, "var", shape, false, true);
-  a.grad = checked<T>(grad, "grad", shape, false, false);
+  a.var = checked<T>(var, (where + "var").c_str(), shape, false, true);
+  a.grad = checked<T>(grad, (where + "grad").c_str(), shape, false, false);
+  if (!py::isinstance<py::sequence>(slots) || py::isinstance<py::str>(slots))
+    throw py::type_error(where + "slots must be a list of arrays");
+  py::sequence seq = py::reinterpret_borrow<py::sequence>(slots);
   const int want = kRuleSlots[rule];
-  if (int(py::len(slots)) != want)
-    throw py::value_error("rule " + std::to_string(rule) + " needs " + std::to_string(want) + " slot arrays, got " +
-                          std::to_string(py::len(slots)));
+  if (int(py::len(seq)) != want)
+    throw py::value_error(where + "rule " + std::to_string(rule) + " needs " + std::to_string(want) +
+                          " slot arrays, got " + std::to_string(py::len(seq)));
   // Written arrays must not overlap each other (the grad may alias nothing written either).
   std::vector<std::pair<const char*, const char*>> spans;
   auto span_of = [&](const void* p) {
@@ -194,27 +194,68 @@ void optim_step(int rule, py::object var, py::object grad, py::sequence slots, d
   spans.push_back(span_of(a.var));
   spans.push_back(span_of(a.grad));
   for (int k = 0; k < want; ++k) {
-    const std::string name = "slots[" + std::to_string(k) + "]";
-    a.slot[k] = checked<T>(slots[k], name.c_str(), shape, false, true);
+    const std::string name = where + "slots[" + std::to_string(k) + "]";
+    a.slot[k] = checked<T>(seq[k], name.c_str(), shape, false, true);
     spans.push_back(span_of(a.slot[k]));
   }
   for (size_t i = 0; a.n > 0 && i < spans.size(); ++i)
     for (size_t j = i + 1; j < spans.size(); ++j)
       if (spans[i].first < spans[j].second && spans[j].first < spans[i].second)
-        throw py::value_error("var, grad and the slot arrays must not share memory");
-  a.lr = lr;
-  a.momentum = momentum;
-  a.one_minus_beta_1 = one_minus_beta_1;
-  a.one_minus_beta_2 = one_minus_beta_2;
-  a.rho = rho;
-  a.one_minus_rho = one_minus_rho;
-  a.epsilon = epsilon;
-  a.grad_scale = grad_scale;
-  a.clip_value = !clipvalue.is_none();
-  a.clipvalue = a.clip_value ? clipvalue.cast<double>() : 0.0;
-  a.decay_keep = decay_keep;
+        throw py::value_error(where + "var, grad and the slot arrays must not share memory");
+  return a;
+}
+
+// One optimizer step over several variables: optim_step(rule, vars, grads, slots, hyper..., scales,
+// clipvalue, decay_keep); vars/grads/slots/scales are lists with one entry per variable (slots: a
+// list of that variable's slot arrays; scales: None or one gradient factor per variable). Every
+// argument is checked before any variable is touched.
+template <typename T>
+void optim_step(int rule, py::sequence vars, py::sequence grads, py::sequence slots, double lr, double momentum,
+                double one_minus_beta_1, double one_minus_beta_2, double rho, double one_minus_rho, double epsilon,
+                py::object scales, py::object clipvalue, double decay_keep) {
+  if (rule < 0 || rule >= lstmfast::kOptimRules)
+    throw py::value_error("rule must be in [0, " + std::to_string(lstmfast::kOptimRules) + "), got " +
+                          std::to_string(rule));
+  const size_t n = py::len(vars);
+  if (py::len(grads) != n || py::len(slots) != n)
+    throw py::value_error("vars, grads and slots must have the same length, got " + std::to_string(n) + ", " +
+                          std::to_string(py::len(grads)) + " and " + std::to_string(py::len(slots)));
+  std::vector<double> scale(n, 1.0);
+  if (!scales.is_none()) {
+    py::sequence sl = scales.cast<py::sequence>();
+    if (py::len(sl) != n)
+      throw py::value_error("scales must be None or have one entry per variable, got " + std::to_string(py::len(sl)));
+    for (size_t i = 0; i < n; ++i) scale[i] = sl[i].cast<double>();
+  }
+  const bool clip = !clipvalue.is_none();
+  const double cv = clip ? clipvalue.cast<double>() : 0.0;
+  std::vector<lstmfast::OptimArgs<T>> args;
+  args.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string where = n == 1 ? std::string() : "variable " + std::to_string(i) + ": ";
+    lstmfast::OptimArgs<T> a = optim_args<T>(rule, vars[i], grads[i], slots[i], where);
+    a.lr = lr;
+    a.momentum = momentum;
+    a.one_minus_beta_1 = one_minus_beta_1;
+    a.one_minus_beta_2 = one_minus_beta_2;
+    a.rho = rho;
+    a.one_minus_rho = one_minus_rho;
+    a.epsilon = epsilon;
+    a.grad_scale = scale[i];
+    a.clip_value = clip;
+    a.clipvalue = cv;
+    a.decay_keep = decay_keep;
+    args.push_back(a);
+  }
+  // The same variable twice would be updated twice: refuse.
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = i + 1; j < n; ++j) {
+      const char *a0 = reinterpret_cast<const char*>(args[i].var), *b0 = reinterpret_cast<const char*>(args[j].var);
+      if (args[i].n && args[j].n && a0 < b0 + args[j].n * int64_t(sizeof(T)) && b0 < a0 + args[i].n * int64_t(sizeof(T)))
+        throw py::value_error("variables " + std::to_string(i) + " and " + std::to_string(j) + " share memory");
+    }
   py::gil_scoped_release release;
-  lstmfast::optim_step(a);
+  for (const auto& a : args) lstmfast::optim_step(a);
 }
 
 template <typename T, typename I>

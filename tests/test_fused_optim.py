@@ -132,28 +132,41 @@ def test_core_optim_step_rejects_bad_arguments(kernel):
     dt = np.float32 if kernel.endswith("32") else np.float64
     other = np.float64 if dt == np.float32 else np.float32
     v, g, m, s = (np.zeros(8, dt) for _ in range(4))
-    hyper = (0.1, 0.0, 0.1, 0.001, 0.0, 0.0, 1e-7, 1.0, None, 1.0)
-    f(3, v, g, [m, s], *hyper)  # fine
-    with pytest.raises(ValueError, match="rule"):
-        f(10, v, g, [], *hyper)
-    with pytest.raises(ValueError, match="2 slot arrays"):
-        f(3, v, g, [m], *hyper)
-    with pytest.raises(TypeError, match="dtype"):
-        f(3, v, g.astype(other), [m, s], *hyper)
-    with pytest.raises(ValueError, match="shape"):
-        f(3, v, np.zeros(7, dt), [m, s], *hyper)
+    w, gw, mw, sw = (np.zeros(3, dt) for _ in range(4))
+    hyper = (0.1, 0.0, 0.1, 0.001, 0.0, 0.0, 1e-7)
+    tail = (None, None, 1.0)
+
+    def step(vars_, grads, slots, rule=3, scales=None):
+        f(rule, vars_, grads, slots, *hyper, scales, *tail[1:])
+
+    step([v, w], [g, gw], [[m, s], [mw, sw]])          # fine
+    step((v,), (g,), ([m, s],))                         # tuples too
+    before = w.copy()
+    cases = [
+        (ValueError, "rule", lambda: step([v], [g], [[]], rule=10)),
+        (ValueError, "2 slot arrays", lambda: step([v], [g], [[m]])),
+        (TypeError, "dtype", lambda: step([v], [g.astype(other)], [[m, s]])),
+        (ValueError, "shape", lambda: step([v], [np.zeros(7, dt)], [[m, s]])),
+        (ValueError, "share memory", lambda: step([v], [g], [[m, m]])),
+        (ValueError, "share memory", lambda: step([v], [v], [[m, s]])),
+        (ValueError, "contiguous", lambda: step([np.zeros(16, dt)[::2]], [g], [[m, s]])),
+        (TypeError, "numpy array", lambda: step([[0.0] * 8], [g], [[m, s]])),
+        (ValueError, "same length", lambda: step([v, w], [g], [[m, s], [mw, sw]])),
+        (ValueError, "one entry per variable", lambda: step([v], [g], [[m, s]], scales=[1.0, 1.0])),
+        (ValueError, "variables 0 and 1 share memory", lambda: step([v, v], [g, g.copy()],
+                                                                     [[m, s], [m.copy(), s.copy()]])),
+        # the second variable is bad: the first must not have been updated
+        (ValueError, "variable 1: grad must have shape", lambda: step([w, v], [np.ones(3, dt), g[:5].copy()],
+                                                                       [[mw, sw], [m, s]])),
+    ]
+    for exc, match, call in cases:
+        with pytest.raises(exc, match=match):
+            call()
     with pytest.raises(ValueError, match="writable"):
         ro = np.zeros(8, dt)
         ro.flags.writeable = False
-        f(3, ro, g, [m, s], *hyper)
-    with pytest.raises(ValueError, match="share memory"):
-        f(3, v, g, [m, m], *hyper)
-    with pytest.raises(ValueError, match="share memory"):
-        f(3, v, v, [m, s], *hyper)
-    with pytest.raises(ValueError, match="contiguous"):
-        f(3, np.zeros(16, dt)[::2], g, [m, s], *hyper)
-    with pytest.raises(TypeError):
-        f(3, [0.0] * 8, g, [m, s], *hyper)
+        step([ro], [g], [[m, s]])
+    assert_array_equal(w, before)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

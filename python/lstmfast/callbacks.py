@@ -99,6 +99,7 @@ class Callback:
 
 
 _CLASS_HOOKS: dict = {}
+_HOOK_ATTRS = frozenset(_HOOKS) | frozenset(_LEGACY.values())   # names an instance may set a hook under
 
 
 def _class_hooks(cls) -> frozenset:
@@ -152,13 +153,10 @@ class CallbackList(Callback):
         for cb in self.callbacks:
             hooks = _class_hooks(type(cb))
             own = getattr(cb, "__dict__", None)
-            if own:
-                extra = [h for h in _HOOKS if h in own or (h in _LEGACY and _LEGACY[h] in own)]
-                if extra:
-                    hooks = hooks.union(extra)
-            for h in _HOOKS:
-                if h in hooks:
-                    listeners[h].append(getattr(cb, h))
+            if own and not _HOOK_ATTRS.isdisjoint(own):   # hooks set on the instance itself
+                hooks = hooks.union(h for h in _HOOKS if h in own or (h in _LEGACY and _LEGACY[h] in own))
+            for h in hooks:
+                listeners[h].append(getattr(cb, h))
         self._listeners = listeners
 
     def wants(self, hook: str) -> bool:

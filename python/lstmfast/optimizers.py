@@ -300,17 +300,15 @@ class Optimizer:
         for g in self._groups:
             for j, i in enumerate(g.index):
                 self._group_of[i] = (g, j)
-        # The fused step: per variable its (C kernel, slot views) when its dtype and layout allow.
+        # The fused step: one C++ call per dtype over that dtype's variables, when every variable
+        # is a C-contiguous float32/float64 array (else the NumPy rules run).
         kernels = {np.dtype(np.float32): getattr(_core, "optim_step_f32", None),
                    np.dtype(np.float64): getattr(_core, "optim_step_f64", None)}
-        self._fused_vars = []
-        for i, v in enumerate(variables):
-            grp, j = self._group_of[i]
-            kernel = kernels.get(v.dtype)
-            if kernel is None or not v.flags.c_contiguous:
-                self._fused_vars = None
-                break
-            self._fused_vars.append((kernel, v.dtype, tuple(grp.views[n][j] for n in self.slot_names)))
+        self._fused_vars = None
+        if all(kernels.get(v.dtype) is not None and v.flags.c_contiguous for v in variables):
+            self._fused_vars = [(kernels[grp.dtype], grp.dtype, grp.index,
+                                 [tuple(grp.views[n][j] for n in self.slot_names) for j in range(len(grp.index))])
+                                for grp in self._groups]
         if self._pending_slots is not None:
             slots, self._pending_slots = self._pending_slots, None
             self._load_slots(slots)
@@ -362,34 +360,45 @@ class Optimizer:
         self.iterations = t
 
     def _apply_fused(self, grads, variables, lr, rule, hyper) -> None:
-        fused = self._fused_vars
-        gs = []
-        for i, (kernel, dtype, _) in enumerate(fused):
-            g, v = grads[i], variables[i]
-            if getattr(g, "shape", None) != self._shapes[i] or v.shape != self._shapes[i]:
-                self._bad_pair(i, g, v)
-            if not (isinstance(g, np.ndarray) and g.dtype == dtype and g.flags.c_contiguous):
-                g = np.ascontiguousarray(g, dtype=dtype)
-            if not (v.flags.c_contiguous and v.flags.writeable and v.dtype == dtype):
-                raise ValueError(f"variable {i} must stay a writable C-contiguous {dtype} array (as when the "
-                                 f"optimizer was built)")
-            gs.append(g)
-        scales = [1.0] * len(gs)
-        if self.clipnorm is not None:
-            for i, g in enumerate(gs):
-                flat = g.reshape(-1)
-                norm = math.sqrt(float(np.dot(flat, flat)))
-                if norm > self.clipnorm:
-                    scales[i] = self.clipnorm / norm
-        elif self.global_clipnorm is not None:
-            c = self.global_clipnorm
-            norm = math.sqrt(sum(float(np.dot(g.reshape(-1), g.reshape(-1))) for g in gs))
-            if norm > c or not math.isfinite(norm):
-                scales = [c / norm if math.isfinite(norm) else math.nan] * len(gs)
+        scales = None
+        if self.clipnorm is not None or self.global_clipnorm is not None:
+            grads = self._checked_grads(grads, variables)
+            sq = [float(np.dot(g.reshape(-1), g.reshape(-1))) for g in grads]
+            if self.clipnorm is not None:
+                c = self.clipnorm
+                scales = [c / math.sqrt(s) if math.sqrt(s) > c else 1.0 for s in sq]
+            else:
+                c, norm = self.global_clipnorm, math.sqrt(sum(sq))
+                if norm > c or not math.isfinite(norm):
+                    scales = [c / norm if math.isfinite(norm) else math.nan] * len(grads)
         keep = 1.0 - lr * self.weight_decay if self.weight_decay else 1.0
-        for i, (kernel, _, slots) in enumerate(fused):
-            kernel(rule, variables[i], gs[i], slots, *hyper, scales[i], self.clipvalue, keep)
+        single = len(self._fused_vars) == 1
+        if not single and scales is None:   # several dtypes: check all first, so no step is half done
+            grads = self._checked_grads(grads, variables)
+        for kernel, dtype, index, slots in self._fused_vars:
+            vs = variables if single else [variables[i] for i in index]
+            gs = grads if single else [grads[i] for i in index]
+            sc = scales if (single or scales is None) else [scales[i] for i in index]
+            try:
+                kernel(rule, vs, gs, slots, *hyper, sc, self.clipvalue, keep)
+            except (TypeError, ValueError):
+                # Lists, other dtypes, strided or wrongly shaped gradients: convert, or explain.
+                checked = self._checked_grads(grads, variables)
+                kernel(rule, vs, checked if single else [checked[i] for i in index], slots, *hyper, sc,
+                       self.clipvalue, keep)
         self.iterations += 1
+
+    def _checked_grads(self, grads, variables) -> list:
+        """The gradients as C-contiguous arrays of their variable's dtype, shapes checked."""
+        out = []
+        for i, (g, v) in enumerate(zip(grads, variables)):
+            shape = self._shapes[i]
+            if getattr(g, "shape", None) != shape or v.shape != shape:
+                self._bad_pair(i, g, v)
+            if not (isinstance(g, np.ndarray) and g.dtype == v.dtype and g.flags.c_contiguous):
+                g = np.ascontiguousarray(g, dtype=v.dtype)
+            out.append(g)
+        return out
 
     def _fused_rule(self, lr, t):
         """``(rule code of cpp/optim.h, (lr, momentum, 1 - beta_1, 1 - beta_2, rho, 1 - rho, epsilon))``
