@@ -307,6 +307,8 @@ void gemm_team(const GemmArgs<T>& g, T* pack_b_buf, T* pack_a_buf, int tid, int 
       const int64_t mc_even = ceil_div(ceil_div(g.M, mblocks), kGMR) * kGMR;
       const int64_t nsplit = nt == 1 ? 1 : imax(1, imin(npanels, ceil_div(4 * int64_t(nt), mblocks)));
       const int64_t items = mblocks * nsplit;
+      // Measured (AVX2, 2 threads): in place is 7-12 % faster for N <= 256, 3-5 % slower for N >= 512.
+      const bool direct_a = !g.trans_a && !g.a_scale && g.N <= 256;
       for (int64_t item = tid; item < items; item += nt) {
         const int64_t ib = item / nsplit, is = item % nsplit;
         const int64_t ic = ib * mc_even, mc = imin(mc_even, g.M - ic);
@@ -314,13 +316,24 @@ void gemm_team(const GemmArgs<T>& g, T* pack_b_buf, T* pack_a_buf, int tid, int 
         int64_t q0, q1;
         split_range(npanels, int(nsplit), int(is), q0, q1);
         if (q0 == q1) continue;
-        pack_a(g, ic, mc, pc, kc, pack_a_buf);
+        // With few columns (dx = dz kernel^T at small X) a row-major op(A) is read in place (its
+        // kGMR rows stay in L1 across the column panels): packing it would cost a large share of
+        // the product. A partial last row tile is still packed (it is zero-padded).
+        const int64_t full = direct_a ? mc / kGMR * kGMR : 0;
+        if (!direct_a)
+          pack_a(g, ic, mc, pc, kc, pack_a_buf);
+        else if (full < mc)
+          pack_a(g, ic + full, mc - full, pc, kc, pack_a_buf);
         for (int64_t p = q0; p < q1; ++p) {
           const T* bp = pack_b_buf + p * kc * NR;
           int64_t n0 = jc + p * NR, cols = imin(NR, g.N - n0);
           for (int64_t ir = 0; ir < mc; ir += kGMR) {
             Vec<T> acc[kGMR][kGNV];
-            tile_kernel<T, kGMR, kGNV>(kc, pack_a_buf + (ir / kGMR) * kc * kGMR, 1, kGMR, bp, NR, Vec<T>::N, acc);
+            if (ir < full)
+              tile_kernel<T, kGMR, kGNV>(kc, g.A + (ic + ir) * g.lda + pc, g.lda, 1, bp, NR, Vec<T>::N, acc);
+            else
+              tile_kernel<T, kGMR, kGNV>(kc, pack_a_buf + ((ir - full) / kGMR) * kc * kGMR, 1, kGMR, bp, NR,
+                                         Vec<T>::N, acc);
             store_tile<T>(acc, g.C, g.ldc, ic + ir, imin(kGMR, mc - ir), n0, cols, add_c, bias);
           }
         }
