@@ -29,7 +29,6 @@ RULES = [
 ]
 EXTRAS = {"plain": {}, "clipvalue": dict(clipvalue=0.5), "weight_decay": dict(weight_decay=0.05),
           "clipnorm": dict(clipnorm=1.0), "global_clipnorm": dict(global_clipnorm=2.0)}
-SIMD = ["portable", "avx2", "avx512"]
 
 
 def _run(cls, cfg, dtype, fused, seed=3, steps=4, nan=False):
@@ -45,16 +44,6 @@ def _run(cls, cfg, dtype, fused, seed=3, steps=4, nan=False):
     assert (opt._fused_vars is not None) if fused else not opt._fused   # the path under test ran
     state = opt.get_state()
     return params, state["slots"], opt.iterations
-
-
-@pytest.fixture(params=SIMD)
-def simd(request):
-    before = lstmfast.build_info()["simd"]
-    if SIMD.index(request.param) > SIMD.index(lstmfast.build_info()["simd_supported"]):
-        pytest.skip(f"this CPU does not support the {request.param} kernels")
-    lstmfast.set_simd_level(request.param)
-    yield request.param
-    lstmfast.set_simd_level(before)
 
 
 CASES = [(cls, cfg, extra) for cls, cfg in RULES for extra in EXTRAS

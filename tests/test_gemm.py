@@ -11,18 +11,7 @@ from numpy.testing import assert_allclose
 import lstmfast
 from lstmfast import _core
 
-SIMD = ["portable", "avx2", "avx512"]
 SHAPES = [(1, 1, 1), (7, 5, 3), (13, 17, 300), (61, 256, 129), (37, 257, 520), (130, 600, 70), (6, 16, 256)]
-
-
-@pytest.fixture(params=SIMD)
-def simd(request):
-    before = lstmfast.build_info()["simd"]
-    if SIMD.index(request.param) > SIMD.index(lstmfast.build_info()["simd_supported"]):
-        pytest.skip(f"this CPU does not support the {request.param} kernels")
-    lstmfast.set_simd_level(request.param)
-    yield request.param
-    lstmfast.set_simd_level(before)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
