@@ -51,7 +51,8 @@ struct ForwardStep {
   using V = Vec<T>;
   static constexpr int VL = V::N;
   const ForwardArgs<T>* a;
-  const T* G;        // [T,B,4H] pre-activations (training: a->gates, activated in place)
+  const T* G;        // pre-activations of steps [g_t0, ...) as [.., B, 4H] (training: all of a->gates)
+  int64_t g_t0;      // first step held in G
   const T* Rp;       // packed recurrent kernel, per unit block [H][4][VL]
   const T* A;        // [B,H] h_{t-1} (masked when a mask is given)
   T* hm_next;        // [B,H] masked h_t, or null
@@ -83,7 +84,7 @@ struct ForwardStep {
         if (f.cells) L.store(L.load(c_state), f.cells + (t * B + b) * H + j0);
         continue;
       }
-      const T* z = G + (t * B + b) * H4 + j0;
+      const T* z = G + ((t - g_t0) * B + b) * H4 + j0;
       V zi = acc[r][0] + L.load(z), zf = acc[r][1] + L.load(z + H);
       V zg = acc[r][2] + L.load(z + 2 * H), zo = acc[r][3] + L.load(z + 3 * H);
       V c_prev = L.load(c_state);
@@ -127,13 +128,18 @@ void forward_impl(const ForwardArgs<T>& f, int threads) {
     return;
   }
   const int64_t nblocks = ceil_div(H, VL);
-  Scratch<T> g_scratch(f.gates ? 0 : T_ * B * H4);
+  // Training keeps every step's gates (the cache). Inference projects a chunk of steps at a time
+  // into a buffer of at most kChunkRows rows (or one step), so its memory does not grow with T;
+  // chunks are large enough that re-packing the kernel for each costs little (~2 %).
+  constexpr int64_t kChunkRows = 1024;
+  const int64_t chunk = f.gates ? T_ : imin(T_, imax(1, kChunkRows / B));
+  Scratch<T> g_scratch(f.gates ? 0 : chunk * B * H4);
   T* G = f.gates ? f.gates : g_scratch.get();
   Scratch<T> Rp(nblocks * H * 4 * VL);
   Scratch<T> zeros(f.h0 ? 0 : BH);
   Scratch<T> hm(f.recurrent_dropout_mask ? 2 * BH : 0);
   const int nt = threads_for(threads, double(T_) * B * H4 * (X + H));
-  GemmBuffers<T> gb(nt, T_ * B, H4, X);  // the input projection
+  GemmBuffers<T> gb(nt, chunk * B, H4, X);  // the input projection
   if (!f.h0)
     for (int64_t k = 0; k < BH; ++k) zeros.get()[k] = T(0);
   const T* h_init = f.h0 ? f.h0 : zeros.get();
@@ -161,37 +167,41 @@ void forward_impl(const ForwardArgs<T>& f, int threads) {
         f.c[k] = f.c0 ? f.c0[k] : T(0);
         if (f.recurrent_dropout_mask) hm.get()[k] = h_init[k] * f.recurrent_dropout_mask[k];
       }
-    // Input projection for all steps (ends with a barrier, which also publishes the above).
-    GemmArgs<T> proj;
-    proj.M = T_ * B;
-    proj.N = H4;
-    proj.K = X;
-    proj.A = f.x;
-    proj.lda = X;
-    proj.B = f.kernel;
-    proj.ldb = H4;
-    proj.C = G;
-    proj.ldc = H4;
-    proj.bias = f.bias;
-    gemm_team(proj, gb.b.get(), gb.a_for(tid), tid, team);
+    for (int64_t t0 = 0; t0 < T_; t0 += chunk) {
+      const int64_t t1 = imin(T_, t0 + chunk);
+      // Input projection of steps [t0, t1). It ends with a barrier, which publishes the state set
+      // up above and, for a later chunk, orders the overwrite after every read of the last one.
+      GemmArgs<T> proj;
+      proj.M = (t1 - t0) * B;
+      proj.N = H4;
+      proj.K = X;
+      proj.A = f.x + t0 * B * X;
+      proj.lda = X;
+      proj.B = f.kernel;
+      proj.ldb = H4;
+      proj.C = f.gates ? G + t0 * B * H4 : G;
+      proj.ldc = H4;
+      proj.bias = f.bias;
+      gemm_team(proj, gb.b.get(), gb.a_for(tid), tid, team);
 
-    for (int64_t t = 0; t < T_; ++t) {
-      ForwardStep<T> step{&f, G, Rp.get(), nullptr, nullptr, t, 0, 0};
-      if (f.recurrent_dropout_mask) {
-        step.A = hm.get() + (t % 2) * BH;
-        step.hm_next = hm.get() + ((t + 1) % 2) * BH;
-      } else {
-        step.A = t == 0 ? h_init : f.y + (t - 1) * BH;
-      }
-      for (int64_t u = u0; u < u1; ++u) {
-        step.u = u;
-        for (int64_t r0 = 0; r0 < B; r0 += kMR) {
-          step.r0 = r0;
-          with_rows<kNV>(int(imin(kMR, B - r0)), step);
+      for (int64_t t = t0; t < t1; ++t) {
+        ForwardStep<T> step{&f, G, f.gates ? 0 : t0, Rp.get(), nullptr, nullptr, t, 0, 0};
+        if (f.recurrent_dropout_mask) {
+          step.A = hm.get() + (t % 2) * BH;
+          step.hm_next = hm.get() + ((t + 1) % 2) * BH;
+        } else {
+          step.A = t == 0 ? h_init : f.y + (t - 1) * BH;
         }
-      }
-      if (team > 1) {
+        for (int64_t u = u0; u < u1; ++u) {
+          step.u = u;
+          for (int64_t r0 = 0; r0 < B; r0 += kMR) {
+            step.r0 = r0;
+            with_rows<kNV>(int(imin(kMR, B - r0)), step);
+          }
+        }
+        if (team > 1) {
 #pragma omp barrier
+        }
       }
     }
   }

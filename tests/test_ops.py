@@ -530,6 +530,21 @@ def test_inference_mode_equals_training_mode(dtype, simd_level):
         assert_array_equal(getattr(infer, name), getattr(train, name), err_msg=name, strict=True)
 
 
+@pytest.mark.parametrize("T,B", [(300, 7), (3, 1500), (1025, 1)], ids=["chunks-146-146-8", "one-step-chunks",
+                                                                     "B1-two-chunks"])
+def test_inference_projects_in_chunks_with_the_same_bits(T, B, simd_level, restore_threads):
+    """Inference projects at most 1024 rows of x at a time (memory independent of T); the chunk
+    edges must not show in any output, for 1 or 2 threads, with lengths ending inside chunks."""
+    args, _ = small_case(np.float32, T=T, B=B, X=3, H=9, lengths="mixed")
+    train = ops.lstm_forward(**args, training=True)
+    for threads in (1, 2):
+        lstmfast.set_num_threads(threads)
+        infer = ops.lstm_forward(**args, training=False)
+        for name in OUTPUT_FIELDS:
+            assert_array_equal(getattr(infer, name), getattr(train, name), err_msg=f"{name}, {threads} threads",
+                               strict=True)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_same_inputs_give_identical_bits_and_inputs_are_untouched(dtype, simd_level):
     args, incoming = small_case(dtype, T=5, B=13, X=9, H=33, lengths="random")
