@@ -220,15 +220,22 @@ void optim_step(int rule, py::sequence vars, py::sequence grads, py::sequence sl
   if (py::len(grads) != n || py::len(slots) != n)
     throw py::value_error("vars, grads and slots must have the same length, got " + std::to_string(n) + ", " +
                           std::to_string(py::len(grads)) + " and " + std::to_string(py::len(slots)));
+  auto real = [](const py::handle& v, const std::string& name) {
+    if (!py::isinstance<py::float_>(v) && !py::isinstance<py::int_>(v))
+      throw py::type_error(name + " must be a real number, got " + std::string(py::str(py::type::of(v).attr("__name__"))));
+    return v.cast<double>();
+  };
   std::vector<double> scale(n, 1.0);
   if (!scales.is_none()) {
-    py::sequence sl = scales.cast<py::sequence>();
+    if (!py::isinstance<py::sequence>(scales) || py::isinstance<py::str>(scales))
+      throw py::type_error("scales must be None or a list of numbers");
+    py::sequence sl = py::reinterpret_borrow<py::sequence>(scales);
     if (py::len(sl) != n)
       throw py::value_error("scales must be None or have one entry per variable, got " + std::to_string(py::len(sl)));
-    for (size_t i = 0; i < n; ++i) scale[i] = sl[i].cast<double>();
+    for (size_t i = 0; i < n; ++i) scale[i] = real(sl[i], "scales[" + std::to_string(i) + "]");
   }
   const bool clip = !clipvalue.is_none();
-  const double cv = clip ? clipvalue.cast<double>() : 0.0;
+  const double cv = clip ? real(clipvalue, "clipvalue") : 0.0;
   std::vector<lstmfast::OptimArgs<T>> args;
   args.reserve(n);
   for (size_t i = 0; i < n; ++i) {

@@ -142,6 +142,11 @@ def test_core_optim_step_rejects_bad_arguments(kernel):
         (TypeError, "numpy array", lambda: step([[0.0] * 8], [g], [[m, s]])),
         (ValueError, "same length", lambda: step([v, w], [g], [[m, s], [mw, sw]])),
         (ValueError, "one entry per variable", lambda: step([v], [g], [[m, s]], scales=[1.0, 1.0])),
+        (TypeError, r"scales\[0\] must be a real number", lambda: step([v], [g], [[m, s]], scales=["x"])),
+        (TypeError, "scales must be None or a list", lambda: step([v], [g], [[m, s]], scales=1.0)),
+        (TypeError, "clipvalue must be a real number", lambda: f(3, [v], [g], [[m, s]], *hyper, None, "1", 1.0)),
+        (TypeError, "var must be a numpy array", lambda: step([None], [g], [[m, s]])),
+        (TypeError, "slots must be a list", lambda: step([v], [g], [None])),
         (ValueError, "variables 0 and 1 share memory", lambda: step([v, v], [g, g.copy()],
                                                                      [[m, s], [m.copy(), s.copy()]])),
         # the second variable is bad: the first must not have been updated
