@@ -100,6 +100,21 @@ def test_fused_path_is_the_default_and_numpy_path_handles_the_rest():
     assert_allclose(h, v, rtol=1e-3)
 
 
+def test_subclass_overriding_the_rule_keeps_it():
+    """A user's subclass that overrides _update (and not _fused_rule) must run its own rule."""
+    class HalfStepSGD(optimizers.SGD):
+        def _update(self, b, c, lr, t):
+            np.multiply(b["grad"], lr / 2, b["grad"])
+            return "grad", -1
+
+    v = np.ones(4, np.float32)
+    opt = HalfStepSGD(learning_rate=1.0)
+    assert not opt._fused
+    opt.apply_gradients([(np.ones(4, np.float32), v)])
+    assert_array_equal(v, 0.5)
+    assert optimizers.AdamW()._fused        # built-in subclasses inherit both together
+
+
 def test_fused_step_gradient_kinds():
     """Gradients as lists, float64 for a float32 variable, or non-contiguous arrays are converted."""
     rng = np.random.default_rng(0)

@@ -15,9 +15,10 @@ evaluated there) and ``t = iterations + 1``:
 Steps 1-4 run fused in C++ (``_core.optim_step_*``, one pass over each variable, threads as
 ``lstmfast.set_num_threads``) for float32/float64 variables and C-contiguous arrays; the NumPy
 code of each rule (``_update``) is the reference it equals bitwise (the C++ rounds every multiply
-and add separately), and the path for anything else (other dtypes, non-contiguous variables). The fused step flushes
-subnormal numbers to zero (values below 1.2e-38 in float32): the moments of embedding rows that
-get no gradient decay into that range, where each operation is several times slower.
+and add separately), and the path for anything else: other dtypes, non-contiguous variables, and
+subclasses that override ``_update``. The fused step flushes subnormal numbers to zero (values
+below 1.2e-38 in float32): the moments of embedding rows that get no gradient decay into that
+range, where each operation is several times slower.
 
 Slots (moments, accumulators) are kept per variable, keyed by position in the list given to
 ``build`` (or to the first ``apply_gradients``): the model must always pass the same ordered list.
@@ -238,8 +239,11 @@ class Optimizer:
         self._groups = None
         self._shapes = None
         self._pending_slots = None
-        self._fused = _core is not None   # False: the NumPy reference path (tests compare the two)
-        self._fused_ok = None
+        # False: the NumPy reference path (tests compare the two). A subclass that overrides
+        # _update without its own _fused_rule keeps its rule: the NumPy path runs.
+        owner = {name: next(c for c in type(self).__mro__ if name in c.__dict__)
+                 for name in ("_update", "_fused_rule")}
+        self._fused = _core is not None and owner["_update"] is owner["_fused_rule"]
 
     # ---- learning rate -----------------------------------------------------------------------
 
@@ -306,7 +310,7 @@ class Optimizer:
                    np.dtype(np.float64): getattr(_core, "optim_step_f64", None)}
         self._fused_vars = None
         if all(kernels.get(v.dtype) is not None and v.flags.c_contiguous for v in variables):
-            self._fused_vars = [(kernels[grp.dtype], grp.dtype, grp.index,
+            self._fused_vars = [(kernels[grp.dtype], grp.index,
                                  [tuple(grp.views[n][j] for n in self.slot_names) for j in range(len(grp.index))])
                                 for grp in self._groups]
         if self._pending_slots is not None:
@@ -375,7 +379,7 @@ class Optimizer:
         single = len(self._fused_vars) == 1
         if not single and scales is None:   # several dtypes: check all first, so no step is half done
             grads = self._checked_grads(grads, variables)
-        for kernel, dtype, index, slots in self._fused_vars:
+        for kernel, index, slots in self._fused_vars:
             vs = variables if single else [variables[i] for i in index]
             gs = grads if single else [grads[i] for i in index]
             sc = scales if (single or scales is None) else [scales[i] for i in index]
