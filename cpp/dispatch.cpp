@@ -132,31 +132,23 @@ void run_optim(const OptimArgs<T>& a) {
     default: portable::optim_step(a, nt); break;
   }
 }
+
+}  // namespace
+
+void optim_step(const OptimArgs<float>& a) { run_optim(a); }
+void optim_step(const OptimArgs<double>& a) { run_optim(a); }
 template <typename T, typename I>
-void run_scatter(T* out, int64_t D, const I* index, const T* src, int64_t n) {
+void scatter_add_rows(T* out, int64_t D, const I* index, const T* src, int64_t n) {
   switch (level()) {
     case SimdLevel::avx512: avx512::scatter_add_rows(out, D, index, src, n); break;
     case SimdLevel::avx2: avx2::scatter_add_rows(out, D, index, src, n); break;
     default: portable::scatter_add_rows(out, D, index, src, n); break;
   }
 }
-
-}  // namespace
-
-void optim_step(const OptimArgs<float>& a) { run_optim(a); }
-void optim_step(const OptimArgs<double>& a) { run_optim(a); }
-void scatter_add_rows(float* out, int64_t D, const int64_t* index, const float* src, int64_t n) {
-  run_scatter(out, D, index, src, n);
-}
-void scatter_add_rows(double* out, int64_t D, const int64_t* index, const double* src, int64_t n) {
-  run_scatter(out, D, index, src, n);
-}
-void scatter_add_rows(float* out, int64_t D, const int32_t* index, const float* src, int64_t n) {
-  run_scatter(out, D, index, src, n);
-}
-void scatter_add_rows(double* out, int64_t D, const int32_t* index, const double* src, int64_t n) {
-  run_scatter(out, D, index, src, n);
-}
+template void scatter_add_rows(float*, int64_t, const int32_t*, const float*, int64_t);
+template void scatter_add_rows(float*, int64_t, const int64_t*, const float*, int64_t);
+template void scatter_add_rows(double*, int64_t, const int32_t*, const double*, int64_t);
+template void scatter_add_rows(double*, int64_t, const int64_t*, const double*, int64_t);
 
 void lstm_forward(const ForwardArgs<float>& a) { run_forward(a); }
 void lstm_forward(const ForwardArgs<double>& a) { run_forward(a); }

@@ -24,10 +24,8 @@ namespace lstmfast {
             const double* B, int64_t ldb, double* C, int64_t ldc, bool accumulate, int threads);   \
   void optim_step(const OptimArgs<float>& a, int threads);                                         \
   void optim_step(const OptimArgs<double>& a, int threads);                                        \
-  void scatter_add_rows(float* out, int64_t D, const int64_t* index, const float* src, int64_t n);   \
-  void scatter_add_rows(double* out, int64_t D, const int64_t* index, const double* src, int64_t n); \
-  void scatter_add_rows(float* out, int64_t D, const int32_t* index, const float* src, int64_t n);   \
-  void scatter_add_rows(double* out, int64_t D, const int32_t* index, const double* src, int64_t n); \
+  template <typename T, typename I>                                                                \
+  void scatter_add_rows(T* out, int64_t D, const I* index, const T* src, int64_t n);               \
   }
 LSTMFAST_DECLARE_LEVEL(portable)
 LSTMFAST_DECLARE_LEVEL(avx2)

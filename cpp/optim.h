@@ -57,9 +57,8 @@ void optim_step(const OptimArgs<double>& a);
 
 // out[index[i], :] += src[i, :] for i in [0, n), rows of D elements, in order of i (so the
 // result is the same for any thread count); the caller checks the indices.
-void scatter_add_rows(float* out, int64_t D, const int64_t* index, const float* src, int64_t n);
-void scatter_add_rows(double* out, int64_t D, const int64_t* index, const double* src, int64_t n);
-void scatter_add_rows(float* out, int64_t D, const int32_t* index, const float* src, int64_t n);
-void scatter_add_rows(double* out, int64_t D, const int32_t* index, const double* src, int64_t n);
+// T: float or double; I: int32_t or int64_t (the instantiations that exist).
+template <typename T, typename I>
+void scatter_add_rows(T* out, int64_t D, const I* index, const T* src, int64_t n);
 
 }  // namespace lstmfast

@@ -184,31 +184,22 @@ void step(const OptimArgs<T>& a, int threads) {
   }
 }
 
+}  // namespace
+
+void optim_step(const OptimArgs<float>& a, int threads) { step(a, threads); }
+void optim_step(const OptimArgs<double>& a, int threads) { step(a, threads); }
 template <typename T, typename I>
-void scatter(T* out, int64_t D, const I* index, const T* src, int64_t n) {
+void scatter_add_rows(T* out, int64_t D, const I* index, const T* src, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     T* __restrict row = out + int64_t(index[i]) * D;
     const T* __restrict s = src + i * D;
     for (int64_t d = 0; d < D; ++d) row[d] += s[d];
   }
 }
-
-}  // namespace
-
-void optim_step(const OptimArgs<float>& a, int threads) { step(a, threads); }
-void optim_step(const OptimArgs<double>& a, int threads) { step(a, threads); }
-void scatter_add_rows(float* out, int64_t D, const int64_t* index, const float* src, int64_t n) {
-  scatter(out, D, index, src, n);
-}
-void scatter_add_rows(double* out, int64_t D, const int64_t* index, const double* src, int64_t n) {
-  scatter(out, D, index, src, n);
-}
-void scatter_add_rows(float* out, int64_t D, const int32_t* index, const float* src, int64_t n) {
-  scatter(out, D, index, src, n);
-}
-void scatter_add_rows(double* out, int64_t D, const int32_t* index, const double* src, int64_t n) {
-  scatter(out, D, index, src, n);
-}
+template void scatter_add_rows(float*, int64_t, const int32_t*, const float*, int64_t);
+template void scatter_add_rows(float*, int64_t, const int64_t*, const float*, int64_t);
+template void scatter_add_rows(double*, int64_t, const int32_t*, const double*, int64_t);
+template void scatter_add_rows(double*, int64_t, const int64_t*, const double*, int64_t);
 
 }  // namespace LF_ISA
 }  // namespace lstmfast
