@@ -323,8 +323,11 @@ PYBIND11_MODULE(_core, m) {
       l = lstmfast::SimdLevel::avx2;
     else if (name == "avx512")
       l = lstmfast::SimdLevel::avx512;
+    else if (name == "avx512emu")
+      l = lstmfast::SimdLevel::avx512emu;
     else
-      throw py::value_error("simd level must be one of 'portable', 'avx2', 'avx512', got '" + name + "'");
+      throw py::value_error("simd level must be one of 'portable', 'avx2', 'avx512', 'avx512emu', got '" + name +
+                            "'");
     if (!lstmfast::set_simd_level(l))
       throw py::value_error("simd level '" + name + "' is not supported by this CPU (best: " +
                             lstmfast::simd_level_name(lstmfast::simd_level_supported()) + ")");

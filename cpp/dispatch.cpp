@@ -58,8 +58,15 @@ SimdLevel parse_level(const char* s, bool& ok) {
   if (v == "portable" || v == "generic" || v == "scalar") return SimdLevel::portable;
   if (v == "avx2") return SimdLevel::avx2;
   if (v == "avx512") return SimdLevel::avx512;
+  if (v == "avx512emu") return SimdLevel::avx512emu;
   ok = false;
   return SimdLevel::portable;
+}
+
+// Whether this CPU can run level l (avx512emu needs AVX2 + FMA, the instructions it is built with).
+bool runs_here(SimdLevel l, SimdLevel best) {
+  if (l == SimdLevel::avx512emu) return best == SimdLevel::avx2 || best == SimdLevel::avx512;
+  return int(l) >= 0 && int(l) <= int(best);
 }
 
 SimdLevel initial_level() {
@@ -69,7 +76,7 @@ SimdLevel initial_level() {
     bool ok;
     const SimdLevel want = parse_level(env, ok);
     // An unknown or unsupported request falls back to the best level (bindings report it).
-    if (ok && int(want) <= int(best)) return want;
+    if (ok && runs_here(want, best)) return want;
   }
   return best;
 }
@@ -99,6 +106,7 @@ void run_forward(const Args& a) {
   const int nt = num_threads();
   switch (level()) {
     case SimdLevel::avx512: avx512::forward(a, nt); break;
+    case SimdLevel::avx512emu: avx512emu::forward(a, nt); break;
     case SimdLevel::avx2: avx2::forward(a, nt); break;
     default: portable::forward(a, nt); break;
   }
@@ -108,6 +116,7 @@ void run_backward(const Args& a) {
   const int nt = num_threads();
   switch (level()) {
     case SimdLevel::avx512: avx512::backward(a, nt); break;
+    case SimdLevel::avx512emu: avx512emu::backward(a, nt); break;
     case SimdLevel::avx2: avx2::backward(a, nt); break;
     default: portable::backward(a, nt); break;
   }
@@ -118,6 +127,7 @@ void run_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int
   const int nt = num_threads();
   switch (level()) {
     case SimdLevel::avx512: avx512::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc, nt); break;
+    case SimdLevel::avx512emu: avx512emu::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc, nt); break;
     case SimdLevel::avx2: avx2::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc, nt); break;
     default: portable::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc, nt); break;
   }
@@ -128,6 +138,7 @@ void run_optim(const OptimArgs<T>& a) {
   const int nt = num_threads();
   switch (level()) {
     case SimdLevel::avx512: avx512::optim_step(a, nt); break;
+    case SimdLevel::avx512emu: avx512emu::optim_step(a, nt); break;
     case SimdLevel::avx2: avx2::optim_step(a, nt); break;
     default: portable::optim_step(a, nt); break;
   }
@@ -141,6 +152,7 @@ template <typename T, typename I>
 void scatter_add_rows(T* out, int64_t D, const I* index, const T* src, int64_t n) {
   switch (level()) {
     case SimdLevel::avx512: avx512::scatter_add_rows(out, D, index, src, n); break;
+    case SimdLevel::avx512emu: avx512emu::scatter_add_rows(out, D, index, src, n); break;
     case SimdLevel::avx2: avx2::scatter_add_rows(out, D, index, src, n); break;
     default: portable::scatter_add_rows(out, D, index, src, n); break;
   }
@@ -166,13 +178,14 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const double* A, in
 SimdLevel simd_level() { return level(); }
 SimdLevel simd_level_supported() { return detect(); }
 bool set_simd_level(SimdLevel l) {
-  if (int(l) < 0 || int(l) > int(detect())) return false;
+  if (!runs_here(l, detect())) return false;
   g_level.store(int(l));
   return true;
 }
 const char* simd_level_name(SimdLevel l) {
   switch (l) {
     case SimdLevel::avx512: return "avx512";
+    case SimdLevel::avx512emu: return "avx512emu";
     case SimdLevel::avx2: return "avx2";
     default: return "portable";
   }

@@ -30,6 +30,7 @@ namespace lstmfast {
 LSTMFAST_DECLARE_LEVEL(portable)
 LSTMFAST_DECLARE_LEVEL(avx2)
 LSTMFAST_DECLARE_LEVEL(avx512)
+LSTMFAST_DECLARE_LEVEL(avx512emu)
 #undef LSTMFAST_DECLARE_LEVEL
 
 }  // namespace lstmfast

@@ -23,7 +23,7 @@ namespace lstmfast {
 namespace LF_ISA {
 
 // Register tiling per level: MR rows x NV vectors (AVX-512: 6 x 4 zmm = 24 accumulators).
-#if defined(LSTMFAST_ISA_avx512)
+#if defined(LF_AVX512_SHAPES)
 constexpr int kMR = 6;
 #elif defined(LSTMFAST_ISA_avx2)
 constexpr int kMR = 3;
@@ -33,7 +33,7 @@ constexpr int kMR = 2;
 constexpr int kNV = 4;
 // The general GEMM's own tile (it need not hold four gates).
 #ifndef LF_GEMM_MR
-#if defined(LSTMFAST_ISA_avx512)
+#if defined(LF_AVX512_SHAPES)
 #define LF_GEMM_MR 6
 #define LF_GEMM_NV 4
 #elif defined(LSTMFAST_ISA_avx2)

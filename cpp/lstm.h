@@ -34,8 +34,10 @@ namespace lstmfast {
 enum class Activation : int32_t { sigmoid = 0, hard_sigmoid = 1 };
 
 // SIMD levels, in increasing order. The dispatcher picks the best the CPU supports unless the
-// environment variable LSTMFAST_SIMD ("portable", "avx2", "avx512") forces one.
-enum class SimdLevel : int32_t { portable = 0, avx2 = 1, avx512 = 2 };
+// environment variable LSTMFAST_SIMD ("portable", "avx2", "avx512", "avx512emu") forces one.
+// avx512emu is for testing only and never picked by itself: the AVX-512 level's code shapes (16
+// float lanes, its tiles and blocking) run with AVX2 instructions, on any CPU that has AVX2.
+enum class SimdLevel : int32_t { portable = 0, avx2 = 1, avx512 = 2, avx512emu = 3 };
 
 template <typename T>
 struct ForwardArgs {

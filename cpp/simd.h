@@ -15,8 +15,18 @@
 #include <immintrin.h>
 #elif defined(LSTMFAST_ISA_portable)
 #define LF_ISA portable
+#elif defined(LSTMFAST_ISA_avx512emu)
+// A testing level: the AVX-512 level's shapes (16 float lanes, its register tiles and GEMM
+// blocking) with lane arrays that the compiler maps onto AVX2 instructions, so the code paths
+// that depend on those shapes run, and are tested, on CPUs without AVX-512.
+#define LF_ISA avx512emu
+#define LF_LANE_BYTES 64
+#define LF_FUSED_FMA 1
 #else
-#error "compile with one of LSTMFAST_ISA_avx512, LSTMFAST_ISA_avx2, LSTMFAST_ISA_portable"
+#error "compile with one of LSTMFAST_ISA_avx512, LSTMFAST_ISA_avx2, LSTMFAST_ISA_portable, LSTMFAST_ISA_avx512emu"
+#endif
+#if defined(LSTMFAST_ISA_avx512) || defined(LSTMFAST_ISA_avx512emu)
+#define LF_AVX512_SHAPES 1  // the register tiles and GEMM blocking of the AVX-512 level
 #endif
 
 #define LF_INLINE inline __attribute__((always_inline))
@@ -157,11 +167,15 @@ LF_INLINE Vec<double> select_lt(Vec<double> x, Vec<double> t, Vec<double> a, Vec
   return {_mm256_blendv_pd(b.v, a.v, _mm256_cmp_pd(x.v, t.v, _CMP_LT_OQ))};
 }
 
-#else  // portable: fixed-size lane arrays; the compiler vectorises them with baseline SSE2.
+#else  // portable (and avx512emu): fixed-size lane arrays; the compiler vectorises them with
+       // baseline SSE2 (portable: 16-byte vectors) or AVX2 (avx512emu: 64-byte, like AVX-512).
 
+#ifndef LF_LANE_BYTES
+#define LF_LANE_BYTES 16
+#endif
 template <typename S>
 struct Vec {
-  static constexpr int N = 16 / int(sizeof(S));
+  static constexpr int N = LF_LANE_BYTES / int(sizeof(S));
   S v[N];
   static LF_INLINE Vec zero() { return set1(S(0)); }
   static LF_INLINE Vec set1(S s) {
@@ -199,9 +213,21 @@ template <typename S>
 LF_INLINE Vec<S> operator*(Vec<S> a, Vec<S> b) { LF_LANEWISE(a.v[l] * b.v[l]) }
 template <typename S>
 LF_INLINE Vec<S> operator/(Vec<S> a, Vec<S> b) { LF_LANEWISE(a.v[l] / b.v[l]) }
+#ifdef LF_FUSED_FMA
+// avx512emu: one rounding, as _mm512_fmadd does (compiled with -mfma: the FMA instruction).
+LF_INLINE Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) {
+  using S = float;
+  LF_LANEWISE(__builtin_fmaf(a.v[l], b.v[l], c.v[l]))
+}
+LF_INLINE Vec<double> fma(Vec<double> a, Vec<double> b, Vec<double> c) {
+  using S = double;
+  LF_LANEWISE(__builtin_fma(a.v[l], b.v[l], c.v[l]))
+}
+#else
 // Portable fma is a multiply then an add (no fused instruction at baseline x86-64).
 template <typename S>
 LF_INLINE Vec<S> fma(Vec<S> a, Vec<S> b, Vec<S> c) { LF_LANEWISE(a.v[l] * b.v[l] + c.v[l]) }
+#endif
 // NaN in x wins, like the x86 instructions with the data as second operand.
 template <typename S>
 LF_INLINE Vec<S> vmax(Vec<S> a, Vec<S> x) { LF_LANEWISE(a.v[l] > x.v[l] ? a.v[l] : x.v[l]) }
@@ -210,7 +236,7 @@ LF_INLINE Vec<S> vmin(Vec<S> a, Vec<S> x) { LF_LANEWISE(a.v[l] < x.v[l] ? a.v[l]
 
 LF_INLINE Vec<float> exp2i_scale(Vec<float> p, Vec<float> n) {
   Vec<float> r;
-  for (int l = 0; l < 4; ++l) {
+  for (int l = 0; l < Vec<float>::N; ++l) {
     int32_t ni = n.v[l] == n.v[l] ? int32_t(n.v[l]) : 0;  // NaN: p is NaN already
     int32_t e = (ni + 127) * (1 << 23);
     float s;

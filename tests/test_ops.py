@@ -11,6 +11,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import lstmfast
 from lstmfast import ops, reference
+from conftest import ALL_LEVELS, level_runs_here
 
 # float32 engine versus the float64 oracle fed the same float32 values: a few ulp per activation,
 # accumulated over the recurrence and over the T*B-term sums of the weight gradients.
@@ -21,7 +22,7 @@ F64_RTOL = 1e-10
 F64_ATOL = 1e-12
 TOLERANCES = {np.float32: dict(rtol=F32_RTOL, atol=F32_ATOL), np.float64: dict(rtol=F64_RTOL, atol=F64_ATOL)}
 
-SIMD_LEVELS = ("portable", "avx2", "avx512")  # increasing order
+SIMD_LEVELS = ("portable", "avx2", "avx512")  # the hardware levels, in increasing order
 ACTIVATIONS = ("sigmoid", "hard_sigmoid")
 DROPOUT_P = 0.3
 HARD_SIGMOID_OFFSETS = (-6.0, 0.0, 6.0)  # biases far from the kinks at z = +-2.5
@@ -34,8 +35,7 @@ GRAD_FIELDS = ("dx", "dkernel", "drecurrent_kernel", "dbias", "dh0", "dc0", "dpe
 # ---------------------------------------------------------------------------------------------
 
 def level_supported(level):
-    best = lstmfast.build_info()["simd_supported"]
-    return SIMD_LEVELS.index(level) <= SIMD_LEVELS.index(best)
+    return level_runs_here(level)
 
 
 def skip_unless_supported(level):
@@ -44,7 +44,7 @@ def skip_unless_supported(level):
                     f"(best: {lstmfast.build_info()['simd_supported']!r})")
 
 
-@pytest.fixture(params=SIMD_LEVELS)
+@pytest.fixture(params=ALL_LEVELS)
 def simd_level(request):
     """Force the SIMD level for one test; restore the level in use afterwards."""
     level = request.param
@@ -282,13 +282,23 @@ def test_set_simd_level_rejects_unsupported_levels():
         lstmfast.set_simd_level("sse9")
 
 
+def test_emulated_avx512_level_is_never_chosen_by_itself():
+    # The testing level is chosen only on request; the default is a hardware level.
+    code = "import lstmfast; print(lstmfast.build_info()['simd'], lstmfast.build_info()['simd_supported'])"
+    env = {k: v for k, v in os.environ.items() if k != "LSTMFAST_SIMD"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    level, best = result.stdout.split()
+    assert level == best and level in SIMD_LEVELS
+
+
 def import_with_simd_env(value):
     code = "import lstmfast; print(lstmfast.build_info()['simd'])"
     env = dict(os.environ, LSTMFAST_SIMD=value)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
 
 
-@pytest.mark.parametrize("level", SIMD_LEVELS)
+@pytest.mark.parametrize("level", ALL_LEVELS)
 def test_simd_environment_variable_forces_the_level(level):
     skip_unless_supported(level)
     result = import_with_simd_env(level.upper())

@@ -14,7 +14,7 @@ __all__ = ["ops", "reference", "build_info", "set_num_threads", "get_num_threads
            "set_backend", "get_backend",
            "LSTMOutput", "LSTMGradients", "load_model", "Sequential", "Model", "__version__"]
 
-_SIMD_LEVELS = ("portable", "avx2", "avx512")
+_SIMD_LEVELS = ("portable", "avx2", "avx512", "avx512emu")
 
 
 def build_info() -> dict:
@@ -41,7 +41,9 @@ def get_num_threads() -> int:
 
 def set_simd_level(level: str) -> None:
     """Force a SIMD level ('portable', 'avx2', 'avx512'); it must be supported by this CPU.
-    The environment variable LSTMFAST_SIMD does the same at import time."""
+    The environment variable LSTMFAST_SIMD does the same at import time. 'avx512emu' is for
+    testing: the AVX-512 level's code shapes (16 float lanes, its tiles and blocking) run with
+    AVX2 instructions, on any CPU with AVX2; it is slower and never chosen by itself."""
     _core.set_simd_level(level)
 
 
