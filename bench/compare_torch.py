@@ -388,8 +388,9 @@ class Report:
         self.add()
 
     def write(self, path: Path) -> None:
+        from lstmfast._atomic import write_text
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(self.lines) + "\n")
+        write_text(path, "\n".join(self.lines) + "\n")
 
 
 def progress(message: str) -> None:

@@ -2,7 +2,7 @@
 """lstmfast's own packed GEMM against NumPy's BLAS (OpenBLAS in the numpy wheel), on the shapes the
 LSTM engine multiplies: the input projection, the weight gradients and dx, for the bench sizes.
 
-    python bench/gemm_vs_blas.py [--threads 2]
+    python bench/gemm_vs_blas.py [--threads 2] [--markdown PATH]
 
 Both use the same thread count (OPENBLAS_NUM_THREADS is set before numpy is imported). Medians.
 Each library is timed in its own block of repetitions, not interleaved: both keep worker threads
@@ -15,13 +15,21 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the table to PATH")
     args = parser.parse_args()
+    lines = []
+
+    def out(line: str) -> None:
+        lines.append(line)
+        print(line, flush=True)
+
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
     import numpy as np
     import lstmfast
@@ -29,9 +37,10 @@ def main() -> int:
 
     lstmfast.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    print(f"lstmfast {lstmfast.build_info()}; numpy {np.__version__}")
-    print("| shape (LSTM size X,H,B,T) | product | M x N x K | lstmfast ms | numpy ms | lstmfast GFLOP/s | numpy GFLOP/s |")
-    print("|---|---|---|---:|---:|---:|---:|")
+    out(f"lstmfast {lstmfast.build_info()}; numpy {np.__version__}; {args.threads} threads; medians of {args.reps}")
+    out("")
+    out("| shape (LSTM size X,H,B,T) | product | M x N x K | lstmfast ms | numpy ms | lstmfast GFLOP/s | numpy GFLOP/s |")
+    out("|---|---|---|---:|---:|---:|---:|")
     for X, H, B, T in [(128, 128, 32, 80), (256, 256, 16, 150), (512, 512, 64, 100), (1024, 1024, 16, 100)]:
         TB, H4 = T * B, 4 * H
         x = rng.standard_normal((TB, X)).astype(np.float32)
@@ -56,7 +65,11 @@ def main() -> int:
                     samples.append(time.perf_counter() - t0)
             mo, mr = sorted(t_ours)[len(t_ours) // 2], sorted(t_ref)[len(t_ref) // 2]
             fl = 2.0 * M * N * K
-            print(f"| {X},{H},{B},{T} | {name} | {M}x{N}x{K} | {mo*1e3:.2f} | {mr*1e3:.2f} | {fl/mo/1e9:.0f} | {fl/mr/1e9:.0f} |")
+            out(f"| {X},{H},{B},{T} | {name} | {M}x{N}x{K} | {mo*1e3:.2f} | {mr*1e3:.2f} | {fl/mo/1e9:.0f} | {fl/mr/1e9:.0f} |")
+    if args.markdown is not None:
+        from lstmfast._atomic import write_text
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        write_text(args.markdown, "\n".join(lines) + "\n")
     return 0
 
 

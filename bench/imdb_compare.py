@@ -177,7 +177,8 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if args.markdown:
-        args.markdown.write_text(text + "\n")
+        from lstmfast._atomic import write_text
+        write_text(args.markdown, text + "\n")
     return 0
 
 

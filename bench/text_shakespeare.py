@@ -118,7 +118,8 @@ def main() -> int:
                     args.minutes, info)
     print(text)
     if args.markdown:
-        args.markdown.write_text(text)
+        from lstmfast._atomic import write_text
+        write_text(args.markdown, text)
     return 0
 
 

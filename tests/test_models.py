@@ -6,6 +6,7 @@ differences of the same loss.
 """
 import json
 import os
+import stat
 import subprocess
 import sys
 import zipfile
@@ -315,6 +316,19 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.lstmfast"]
     with pytest.raises(FileExistsError):
         model.save(path, overwrite=False)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
+def test_saved_files_get_the_permissions_the_umask_gives(tmp_path, umask):
+    # The temporary file behind the atomic write must not leave an owner-only (0600) model file.
+    model = small_classifier()
+    old = os.umask(umask)
+    try:
+        model.save(tmp_path / "m.lstmfast")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.lstmfast").stat().st_mode) == 0o666 & ~umask
 
 
 @pytest.mark.parametrize("content,match", [

@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+
+
+def _create_temp(directory: str) -> tuple:
+    # Not tempfile.mkstemp: it creates files readable by the owner only (0600), and the result
+    # would keep that mode. os.open with 0o666 lets the umask decide, as for any new file.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".lstmfast-{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file in {directory}")
 
 
 @contextlib.contextmanager
-def atomic_file(path, mode: str = "wb", overwrite: bool = True):
-    """``with atomic_file(path, "w") as f: ...`` writes ``path`` atomically (fsynced)."""
+def atomic_file(path, mode: str = "wb", overwrite: bool = True, encoding=None):
+    """``with atomic_file(path, "w") as f: ...`` writes ``path`` atomically (fsynced). A new file
+    gets the permissions the umask gives any new file."""
     path = os.fspath(path)
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{path} exists and overwrite=False")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot write {path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".lstmfast-", suffix=".tmp", dir=directory)
+    fd, tmp = _create_temp(directory)
     try:
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -27,3 +41,9 @@ def atomic_file(path, mode: str = "wb", overwrite: bool = True):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        f.write(text)
