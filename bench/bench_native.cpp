@@ -3,7 +3,7 @@
 //
 //   cmake -S . -B build/bench -DLSTMFAST_BUILD_BENCH=ON -DLSTMFAST_BUILD_PYTHON=OFF
 //   cmake --build build/bench -j2
-//   build/bench/lstmfast_bench [--threads N] [--reps N] [--simd portable|avx2|avx512]
+//   build/bench/lstmfast_bench [--threads N] [--reps N] [--simd portable|avx2|avx512|avx512emu]
 //
 // Prints the median milliseconds per call and GFLOP/s (forward flops 2*4H*(X+H)*B*T, a training
 // step counts 3x), plus the SIMD level and thread count in use. Without --reps each size and mode
@@ -139,7 +139,7 @@ double sum_of(const std::vector<float>& v) {
 
 [[noreturn]] void usage(const char* message, const char* got) {
   std::fprintf(stderr, "lstmfast_bench: %s, got '%s'\nusage: lstmfast_bench [--threads N] [--reps N] "
-               "[--simd portable|avx2|avx512]\n", message, got);
+               "[--simd portable|avx2|avx512|avx512emu]\n", message, got);
   std::exit(2);
 }
 
@@ -167,14 +167,14 @@ int main(int argc, char** argv) {
   if (threads > 0) lstmfast::set_num_threads(threads);
   if (simd != nullptr) {
     const lstmfast::SimdLevel levels[] = {lstmfast::SimdLevel::portable, lstmfast::SimdLevel::avx2,
-                                          lstmfast::SimdLevel::avx512};
+                                          lstmfast::SimdLevel::avx512, lstmfast::SimdLevel::avx512emu};
     bool known = false;
     for (lstmfast::SimdLevel level : levels) {
       if (std::strcmp(simd, lstmfast::simd_level_name(level)) != 0) continue;
       known = true;
       if (!lstmfast::set_simd_level(level)) usage("--simd level not supported by this CPU", simd);
     }
-    if (!known) usage("--simd expects portable, avx2 or avx512", simd);
+    if (!known) usage("--simd expects portable, avx2, avx512 or avx512emu", simd);
   }
 
   std::printf("lstmfast native bench: simd %s (supported %s), threads %d, openmp %s\n",
