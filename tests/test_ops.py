@@ -34,12 +34,8 @@ GRAD_FIELDS = ("dx", "dkernel", "drecurrent_kernel", "dbias", "dh0", "dc0", "dpe
 # SIMD level and thread count fixtures.
 # ---------------------------------------------------------------------------------------------
 
-def level_supported(level):
-    return level_runs_here(level)
-
-
 def skip_unless_supported(level):
-    if not level_supported(level):
+    if not level_runs_here(level):
         pytest.skip(f"SIMD level {level!r} is not supported by this CPU "
                     f"(best: {lstmfast.build_info()['simd_supported']!r})")
 
