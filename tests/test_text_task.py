@@ -300,13 +300,25 @@ def test_train_failure_keeps_an_existing_model(tmp_path, capsys):
     assert save.read_bytes() == b"previous model"
 
 
+@pytest.mark.parametrize("where", ["missing-dir", "a-directory"])
+def test_an_unwritable_metrics_file_fails_before_training(corpus, tmp_path, capsys, where):
+    # Checked by the CLI before any task runs, so no training time is lost and nothing is saved.
+    metrics = tmp_path / "no" / "m.json" if where == "missing-dir" else tmp_path
+    save = tmp_path / "m.lstmfast"
+    rc, out, err = run_cli(["text", "train", str(corpus), "--save", str(save), *TINY,
+                            "--metrics-json", str(metrics)], capsys)
+    assert rc == 2 and "--metrics-json" in err
+    assert ("does not exist" if where == "missing-dir" else "is a directory") in err
+    assert not save.exists() and "epoch" not in out.lower()
+
+
 def test_train_missing_file_and_bad_save_path(corpus, tmp_path, capsys):
     rc, _, err = run_cli(["text", "train", str(tmp_path / "nope.txt"), "--save", str(tmp_path / "m"), *TINY], capsys)
     assert rc == 2 and "no such file" in err and not (tmp_path / "m").exists()
     rc, _, err = run_cli(["text", "train", str(corpus), "--save", str(tmp_path / "no" / "m"), *TINY], capsys)
     assert rc == 2 and "does not exist" in err
     rc, _, err = run_cli(["text", "train", str(corpus), "--save", str(corpus), *TINY], capsys)
-    assert rc == 2 and "is the training text itself" in err
+    assert rc == 2 and "is the input file" in err and "itself" in err
     assert corpus.read_text(encoding="utf-8") == TEXT * 8
     rc, _, err = run_cli(["text", "train", str(corpus), "--save", str(tmp_path / "m"), *TINY, "--dropout", "1.5"],
                          capsys)

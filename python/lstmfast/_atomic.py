@@ -43,6 +43,25 @@ def atomic_file(path, mode: str = "wb", overwrite: bool = True, encoding=None):
         raise
 
 
+def check_writable(path, what: str, not_same_as=None) -> None:
+    """Fail before any work when ``path`` could not be written later: it must not be a directory,
+    its directory must exist and be writable, and it must not be the file ``not_same_as`` (an
+    input that writing would destroy). ``path`` None: nothing to check."""
+    if path is None:
+        return
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what} {path!r} is a directory, expected a file name")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{what} {path!r}: the directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise PermissionError(f"{what} {path!r}: the directory {directory!r} is not writable")
+    if not_same_as is not None and os.path.exists(path) and os.path.exists(not_same_as) \
+            and os.path.samefile(path, not_same_as):
+        raise ValueError(f"{what} {path!r} is the input file {os.fspath(not_same_as)!r} itself; choose another name")
+
+
 def write_text(path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_file(path, "w", encoding="utf-8") as f:

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from ._atomic import atomic_file
+from ._atomic import atomic_file, check_writable
 
 TASKS = ("echo", "text", "imdb", "forecast", "seq2seq")
 
@@ -61,6 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from . import set_num_threads
         set_num_threads(args.threads)
     try:
+        # Before the task runs: a long training must not end in a metrics file that cannot be written.
+        check_writable(getattr(args, "metrics_json", None), "--metrics-json")
         metrics = args.func(args)
         write_metrics(getattr(args, "metrics_json", None), metrics or {})
         return 0

@@ -38,7 +38,7 @@ from typing import Optional
 import numpy as np
 
 from .. import backend
-from .._atomic import atomic_file
+from .._atomic import atomic_file, check_writable
 from ..callbacks import EarlyStopping, LambdaCallback
 from ..datasets import timeseries as ts
 from ..layers import LSTM, Dense
@@ -60,19 +60,6 @@ def require_figure():
     except ImportError:
         raise ModuleNotFoundError(MATPLOTLIB_MISSING, name="matplotlib") from None
     return Figure
-
-
-def check_output_path(path, what: str) -> None:
-    """Fail before any work if ``path`` cannot be written: its folder must exist and it must not be a
-    folder itself."""
-    if path is None:
-        return
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{what} {path!r} is a directory, expected a file name")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{what} {path!r}: the directory {directory!r} does not exist")
 
 
 def save_figure(fig, path) -> None:
@@ -151,8 +138,8 @@ def run(csv_path, column=None, lookback: int = 12, horizon: int = 1, test_size=0
         raise ValueError(f"patience must be an int >= 1, got {patience!r}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-    check_output_path(plot, "--plot")
-    check_output_path(save, "--save")
+    check_writable(plot, "--plot", not_same_as=csv_path)
+    check_writable(save, "--save", not_same_as=csv_path)
     figure = None
     if plot is not None:
         try:
@@ -378,7 +365,6 @@ def register(subparsers, common) -> None:
     p.add_argument("--quiet", action="store_true", help="print nothing (use with --metrics-json)")
 
     def func(args):
-        check_output_path(args.metrics_json, "--metrics-json")
         return run(args.csv, column=args.column, lookback=args.lookback, horizon=args.horizon,
                    test_size=args.test_size, season=args.season, transform=args.transform, scaler=args.scaler,
                    units=args.units, epochs=args.epochs, batch_size=args.batch_size,

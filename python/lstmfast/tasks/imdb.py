@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from .. import backend
+from .._atomic import check_writable
 from ..callbacks import Callback
 from ..datasets import imdb as imdb_data
 from ..layers import LSTM, Bidirectional, Dense, Embedding, Input
@@ -76,17 +77,6 @@ class EpochTimer(Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def _check_output_path(path: Optional[str], what: str) -> None:
-    """Fail before training, not after, when ``path`` cannot be written."""
-    if not path:
-        return
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{what} {path} is a directory")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot write {what} {path}: directory {directory} does not exist")
-
-
 def load_padded(data=None, maxlen: int = 80, limit: Optional[int] = None, num_words: int = NUM_WORDS,
                 verbose: bool = True):
     """``(x_train, y_train), (x_test, y_test)`` as the examples prepare them: int32 ``[N, maxlen]``
@@ -113,8 +103,8 @@ def run(data=None, config: str = "tutorial", epochs: Optional[int] = None, batch
             settings[name] = value
     if data is not None and not os.path.exists(data):
         raise FileNotFoundError(f"IMDB data {data} does not exist")
-    _check_output_path(save, "model file")
-    _check_output_path(metrics_json, "metrics file")
+    check_writable(save or None, "model file")
+    check_writable(metrics_json or None, "metrics file")
     if seed is not None:
         backend.set_random_seed(seed)
 

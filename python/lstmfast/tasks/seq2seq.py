@@ -39,6 +39,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import backend
+from .._atomic import check_writable
 from ..callbacks import LambdaCallback
 from ..layers import LSTM, Dense, Input
 from ..models import Model
@@ -243,7 +244,6 @@ def run(task: str = "addition", digits: int = 3, samples: int = 50_000, test_sam
     questions, disjoint from the training and the held-out ones; measured after each epoch once
     per-character accuracy passes 98%). The held-out questions are decoded only at the end, so
     the reported exact match is not the one training was stopped on. Returns the metrics."""
-    from .forecast import check_output_path
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     for name, value in (("digits", digits), ("samples", samples), ("test_samples", test_samples),
@@ -260,7 +260,7 @@ def run(task: str = "addition", digits: int = 3, samples: int = 50_000, test_sam
     if decay_steps is not None and (isinstance(decay_steps, bool) or not isinstance(decay_steps, (int, np.integer))
                                     or decay_steps < 1):
         raise ValueError(f"decay_steps must be an int >= 1 (or None/0 for a constant rate), got {decay_steps!r}")
-    check_output_path(save, "--save")
+    check_writable(save, "--save")
     if seed is not None:
         backend.set_random_seed(seed)
     rng = backend.get_rng()
@@ -336,7 +336,6 @@ def run(task: str = "addition", digits: int = 3, samples: int = 50_000, test_sam
 def register(subparsers, common) -> None:
     """The ``lstmfast seq2seq`` sub-command."""
     from ..cli import positive_int
-    from .forecast import check_output_path
     p = subparsers.add_parser(
         "seq2seq", parents=[common], help="encoder-decoder LSTM: add numbers or reverse digit strings",
         description="Train an LSTM encoder-decoder (teacher forcing) on generated examples ('123+45' -> '168', "
@@ -360,7 +359,6 @@ def register(subparsers, common) -> None:
     p.add_argument("--quiet", action="store_true", help="print nothing (use with --metrics-json)")
 
     def func(args):
-        check_output_path(args.metrics_json, "--metrics-json")
         return run(task=args.task, digits=args.digits, samples=args.samples, test_samples=args.test_samples,
                    epochs=args.epochs, units=args.units, batch_size=args.batch_size,
                    learning_rate=args.learning_rate, decay_steps=args.decay_steps or None, beam=args.beam,

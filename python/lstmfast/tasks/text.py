@@ -31,6 +31,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import backend, ops
+from .._atomic import check_writable
 from ..callbacks import Progbar
 from ..datasets import text as text_data
 from ..datasets.text import CharVocab
@@ -165,20 +166,6 @@ def _check_train_args(layers, units, dropout, seq_len, batch_size, embedding, lr
         raise ValueError(f"val_every must be >= 1 batch, got {val_every!r}")
 
 
-def _check_save_path(save: str, text_path: str) -> str:
-    save = os.fspath(save)
-    if os.path.isdir(save):
-        raise IsADirectoryError(f"--save {save} is a directory; give a file name such as {save}/model.lstmfast")
-    directory = os.path.dirname(os.path.abspath(save))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot save to {save}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise PermissionError(f"cannot save to {save}: directory {directory} is not writable")
-    if os.path.exists(save) and os.path.exists(text_path) and os.path.samefile(save, text_path):
-        raise ValueError(f"--save {save} is the training text itself; choose another file name")
-    return save
-
-
 def prepare_data(path, seq_len: int, batch_size: int, val_fraction: float = 0.1):
     """Read ``path`` and check it is long enough: ``(vocab, train_ids, val_ids)``."""
     text = text_data.read_text(path, min_chars=seq_len + 1)
@@ -212,7 +199,8 @@ def train(path, save, epochs: Optional[int] = None, minutes: Optional[float] = N
         epochs = 10
     _check_train_args(layers, units, dropout, seq_len, batch_size, embedding, lr, clipnorm, epochs, minutes,
                       lr_schedule, val_fraction, val_every)
-    save = _check_save_path(save, os.fspath(path))
+    save = os.fspath(save)
+    check_writable(save, "--save", not_same_as=path)
     vocab, train_ids, val_ids = prepare_data(path, seq_len, batch_size, val_fraction)
     V = len(vocab)
     val_batch = _val_batch_size(len(val_ids), batch_size, seq_len)
