@@ -527,12 +527,12 @@ class Dense(Layer):
             if x.ndim == 2:
                 g["kernel"] += x.T @ dz
                 if self.use_bias:
-                    g["bias"] += np.add.reduce(dz, axis=0)
+                    g["bias"] += dz.sum(axis=0)
             else:
                 dz2 = dz.reshape(-1, self.units)
                 g["kernel"] += x.reshape(-1, kernel.shape[0]).T @ dz2
                 if self.use_bias:
-                    g["bias"] += np.add.reduce(dz2, axis=0)
+                    g["bias"] += dz2.sum(axis=0)
         if dz.ndim > 2:
             return (dz.reshape(-1, self.units) @ kernel.T).reshape(dz.shape[:-1] + (kernel.shape[0],))
         return dz @ kernel.T
