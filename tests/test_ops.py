@@ -40,16 +40,11 @@ def skip_unless_supported(level):
                     f"(best: {lstmfast.build_info()['simd_supported']!r})")
 
 
-@pytest.fixture(params=ALL_LEVELS)
-def simd_level(request):
-    """Force the SIMD level for one test; restore the level in use afterwards."""
-    level = request.param
-    skip_unless_supported(level)
-    original = lstmfast.build_info()["simd"]
-    lstmfast.set_simd_level(level)
-    assert lstmfast.build_info()["simd"] == level
-    yield level
-    lstmfast.set_simd_level(original)
+@pytest.fixture
+def simd_level(simd):
+    """conftest's ``simd`` (every level this CPU runs, restored afterwards), checked in force."""
+    assert lstmfast.build_info()["simd"] == simd
+    return simd
 
 
 @pytest.fixture
