@@ -101,47 +101,35 @@ int default_threads() {
 #endif
 }
 
+// Calls ns::CALL for the SIMD level in use (ns = that level's namespace): the one list of levels.
+#define LSTMFAST_ON_LEVEL(CALL)                                  \
+  switch (level()) {                                             \
+    case SimdLevel::avx512: avx512::CALL; break;                 \
+    case SimdLevel::avx512emu: avx512emu::CALL; break;           \
+    case SimdLevel::avx2: avx2::CALL; break;                     \
+    default: portable::CALL; break;                              \
+  }
+
 template <typename Args>
 void run_forward(const Args& a) {
   const int nt = num_threads();
-  switch (level()) {
-    case SimdLevel::avx512: avx512::forward(a, nt); break;
-    case SimdLevel::avx512emu: avx512emu::forward(a, nt); break;
-    case SimdLevel::avx2: avx2::forward(a, nt); break;
-    default: portable::forward(a, nt); break;
-  }
+  LSTMFAST_ON_LEVEL(forward(a, nt))
 }
 template <typename Args>
 void run_backward(const Args& a) {
   const int nt = num_threads();
-  switch (level()) {
-    case SimdLevel::avx512: avx512::backward(a, nt); break;
-    case SimdLevel::avx512emu: avx512emu::backward(a, nt); break;
-    case SimdLevel::avx2: avx2::backward(a, nt); break;
-    default: portable::backward(a, nt); break;
-  }
+  LSTMFAST_ON_LEVEL(backward(a, nt))
 }
 template <typename T>
 void run_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
               T* C, int64_t ldc, bool acc) {
   const int nt = num_threads();
-  switch (level()) {
-    case SimdLevel::avx512: avx512::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc, nt); break;
-    case SimdLevel::avx512emu: avx512emu::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc, nt); break;
-    case SimdLevel::avx2: avx2::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc, nt); break;
-    default: portable::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc, nt); break;
-  }
+  LSTMFAST_ON_LEVEL(gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc, nt))
 }
-
 template <typename T>
 void run_optim(const OptimArgs<T>& a) {
   const int nt = num_threads();
-  switch (level()) {
-    case SimdLevel::avx512: avx512::optim_step(a, nt); break;
-    case SimdLevel::avx512emu: avx512emu::optim_step(a, nt); break;
-    case SimdLevel::avx2: avx2::optim_step(a, nt); break;
-    default: portable::optim_step(a, nt); break;
-  }
+  LSTMFAST_ON_LEVEL(optim_step(a, nt))
 }
 
 }  // namespace
@@ -150,13 +138,9 @@ void optim_step(const OptimArgs<float>& a) { run_optim(a); }
 void optim_step(const OptimArgs<double>& a) { run_optim(a); }
 template <typename T, typename I>
 void scatter_add_rows(T* out, int64_t D, const I* index, const T* src, int64_t n) {
-  switch (level()) {
-    case SimdLevel::avx512: avx512::scatter_add_rows(out, D, index, src, n); break;
-    case SimdLevel::avx512emu: avx512emu::scatter_add_rows(out, D, index, src, n); break;
-    case SimdLevel::avx2: avx2::scatter_add_rows(out, D, index, src, n); break;
-    default: portable::scatter_add_rows(out, D, index, src, n); break;
-  }
+  LSTMFAST_ON_LEVEL(scatter_add_rows(out, D, index, src, n))
 }
+#undef LSTMFAST_ON_LEVEL
 template void scatter_add_rows(float*, int64_t, const int32_t*, const float*, int64_t);
 template void scatter_add_rows(float*, int64_t, const int64_t*, const float*, int64_t);
 template void scatter_add_rows(double*, int64_t, const int32_t*, const double*, int64_t);
