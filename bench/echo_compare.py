@@ -35,6 +35,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
+    if args.markdown:
+        from lstmfast._atomic import check_writable, write_text
+        check_writable(args.markdown, "--markdown")  # now, not after the runs
     libraries = ["lstmfast"] + (["keras"] if importlib.util.find_spec("keras") else [])
     results = {lib: [] for lib in libraries}
     for r in range(args.repeats):
@@ -61,7 +64,6 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if args.markdown:
-        from lstmfast._atomic import write_text
         write_text(args.markdown, text + "\n")
     return 0
 

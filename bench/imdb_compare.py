@@ -140,6 +140,9 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--worker", choices=["lstmfast", "keras"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.markdown:
+        from lstmfast._atomic import check_writable, write_text
+        check_writable(args.markdown, "--markdown")  # now, not after the runs
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
@@ -177,7 +180,6 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if args.markdown:
-        from lstmfast._atomic import write_text
         write_text(args.markdown, text + "\n")
     return 0
 

@@ -90,6 +90,9 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="also write the markdown section here")
     parser.add_argument("extra", nargs="*", help="more 'text train' options after --, e.g. -- --units 384")
     args = parser.parse_args()
+    if args.markdown:
+        from lstmfast._atomic import check_writable, write_text
+        check_writable(args.markdown, "--markdown")  # now, not after the runs
     if not args.data.exists():
         raise SystemExit(f"{args.data} not found (tiny-shakespeare, 1,115,394 characters)")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +121,6 @@ def main() -> int:
                     args.minutes, info)
     print(text)
     if args.markdown:
-        from lstmfast._atomic import write_text
         write_text(args.markdown, text)
     return 0
 
