@@ -3,7 +3,7 @@ import pytest
 
 import lstmfast
 
-SIMD_LEVELS = ["portable", "avx2", "avx512"]
+SIMD_LEVELS = ["portable", "avx2", "avx512"]  # the hardware levels, in increasing order
 # avx512emu runs the AVX-512 level's code shapes with AVX2 instructions: where the CPU has AVX2
 # but no AVX-512 it is the only way those shapes (16 float lanes, 6-row tiles) get tested.
 ALL_LEVELS = SIMD_LEVELS + ["avx512emu"]

@@ -11,7 +11,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import lstmfast
 from lstmfast import ops, reference
-from conftest import ALL_LEVELS, level_runs_here
+from conftest import ALL_LEVELS, SIMD_LEVELS, level_runs_here
 
 # float32 engine versus the float64 oracle fed the same float32 values: a few ulp per activation,
 # accumulated over the recurrence and over the T*B-term sums of the weight gradients.
@@ -22,7 +22,6 @@ F64_RTOL = 1e-10
 F64_ATOL = 1e-12
 TOLERANCES = {np.float32: dict(rtol=F32_RTOL, atol=F32_ATOL), np.float64: dict(rtol=F64_RTOL, atol=F64_ATOL)}
 
-SIMD_LEVELS = ("portable", "avx2", "avx512")  # the hardware levels, in increasing order
 ACTIVATIONS = ("sigmoid", "hard_sigmoid")
 DROPOUT_P = 0.3
 HARD_SIGMOID_OFFSETS = (-6.0, 0.0, 6.0)  # biases far from the kinks at z = +-2.5
