@@ -11,6 +11,7 @@ medians in milliseconds and cuDNN time / lstmfast time (> 1: lstmfast is faster)
 (strict float32) unless --tf32 is given.
 
     python bench/compare_cudnn.py [--warmup 5] [--repeats 20] [--only deepbench] [--tf32]
+                                  [--sequence-kernels auto|always|never] [--markdown FILE]
 
 Needs a CUDA GPU, CuPy (pip install lstmfast[gpu]) and a CUDA build of PyTorch; exits with status 2
 and a message otherwise.
@@ -169,7 +170,13 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per case (default 20)")
     parser.add_argument("--only", default="", help="run the cases whose name contains this text")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 in cuBLAS (CuPy) and cuDNN (torch)")
+    parser.add_argument("--sequence-kernels", choices=("auto", "always", "never"), default="auto",
+                        help="when lstmfast runs the recurrence as one launch (lstmfast.cuda.ops.SEQUENCE_KERNELS)")
+    parser.add_argument("--markdown", help="also write the table to this file (atomically)")
     args = parser.parse_args(argv)
+    if args.markdown:
+        from lstmfast._atomic import check_writable
+        check_writable(args.markdown, "--markdown")
     if args.tf32:
         os.environ["CUPY_TF32"] = "1"  # read when CuPy is imported
 
@@ -187,6 +194,8 @@ def main(argv=None) -> None:
         fail(f"needs PyTorch with CUDA for the cuDNN side (GPU): {e}")
     if not torch.cuda.is_available():
         fail(f"torch {torch.__version__} sees no CUDA GPU (a CPU-only build?)")
+    from lstmfast.cuda import ops as cuda_ops
+    cuda_ops.SEQUENCE_KERNELS = args.sequence_kernels
     torch.backends.cudnn.allow_tf32 = args.tf32
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
 
@@ -194,13 +203,18 @@ def main(argv=None) -> None:
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     gpu = (f"{name}; CuPy {cupy.__version__} (CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}), "
            f"torch {torch.__version__} (cuDNN {torch.backends.cudnn.version()}); float32, TF32 "
-           f"{'on' if args.tf32 else 'off'}; median of {args.repeats} after {args.warmup} warm-up calls")
+           f"{'on' if args.tf32 else 'off'}; lstmfast sequence kernels: {args.sequence_kernels}; "
+           f"median of {args.repeats} after {args.warmup} warm-up calls")
     rows = []
     for case in cases():
         if args.only in case.name:
             rows.append(run_case(case, args.warmup, args.repeats))
             print(f"done: {case.name} ({case.mode})", file=sys.stderr)
-    print(markdown_table(gpu, rows))
+    table = markdown_table(gpu, rows)
+    print(table)
+    if args.markdown:
+        from lstmfast._atomic import write_text
+        write_text(args.markdown, table + "\n")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import lstmfast.cuda as lcuda
 from lstmfast import ops
 from lstmfast._results import LSTMGradients, LSTMOutput
 from lstmfast.cuda import _kernels
+from lstmfast.cuda import ops as cuda_ops
 from test_ops import (CONFIGS, GRAD_FIELDS, OUTPUT_FIELDS, TOLERANCES, assert_matches_oracle, config_id, make_case,
                       oracle_for, small_case)
 
@@ -117,7 +118,9 @@ def test_kernel_wrappers_pass_their_parameters_in_order():
 
 def test_name_expressions_cover_every_kernel_and_dtype():
     assert _kernels.name_expressions() == ["lstm_forward_step<float>", "lstm_forward_step<double>",
-                                           "lstm_backward_step<float>", "lstm_backward_step<double>"]
+                                           "lstm_backward_step<float>", "lstm_backward_step<double>",
+                                           "lstm_forward_sequence<float>", "lstm_forward_sequence<double>",
+                                           "lstm_backward_sequence<float>", "lstm_backward_sequence<double>"]
     source = _kernels.source()
     assert "#include" not in source.replace("#include <math.h>", ""), "a header CuPy's cache key would miss"
     assert _kernels.read(_kernels.HEADER_FILE) in source
@@ -152,7 +155,7 @@ def test_kernels_compile_with_nvcc(arch, tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout}\n{result.stderr}"
     data = cubin.read_bytes()
-    for kernel in _kernels.KERNEL_NAMES:
+    for kernel in _kernels.KERNEL_NAMES + _kernels.SEQUENCE_NAMES:
         for ctype in ("If", "Id"):  # mangled template argument float, double
             assert f"{len(kernel)}{kernel}{ctype}".encode() in data, (kernel, ctype)
 
@@ -186,7 +189,7 @@ def test_kernels_compile_with_nvrtc_as_cupy_does():
         log = nvrtc.getProgramLog(program).strip("\x00 \n")
         assert log == "", f"NVRTC warnings:\n{log}"
         lowered = {name: nvrtc.getLoweredName(program, name) for name in _kernels.name_expressions()}
-        assert len(set(lowered.values())) == 4, lowered
+        assert len(set(lowered.values())) == len(lowered) == 8, lowered
         ptx = nvrtc.getPTX(program)
         ptx = ptx if isinstance(ptx, str) else ptx.decode("ascii", "replace")
         for mangled in lowered.values():
@@ -403,16 +406,28 @@ def real_cupy_with_gpu():
     return cupy, None
 
 
-@pytest.fixture(params=["emulated", "gpu"])
+# "gpu" runs the recurrence with the step kernels, "gpu-sequence" with the sequence kernels
+# wherever their weights fit on chip (all the sizes here).
+@pytest.fixture(params=["emulated", "gpu", "gpu-sequence"])
 def side(request, monkeypatch):
     if request.param == "emulated":
         cp = install_emulation(monkeypatch, request.getfixturevalue("host_library"))
         return Side("emulated", cp)
+    return gpu_side(monkeypatch, "never" if request.param == "gpu" else "always")
+
+
+def gpu_side(monkeypatch, sequence_kernels):
     cupy, reason = real_cupy_with_gpu()
     if cupy is None:
         pytest.skip(reason)
     monkeypatch.setattr(lcuda, "_gpu_count", None)
-    return Side("gpu", cupy)
+    monkeypatch.setattr(cuda_ops, "SEQUENCE_KERNELS", sequence_kernels)
+    return Side("gpu" if sequence_kernels == "never" else "gpu-sequence", cupy)
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    return gpu_side(monkeypatch, "auto")
 
 
 @pytest.fixture
@@ -466,6 +481,50 @@ def test_emulation_launches_one_kernel_per_step(emulated):
 def run_cpu(args, incoming):
     out = ops.lstm_forward(**args)
     return out, ops.lstm_backward(out.cache, **incoming)
+
+
+def count_sequence_launches(monkeypatch):
+    launches = []
+    real = cuda_ops._launch_sequence
+
+    def counting(cp, kernel, plan, args):
+        launches.append(plan)
+        return real(cp, kernel, plan, args)
+
+    monkeypatch.setattr(cuda_ops, "_launch_sequence", counting)
+    return launches
+
+
+@pytest.mark.parametrize("B, launches", [(1, 2), (cuda_ops.SEQUENCE_MAX_BATCH, 2), (cuda_ops.SEQUENCE_MAX_BATCH + 1, 0)])
+def test_auto_runs_small_batches_as_one_launch(B, launches, gpu, monkeypatch):
+    plans = count_sequence_launches(monkeypatch)
+    args, incoming = small_case(np.float32, T=4, B=B, H=8)
+    run_cuda(gpu, args, incoming)
+    assert len(plans) == launches
+
+
+def test_sequence_kernels_are_not_used_where_the_weights_do_not_fit(gpu, monkeypatch):
+    monkeypatch.setattr(cuda_ops, "SEQUENCE_KERNELS", "always")
+    sms, shared = cuda_ops._device_limits(gpu.cp.cuda.Device().id)
+    H = 64 * sms  # 4 * 64 columns of 4H float64 values per block: 512 KiB, over every GPU's limit
+    assert cuda_ops._sequence_plan(gpu.cp, gpu.cp.cuda.Device().id, 1, H, np.float64, forward=False) is None
+    assert cuda_ops._sequence_plan(gpu.cp, gpu.cp.cuda.Device().id, 1, 8, np.float64, forward=False) is not None
+
+
+# Hidden sizes around the number of SMs: one unit per block, several, a last block with fewer.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("H_per_sm", [0.5, 1, 1.5, 2.25], ids=["H<SMs", "H=SMs", "H=1.5SMs", "H=2.25SMs"])
+def test_sequence_kernels_across_block_splits(H_per_sm, dtype, monkeypatch):
+    side = gpu_side(monkeypatch, "always")
+    plans = count_sequence_launches(monkeypatch)
+    sms, _ = cuda_ops._device_limits(side.cp.cuda.Device().id)
+    H = max(1, int(H_per_sm * sms))
+    args, incoming = small_case(dtype, T=5, B=3, X=7, H=H, lengths="random", seed=H)
+    want = all_host_arrays(*run_cpu(args, incoming))
+    got = all_host_arrays(*to_host(side, *run_cuda(side, args, incoming)))
+    assert len(plans) == 2 and plans[0].blocks * plans[0].units >= H > (plans[0].blocks - 1) * plans[0].units
+    for (name, w), (_, g) in zip(want, got):
+        assert_allclose(g, w, **TOLERANCES[dtype], err_msg=name)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])

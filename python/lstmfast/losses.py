@@ -122,9 +122,7 @@ class Loss:
             except (ZeroDivisionError, ValueError, OverflowError):
                 pass  # e.g. probabilities summing to 0: the NumPy path gives NaN/inf as Keras does
             else:
-                grad = np.array(g, p.dtype)
-                grad.shape = p.shape
-                return loss, grad
+                return loss, np.array(g, p.dtype).reshape(p.shape)
         scale = self._scale
         if sample_weight is not None:
             scale = (_weights(sample_weight, p) * scale)[..., None]

@@ -1,5 +1,9 @@
 """Loads the CUDA kernels: ``lstm_kernels.cu`` with ``lstm_pointwise.cuh`` inlined, compiled once per
-process and device by ``cupy.RawModule`` (and cached on disk by CuPy across processes)."""
+process and device by ``cupy.RawModule`` (and cached on disk by CuPy across processes).
+
+Two families: the step kernels (one launch per time step, between cuBLAS GEMMs; any size) and the
+sequence kernels (all steps in one cooperative launch, weights held in shared memory; small
+batches, where launches dominate). ``lstmfast.cuda.ops`` chooses between them."""
 from __future__ import annotations
 
 import functools
@@ -12,6 +16,7 @@ KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 KERNEL_FILE = "lstm_kernels.cu"
 HEADER_FILE = "lstm_pointwise.cuh"
 KERNEL_NAMES = ("lstm_forward_step", "lstm_backward_step")
+SEQUENCE_NAMES = ("lstm_forward_sequence", "lstm_backward_sequence")
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 # CuPy adds -arch for the current device and -ftz=true (float32 denormals flush to zero).
 OPTIONS = ("-std=c++17",)
@@ -35,7 +40,7 @@ def source() -> str:
 
 def name_expressions() -> list:
     """Template instantiations to compile, e.g. ``lstm_forward_step<float>``."""
-    return [f"{kernel}<{ctype}>" for kernel in KERNEL_NAMES for ctype in C_TYPES.values()]
+    return [f"{kernel}<{ctype}>" for kernel in KERNEL_NAMES + SEQUENCE_NAMES for ctype in C_TYPES.values()]
 
 
 class Kernels(NamedTuple):
@@ -43,6 +48,13 @@ class Kernels(NamedTuple):
 
     forward_step: object
     backward_step: object
+
+
+class SequenceKernels(NamedTuple):
+    """The sequence kernels of one dtype (``cupy.cuda.Function``), launched cooperatively."""
+
+    forward: object
+    backward: object
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,6 +70,21 @@ def _kernels_on(device_id: int, dtype: np.dtype) -> Kernels:
     with cupy.cuda.Device(device_id):
         module = _module()
         return Kernels(*(module.get_function(f"{kernel}<{ctype}>") for kernel in KERNEL_NAMES))
+
+
+@functools.lru_cache(maxsize=None)
+def _sequence_kernels_on(device_id: int, dtype: np.dtype) -> SequenceKernels:
+    import cupy
+    ctype = C_TYPES[dtype]
+    with cupy.cuda.Device(device_id):
+        module = _module()
+        return SequenceKernels(*(module.get_function(f"{kernel}<{ctype}>") for kernel in SEQUENCE_NAMES))
+
+
+def get_sequence(dtype) -> SequenceKernels:
+    """The sequence kernels for ``dtype`` on the current device; compiles on first use."""
+    import cupy
+    return _sequence_kernels_on(cupy.cuda.Device().id, np.dtype(dtype))
 
 
 def get(dtype) -> Kernels:

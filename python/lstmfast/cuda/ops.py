@@ -12,13 +12,25 @@ arrays. Same arguments, results and errors as the CPU engine, with these differe
 * ``lengths`` are checked on the host (one small device-to-host copy per call).
 
 Structure (the one of ``cpp/lstm_cpu.cpp`` and haste): forward = one cuBLAS GEMM for the input
-projection of all steps, then per step the recurrent GEMM into a ``[B,4H]`` buffer and one fused
-pointwise kernel; backward = per step (reverse) one fused pointwise kernel and the recurrent GEMM
-``dz_t recurrent_kernel^T``, then the weight and input gradients as large GEMMs over all ``T*B`` rows.
-The kernels are in ``lstm_kernels.cu`` / ``lstm_pointwise.cuh``. float32 GEMMs run in float32
-(CuPy does not use TF32 unless CUPY_TF32=1 is set).
+projection of all steps, then the recurrence; backward = the recurrence in reverse, then the weight
+and input gradients as large GEMMs over all ``T*B`` rows. The recurrence runs one of two ways:
+
+* step kernels: per step one cuBLAS GEMM (``h_{t-1} recurrent_kernel``, or ``dz_t
+  recurrent_kernel^T`` backward) and one fused pointwise kernel. Any size.
+* sequence kernels: all steps in one cooperative launch; each block keeps its slice of
+  ``recurrent_kernel`` in shared memory and the blocks meet at a grid barrier after each step.
+  Used for small batches whose weights fit on chip (``SEQUENCE_KERNELS``), where the step path
+  is bound by two launches per step.
+
+The kernels are in ``lstm_kernels.cu`` / ``lstm_pointwise.cuh``. GEMMs call cuBLAS directly
+(``cupy.matmul`` costs ~35 us of host time per call, measured with CuPy 14.2, which is more than
+a step's GEMM at these sizes). float32 GEMMs run in float32 (CuPy does not enable TF32 unless
+CUPY_TF32=1 is set).
 """
 from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -27,9 +39,16 @@ from .._results import LSTMGradients, LSTMOutput
 from ..ops import LSTMCache, _activation_code, _shape
 from ..ops import _check_lengths as _check_host_lengths
 
-__all__ = ["lstm_forward", "lstm_backward"]
+__all__ = ["lstm_forward", "lstm_backward", "SEQUENCE_KERNELS"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+# When the recurrence runs as one sequence-kernel launch instead of per-step launches:
+#   "auto": when the block's weights fit in shared memory and B <= SEQUENCE_MAX_BATCH;
+#   "always": whenever they fit (tests, benchmarks); "never": the step kernels only.
+SEQUENCE_KERNELS = "auto"
+SEQUENCE_MAX_BATCH = 64
+SEQUENCE_THREADS = 256
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,12 +160,112 @@ def lstm_forward(x, kernel, recurrent_kernel, bias, h0=None, c0=None, peephole=N
         return _forward(cp, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, act, bool(training), mask)
 
 
-def _matmul_into(cp, a, b, out) -> None:
-    """out = a @ b, also when a size is 0 (no cuBLAS call then)."""
-    if a.size == 0 or b.size == 0:
-        out.fill(0)
-    else:
-        cp.matmul(a, b, out=out)
+class _Gemm:
+    """Row-major GEMMs on C-contiguous 2-D arrays, straight through cuBLAS when CuPy is the real one,
+    else (CuPy stand-ins in tests) through ``cp.matmul``. One instance per ops call: it binds the
+    cuBLAS handle of the current device to the current stream once."""
+
+    def __init__(self, cp, dtype):
+        self.cp, self.dtype = cp, np.dtype(dtype)
+        self.lib = None
+        device_module = getattr(cp.cuda, "device", None)
+        if hasattr(device_module, "get_cublas_handle"):
+            from cupy_backends.cuda.libs import cublas
+            self.lib = cublas
+            self.handle = device_module.get_cublas_handle()
+            cublas.setStream(self.handle, cp.cuda.get_current_stream().ptr)
+            cublas.setPointerMode(self.handle, cublas.CUBLAS_POINTER_MODE_HOST)
+            self.call = cublas.sgemm if self.dtype == np.float32 else cublas.dgemm
+            self.one = np.ones(1, self.dtype)    # host scalars: read by cuBLAS during the call
+            self.zero = np.zeros(1, self.dtype)
+
+    def __call__(self, a, b, out, trans_a=False, trans_b=False, accumulate=False) -> None:
+        """out (+)= op(a) @ op(b); op transposes when asked. out is C-contiguous [m, n]."""
+        m, n = out.shape
+        k = a.shape[0] if trans_a else a.shape[1]
+        if (a.shape[1] if trans_a else a.shape[0]) != m or (b.shape[1] if trans_b else b.shape[0]) != k or \
+                (b.shape[0] if trans_b else b.shape[1]) != n:  # internal: cuBLAS would read out of bounds
+            raise RuntimeError(f"lstmfast internal error: GEMM shapes {a.shape}{'^T' if trans_a else ''} x "
+                               f"{b.shape}{'^T' if trans_b else ''} -> {out.shape}")
+        if m == 0 or n == 0:
+            return
+        if k == 0:
+            if not accumulate:
+                out.fill(0)
+            return
+        if self.lib is None:
+            product = self.cp.matmul(a.T if trans_a else a, b.T if trans_b else b)
+            if accumulate:
+                out += product
+            else:
+                out[...] = product
+            return
+        # Row-major C = op(a) op(b) is column-major C^T = op(b)^T op(a)^T: cuBLAS gets b first.
+        lib = self.lib
+        self.call(self.handle, lib.CUBLAS_OP_T if trans_b else lib.CUBLAS_OP_N,
+                  lib.CUBLAS_OP_T if trans_a else lib.CUBLAS_OP_N, n, m, k, self.one.ctypes.data,
+                  b.data.ptr, b.shape[1], a.data.ptr, a.shape[1],
+                  (self.one if accumulate else self.zero).ctypes.data, out.data.ptr, n)
+
+
+class _SequencePlan(NamedTuple):
+    units: int         # hidden units per block (U)
+    blocks: int        # ceil(H / U) <= number of SMs
+    shared_bytes: int  # dynamic shared memory of the kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _device_limits(device_id: int) -> Tuple[int, int]:
+    """(multiprocessors, opt-in shared memory bytes per block) of a device."""
+    import cupy
+    attributes = cupy.cuda.Device(device_id).attributes
+    return int(attributes["MultiProcessorCount"]), int(attributes["MaxSharedMemoryPerBlockOptin"])
+
+
+def _round4(v: int) -> int:
+    return (v + 3) & ~3
+
+
+def _reduction_elements(rows: int, cols: int, threads: int) -> int:
+    """Partial sums of a block's product in the sequence kernels (reduction_elements in the .cu)."""
+    tiles = (rows // 4) * (cols // 4)
+    return tiles * 16 if tiles >= threads else (threads // tiles) * tiles * 16
+
+
+def _sequence_plan(cp, device_id: int, B: int, H: int, dtype, forward: bool) -> Optional[_SequencePlan]:
+    """How to run the recurrence as one sequence-kernel launch, or None for the step kernels."""
+    if SEQUENCE_KERNELS == "never" or not hasattr(cp, "RawModule"):  # "never", or a CuPy stand-in
+        return None
+    if SEQUENCE_KERNELS == "auto" and B > SEQUENCE_MAX_BATCH:
+        return None
+    sms, shared_limit = _device_limits(device_id)
+    units = -(-H // sms)
+    blocks = -(-H // units)
+    Bp, Hp = _round4(B), _round4(H)
+    if forward:  # the block's 4U columns, h of every row, partial sums (see lstm_kernels.cu)
+        elements = 4 * units * Hp + Bp * Hp + _reduction_elements(Bp, 4 * units, SEQUENCE_THREADS)
+    else:        # the block's rows (padded to 4), partial sums
+        elements = _round4(units) * 4 * H + _reduction_elements(Bp, _round4(units), SEQUENCE_THREADS)
+    shared = elements * np.dtype(dtype).itemsize
+    if shared > shared_limit:
+        return None
+    return _SequencePlan(units, blocks, shared)
+
+
+def _launch_sequence(cp, kernel, plan: _SequencePlan, args) -> None:
+    """One cooperative launch: all blocks resident at once, as the grid barrier needs (the driver
+    refuses the launch rather than deadlock when they do not fit)."""
+    # RawModule.get_function gives a RawKernel; its .kernel is the cupy.cuda.Function, whose call
+    # takes enable_cooperative_groups.
+    function = getattr(kernel, "kernel", kernel)
+    if plan.shared_bytes > 48 * 1024:  # above the default limit a kernel must opt in
+        driver = cp.cuda.driver
+        # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES is 8 in cuda.h
+        driver.funcSetAttribute(function.ptr, getattr(driver, "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES", 8),
+                                plan.shared_bytes)
+    barrier = cp.zeros(1, np.uint64)
+    function((plan.blocks,), (SEQUENCE_THREADS,), tuple(args) + (barrier,), shared_mem=plan.shared_bytes,
+             enable_cooperative_groups=True)
 
 
 def _forward(cp, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, act, training, mask) -> LSTMOutput:
@@ -160,19 +279,27 @@ def _forward(cp, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, a
     gates = cp.empty((T, B, 4 * H), dtype) if training else None    # [T,B,4H] activated i, f, g, o
     cells = cp.empty((T, B, H), dtype) if training else None        # [T,B,H]  c_t
     if T and B and H:
-        kern = _kernels.get(dtype)
+        gemm = _Gemm(cp, dtype)
         z_in = gates if training else cp.empty((T, B, 4 * H), dtype)  # [T,B,4H] x kernel (no bias)
-        _matmul_into(cp, x.reshape(T * B, X), kernel, z_in.reshape(T * B, 4 * H))
+        gemm(x.reshape(T * B, X), kernel, z_in.reshape(T * B, 4 * H))
         z_rec = cp.empty((B, 4 * H), dtype)                         # [B,4H] recurrent product of a step
-        hm = None if mask is None else h * mask                     # [B,H] h_{t-1} * mask
-        h_in = h if mask is None else hm                            # what the recurrent GEMM reads
-        grid, block = (_kernels.blocks(B * H),), (_kernels.THREADS_PER_BLOCK,)
-        args = [None, np.int64(T), np.int64(B), np.int64(H), np.int32(act), z_in, z_rec, bias, peephole, lengths,
-                mask, h, c, hm, y, gates, cells]
-        for t in range(T):
-            cp.matmul(h_in, recurrent_kernel, out=z_rec)
-            args[0] = np.int64(t)
-            kern.forward_step(grid, block, tuple(args))
+        plan = _sequence_plan(cp, x.device.id, B, H, dtype, forward=True)
+        if plan is not None:
+            hin = cp.empty((2, B, H), dtype)                        # [2,B,H] h_{t-1} * mask, ping-pong
+            _launch_sequence(cp, _kernels.get_sequence(dtype).forward, plan,
+                             [np.int64(T), np.int64(B), np.int64(H), np.int32(act), np.int64(plan.units), z_in,
+                              recurrent_kernel, bias, peephole, lengths, mask, h, c, hin, z_rec, y, gates, cells])
+        else:
+            kern = _kernels.get(dtype)
+            hm = None if mask is None else h * mask                 # [B,H] h_{t-1} * mask
+            h_in = h if mask is None else hm                        # what the recurrent GEMM reads
+            grid, block = (_kernels.blocks(B * H),), (_kernels.THREADS_PER_BLOCK,)
+            args = [None, np.int64(T), np.int64(B), np.int64(H), np.int32(act), z_in, z_rec, bias, peephole,
+                    lengths, mask, h, c, hm, y, gates, cells]
+            for t in range(T):
+                gemm(h_in, recurrent_kernel, z_rec)
+                args[0] = np.int64(t)
+                kern.forward_step(grid, block, tuple(args))
     if not training:
         return LSTMOutput(y, h, c, None)
     cache = LSTMCache()
@@ -208,13 +335,6 @@ def lstm_backward(cache, dy, dh=None, dc=None) -> LSTMGradients:
         return _backward(cp, cache, dy, dh, dc)
 
 
-def _matmul(cp, a, b):
-    """a @ b as a new array, also when a size is 0 (no cuBLAS call then)."""
-    if a.size == 0 or b.size == 0:
-        return cp.zeros((a.shape[0], b.shape[1]), a.dtype)
-    return cp.matmul(a, b)
-
-
 def _backward(cp, cache: LSTMCache, dy, dh, dc) -> LSTMGradients:
     """The GPU backward pass for checked dy, dh, dc (contiguous, x's dtype and device, or None)."""
     if cache.consumed:
@@ -230,31 +350,40 @@ def _backward(cp, cache: LSTMCache, dy, dh, dc) -> LSTMGradients:
     dh0 = cp.zeros((B, H), dtype) if dh is None else dh.copy()    # [B,H] carries dL/dh back in time
     dc0 = cp.zeros((B, H), dtype) if dc is None else dc.copy()    # [B,H] carries dL/dc back in time
     cache.consumed = True
+    gemm = _Gemm(cp, dtype)
     if T and B and H:
-        kern = _kernels.get(dtype)
-        recurrent_kernel_t = cp.ascontiguousarray(recurrent_kernel.T)  # [4H,H]
         dh_rec = cp.empty((B, H), dtype)                              # [B,H] dz_{t+1} recurrent_kernel^T
-        grid, block = (_kernels.blocks(B * H),), (_kernels.THREADS_PER_BLOCK,)
-        args = [None, np.int64(T), np.int64(B), np.int64(H), np.int32(cache.activation), gates, cells, c0,
-                peephole, cache.lengths, mask, dy, None, dh0, dc0]
-        for t in range(T - 1, -1, -1):
-            args[0] = np.int64(t)
-            args[12] = dh_rec if t < T - 1 else None
-            kern.backward_step(grid, block, tuple(args))
-            cp.matmul(gates[t], recurrent_kernel_t, out=dh_rec)
-        dh0 += dh_rec if mask is None else dh_rec * mask  # what dz_0 sends back to h0 (0 where lengths = 0)
+        plan = _sequence_plan(cp, x.device.id, B, H, dtype, forward=False)
+        if plan is not None:  # the kernel also adds dz_0 recurrent_kernel^T (masked) to dh0
+            _launch_sequence(cp, _kernels.get_sequence(dtype).backward, plan,
+                             [np.int64(T), np.int64(B), np.int64(H), np.int32(cache.activation),
+                              np.int64(plan.units), recurrent_kernel, gates, cells, c0, peephole, cache.lengths,
+                              mask, dy, dh_rec, dh0, dc0])
+        else:
+            kern = _kernels.get(dtype)
+            grid, block = (_kernels.blocks(B * H),), (_kernels.THREADS_PER_BLOCK,)
+            args = [None, np.int64(T), np.int64(B), np.int64(H), np.int32(cache.activation), gates, cells, c0,
+                    peephole, cache.lengths, mask, dy, None, dh0, dc0]
+            for t in range(T - 1, -1, -1):
+                args[0] = np.int64(t)
+                args[12] = dh_rec if t < T - 1 else None
+                kern.backward_step(grid, block, tuple(args))
+                gemm(gates[t], recurrent_kernel, dh_rec, trans_b=True)
+            dh0 += dh_rec if mask is None else dh_rec * mask  # what dz_0 sends back to h0 (0 where lengths = 0)
 
     dz = gates.reshape(TB, H4)                                   # [T*B,4H] gate gradients
-    dkernel = _matmul(cp, x.reshape(TB, X).T, dz)                # [X,4H]
+    dkernel = cp.empty((X, H4), dtype)                           # [X,4H]
+    gemm(x.reshape(TB, X), dz, dkernel, trans_a=True)
     # drecurrent_kernel: the h_{t-1} each step multiplied (masked): h0 at t = 0, y_{t-1} after
     # (rows at padded steps have dz = 0, so what y holds there does not matter).
     drecurrent_kernel = cp.zeros((H, H4), dtype)                 # [H,4H]
-    if h0 is not None and B:
-        drecurrent_kernel += _matmul(cp, (h0 if mask is None else h0 * mask).T, dz[:B])
+    if h0 is not None and T and B:
+        gemm(h0 if mask is None else h0 * mask, dz[:B], drecurrent_kernel, trans_a=True, accumulate=True)
     if T > 1 and B:
         h_prev = cache.y[:-1] if mask is None else cache.y[:-1] * mask
-        drecurrent_kernel += _matmul(cp, h_prev.reshape((T - 1) * B, H).T, dz[B:])
-    dx = _matmul(cp, dz, kernel.T).reshape(T, B, X)              # [T,B,X]
+        gemm(h_prev.reshape((T - 1) * B, H), dz[B:], drecurrent_kernel, trans_a=True, accumulate=True)
+    dx = cp.empty((T, B, X), dtype)                              # [T,B,X]
+    gemm(dz, kernel, dx.reshape(TB, X), trans_b=True)
     dbias = dz.sum(axis=0) if cache.has_bias else None           # [4H]
     dpeephole = None
     if peephole is not None:                                     # [3,H]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (the device tool): build lstmfast there, run the CUDA tests and
+# the cuDNN comparison, and leave logs under $OUT. Arguments go to compare_cudnn.py.
+#   bash bench/gpu_session.sh [--repeats 50]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/lstmfast_gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
+{ nvidia-smi -L; lscpu | grep -E 'Model name|^CPU\(s\)'; python3 -c "import sys, numpy, cupy, torch; print(sys.version); print('numpy', numpy.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"; } >"$OUT/build.log" 2>&1
+cat "$OUT/build.log"
+start=$SECONDS
+if ! python3 -m pip install --no-build-isolation --no-deps -q . >>"$OUT/build.log" 2>&1; then
+  tail -40 "$OUT/build.log"; exit 1
+fi
+echo "build: $((SECONDS - start)) s"
+python3 -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider >"$OUT/test_cuda.log" 2>&1
+echo "test_cuda exit $?"; tail -15 "$OUT/test_cuda.log"
+python3 bench/compare_cudnn.py "$@" --markdown "$OUT/cudnn.md" 2>&1 | tail -20
