@@ -292,10 +292,11 @@ def make_fake_cupy(device_count=1, count_error=None):
             return a
         return _on_device(np.asarray(a, dtype=dtype))
 
-    def ascontiguousarray(a):
-        if a.flags.c_contiguous:
+    def ascontiguousarray(a, dtype=None):
+        assert isinstance(a, FakeDeviceArray), f"cupy.ascontiguousarray got a {type(a).__name__}"
+        if a.flags.c_contiguous and (dtype is None or a.dtype == dtype):
             return a
-        return _on_device(np.ascontiguousarray(a), a.device_id)
+        return _on_device(np.ascontiguousarray(a, dtype=dtype), a.device_id)
 
     def get_device_count():
         if count_error is not None:
@@ -306,6 +307,7 @@ def make_fake_cupy(device_count=1, count_error=None):
     cp.ascontiguousarray = ascontiguousarray
     cp.empty = lambda shape, dtype=float: _on_device(np.full(shape, _GARBAGE[np.dtype(dtype).kind], dtype))
     cp.zeros = lambda shape, dtype=float: _on_device(np.zeros(shape, dtype))
+    cp.full = lambda shape, value, dtype=None: _on_device(np.full(shape, value, dtype))
     cp.matmul = lambda a, b, out=None: np.matmul(a, b, out=out)
     cp.asnumpy = lambda a: np.array(a)
     cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=get_device_count),
@@ -373,9 +375,27 @@ class Side:
         return {k: self.to_device(v) for k, v in kwargs.items()}
 
 
+def _host_only(function):
+    def checked(*args):
+        for i, a in enumerate(args):
+            assert not isinstance(a, FakeDeviceArray), f"the CPU engine got a device array as argument {i}"
+        return function(*args)
+    return checked
+
+
 def install_emulation(monkeypatch, host_library, **fake_options):
     cp = make_fake_cupy(**fake_options)
     monkeypatch.setitem(sys.modules, "cupy", cp)
+    cupyx = types.ModuleType("cupyx")
+
+    def scatter_add(out, index, rows):
+        assert all(isinstance(a, FakeDeviceArray) for a in (out, index, rows)), "cupyx.scatter_add got host arrays"
+        np.add.at(out, index, rows)
+
+    cupyx.scatter_add = scatter_add
+    monkeypatch.setitem(sys.modules, "cupyx", cupyx)
+    for name in ("_forward", "_backward"):  # the C++ engine would take the stand-in's arrays: refuse them
+        monkeypatch.setattr(ops, name, _host_only(getattr(ops, name)))
     monkeypatch.setattr(lcuda, "_gpu_count", None)
     kernels = {}
 
@@ -427,6 +447,13 @@ def gpu_side(monkeypatch, sequence_kernels):
 
 @pytest.fixture
 def gpu(monkeypatch):
+    return gpu_side(monkeypatch, "auto")
+
+
+@pytest.fixture(params=["emulated", "gpu"])
+def model_side(request, monkeypatch):
+    if request.param == "emulated":
+        return Side("emulated", install_emulation(monkeypatch, request.getfixturevalue("host_library")))
     return gpu_side(monkeypatch, "auto")
 
 
@@ -703,6 +730,110 @@ def test_training_loop_matches_cpu_engine(side):
     assert_allclose(cuda_losses, cpu_losses, rtol=1e-4)
     for name, value in cpu_params.items():
         assert_allclose(cuda_params[name], value, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) Models train end to end on the device: weights, gradients, activations and optimizer state
+# stay there; each batch moves once; the loss and metrics run on the host on the outputs.
+# ---------------------------------------------------------------------------------------------
+
+from lstmfast import backend as lf_backend  # noqa: E402
+from lstmfast.layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimeDistributed  # noqa: E402
+from lstmfast.models import Sequential  # noqa: E402
+
+
+def tutorial_model():
+    """The IMDB tutorial's shape: Embedding, LSTM with both dropouts, sigmoid Dense; Adam."""
+    model = Sequential([Embedding(50, 8, input_length=6), LSTM(10, dropout=0.2, recurrent_dropout=0.2),
+                        Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(5)
+    return model, rng.integers(0, 50, (40, 6)), (rng.random((40, 1)) < 0.5).astype(np.float32)
+
+
+def sequence_model():
+    """Per-step outputs: LSTM(return_sequences) -> Dropout -> TimeDistributed softmax; SGD momentum."""
+    model = Sequential([LSTM(7, return_sequences=True, input_shape=(5, 3)), Dropout(0.25),
+                        TimeDistributed(Dense(4, activation="softmax"))])
+    model.compile(optimizer=lstmfast.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    rng = np.random.default_rng(6)
+    return model, rng.standard_normal((24, 5, 3)).astype(np.float32), rng.integers(0, 4, (24, 5))
+
+
+def bidirectional_model():
+    model = Sequential([Bidirectional(LSTM(6), input_shape=(4, 2)), Dense(2)])
+    model.compile(optimizer="rmsprop", loss="mse")
+    rng = np.random.default_rng(7)
+    return model, rng.standard_normal((16, 4, 2)).astype(np.float32), rng.standard_normal((16, 2)).astype(np.float32)
+
+
+MODELS = {"tutorial": tutorial_model, "sequence": sequence_model, "bidirectional": bidirectional_model}
+
+
+def fit_model(build, backend_name, epochs=3):
+    lf_backend.set_random_seed(3)
+    model, x, y = build()
+    lcuda.set_backend(backend_name)
+    try:
+        history = model.fit(x, y, batch_size=8, epochs=epochs, verbose=0)
+        prediction = model.predict(x, verbose=0)
+    finally:
+        lcuda.set_backend("cpu")
+    return model, history.history, prediction
+
+
+def device_arrays_of(model):
+    """Every weight, gradient and optimizer buffer of a model, named."""
+    out = []
+    for layer in model._all_layers():
+        out += [(f"{layer.name}.{k}", w) for k, w in layer.weights.items()]
+        out += [(f"{layer.name}.grad.{k}", w) for k, w in layer.grads.items()]
+    for g, group in enumerate(model.optimizer._groups or ()):
+        out += [(f"optimizer group {g} {k}", b) for k, b in group.buffers.items()]
+    return out
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_models_train_on_the_device_like_on_the_cpu(name, model_side):
+    build = MODELS[name]
+    cpu_model, cpu_history, cpu_prediction = fit_model(build, "cpu")
+    model, history, prediction = fit_model(build, "cuda")
+    for key, values in cpu_history.items():
+        assert_allclose(history[key], values, rtol=2e-4, atol=1e-6, err_msg=key)
+    assert cpu_history["loss"][-1] < cpu_history["loss"][0], cpu_history
+    assert type(prediction) is np.ndarray
+    assert_allclose(prediction, cpu_prediction, rtol=1e-3, atol=1e-5)
+    arrays = device_arrays_of(model)
+    assert model.optimizer._groups and len(arrays) > 6
+    for what, value in arrays:
+        assert isinstance(value, model_side.cp.ndarray), f"{what} left the device: {type(value).__name__}"
+    for got, want in zip(model.get_weights(), cpu_model.get_weights()):
+        assert type(got) is np.ndarray
+        assert_allclose(got, want, rtol=2e-3, atol=1e-5)
+
+
+def test_a_model_moves_back_to_the_host_with_its_optimizer_state(model_side):
+    model, history, _ = fit_model(tutorial_model, "cuda", epochs=1)
+    state = model.optimizer.get_state()
+    assert all(type(s) is np.ndarray for s in state["slots"]) and state["iterations"] == 5
+    lf_backend.set_random_seed(4)
+    model.fit(*tutorial_model()[1:], batch_size=8, epochs=1, verbose=0)  # backend "cpu": back on the host
+    for what, value in device_arrays_of(model):
+        assert type(value) is np.ndarray, f"{what} is still a {type(value).__name__}"
+    assert model.optimizer.iterations == 10
+
+
+def test_masked_sequences_are_refused_on_the_device(model_side):
+    model = Sequential([Embedding(10, 4, mask_zero=True), LSTM(3), Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.array([[1, 2, 0], [3, 0, 0]])
+    lcuda.set_backend("cuda")
+    try:
+        with pytest.raises(NotImplementedError, match="masked sequences"):
+            model.fit(x, np.zeros((2, 1), np.float32), verbose=0)
+    finally:
+        lcuda.set_backend("cpu")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ from collections.abc import MutableMapping
 import numpy as np
 
 from . import activations, backend, initializers, ops
+from . import cuda as _cuda
 
 __all__ = ["Layer", "KerasTensor", "Node", "Input", "InputLayer", "Dense", "Embedding", "Dropout",
            "RepeatVector", "TimeDistributed", "Activation", "Flatten", "Concatenate", "Masking", "LSTM",
@@ -112,8 +113,20 @@ def _first_shape(shape):
 
 
 def _as_array(value, dtype=None):
-    return value if type(value) is np.ndarray and (dtype is None or value.dtype == dtype) else \
-        np.asarray(value, dtype=dtype)
+    if type(value) is np.ndarray and (dtype is None or value.dtype == dtype):
+        return value
+    if _cuda.device_module(value) is not None:  # a CuPy array stays on its device
+        return value if dtype is None or value.dtype == dtype else value.astype(dtype)
+    return np.asarray(value, dtype=dtype)
+
+
+def _xp(a):
+    """The array module of ``a``: ``cupy`` for a CuPy array, else ``numpy``."""
+    return _cuda.device_module(a) or np
+
+
+def _contiguous(a, xp=np):
+    return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
 
 
 _SCATTER_ADD = {np.dtype(np.float32): ops._core.scatter_add_rows_f32,
@@ -124,7 +137,7 @@ def _cast(a, dt):
     """``a`` in dtype ``dt`` (no copy when it already is); None stays None."""
     if a is None or (type(a) is np.ndarray and a.dtype == dt):
         return a
-    return np.asarray(a, dtype=dt)
+    return _as_array(a, dt)
 
 
 def _serialize_initializer(init):
@@ -277,7 +290,14 @@ class Layer:
             g.fill(0)
 
     def get_weights(self) -> list:
-        return [w.copy() for w in self.weights.values()]
+        """Copies of the weights as NumPy arrays (also when they live on the GPU)."""
+        return [w.copy() if type(w) is np.ndarray else _cuda.to_host(w) for w in self.weights.values()]
+
+    def _move_to(self, xp) -> None:
+        """Put the weights and gradients on the GPU (``xp`` = cupy) or the host (``xp`` None)."""
+        for arrays in (self.weights, self.grads):
+            for key, value in list(arrays.items()):
+                arrays[key] = xp.asarray(value) if xp is not None else _cuda.to_host(value)
 
     def set_weights(self, weights) -> None:
         """Copy ``weights`` (Keras order) into this layer's arrays, in place."""
@@ -291,13 +311,14 @@ class Layer:
                              f"({', '.join(k for k, _ in params) or 'none'}), got {len(weights)}")
         checked = []
         for index, ((key, current), new) in enumerate(zip(params, weights)):
-            new = np.asarray(new)
+            new = np.asarray(_cuda.to_host(new))
             if new.shape != current.shape:
                 raise ValueError(f"layer {self.name!r}: weight {index} ({key!r}) expects shape "
                                  f"{current.shape}, got {new.shape}")
             checked.append(new)
         for (_, current), new in zip(params, checked):
-            current[...] = new
+            xp = _cuda.device_module(current)
+            current[...] = new if xp is None else xp.asarray(new)
 
     def count_params(self) -> int:
         return int(sum(w.size for w in self.weights.values()))
@@ -500,7 +521,7 @@ class Dense(Layer):
                              f"got input of shape {x.shape}")
         if x.ndim > 2:
             # One [N, X] @ [X, units] product: numpy's batched matmul of 3-D input runs many small ones.
-            z = (np.ascontiguousarray(x).reshape(-1, kernel.shape[0]) @ kernel).reshape(x.shape[:-1] + (self.units,))
+            z = (_contiguous(x, _xp(x)).reshape(-1, kernel.shape[0]) @ kernel).reshape(x.shape[:-1] + (self.units,))
         else:
             z = x @ kernel
         if self.use_bias:
@@ -591,20 +612,23 @@ class Dropout(Layer):
                                  f"rank {len(shape)}")
             noise_shape = tuple(s if n is None else n for n, s in zip(self.noise_shape, shape))
         rng = self._rng if self._rng is not None else backend.get_rng()
-        keep = rng.random(noise_shape) >= self.rate
+        keep = rng.random(noise_shape) >= self.rate  # drawn on the host: the same masks as on the CPU
         return keep.astype(self._np_dtype) * self._np_dtype.type(1 / (1 - self.rate))
 
     def call(self, inputs, training=False, mask=None):
         x = _cast(inputs, self._np_dtype)
         if not training or self.rate == 0:
             return x
-        return x * self._keep_mask(x.shape)
+        keep = self._keep_mask(x.shape)
+        return x * (keep if _xp(x) is np else _xp(x).asarray(keep))
 
     def forward(self, inputs, training=False, mask=None):
         x = _cast(inputs, self._np_dtype)
         if not training or self.rate == 0:
             return x, None
         keep = self._keep_mask(x.shape)
+        if _xp(x) is not np:
+            keep = _xp(x).asarray(keep)
         return x * keep, keep
 
     def backward(self, cache, grad_outputs):
@@ -699,19 +723,22 @@ class Embedding(Layer):
         return x
 
     def call(self, inputs, training=False, mask=None):
-        return np.take(self.weights["embeddings"], self._indices(inputs), axis=0)
+        return self.weights["embeddings"].take(self._indices(inputs), axis=0)
 
     def forward(self, inputs, training=False, mask=None):
         idx = self._indices(inputs)
-        return np.take(self.weights["embeddings"], idx, axis=0), idx
+        return self.weights["embeddings"].take(idx, axis=0), idx
 
     def backward(self, cache, grad_outputs):
         if self.trainable and grad_outputs is not None:
             out = self.grads["embeddings"]
-            rows = np.ascontiguousarray(_cast(grad_outputs, self._np_dtype)).reshape(-1, self.output_dim)
+            xp = _xp(out)
+            rows = _contiguous(_cast(grad_outputs, self._np_dtype), xp).reshape(-1, self.output_dim)
             index = cache.reshape(-1)
             add = _SCATTER_ADD.get(out.dtype)
-            if add is not None and out.flags.c_contiguous and index.dtype in (np.int32, np.int64):
+            if xp is not np:
+                _cuda.scatter_add(out, index, rows)
+            elif add is not None and out.flags.c_contiguous and index.dtype in (np.int32, np.int64):
                 add(out, np.ascontiguousarray(index), rows)   # one pass in C++, same order as np.add.at
             else:
                 np.add.at(out, index, rows)
@@ -1057,7 +1084,8 @@ class LSTM(Layer):
         else:
             x, h0, c0, has_state = inputs, None, None, False
         if type(x) is not np.ndarray:
-            x = np.asarray(x)
+            x = _as_array(x)
+        xp = _xp(x)  # cupy: the whole layer runs on the GPU
         if x.ndim != 3:
             raise ValueError(f"LSTM {self.name!r} needs input of shape (batch, timesteps, features), got {x.shape}")
         B, T = x.shape[0], x.shape[1]
@@ -1079,11 +1107,15 @@ class LSTM(Layer):
                                      f"got {mask.shape}")
                 if mask.all():
                     mask = None
+                elif xp is not np:
+                    raise NotImplementedError(f"LSTM {self.name!r}: masked sequences (Embedding(mask_zero=True), "
+                                              f"Masking) are not supported on the CUDA backend yet; train this "
+                                              f"model with lstmfast.set_backend('cpu')")
 
         plan = None
         if mask is None:
             xs = x[:, ::-1] if self.go_backwards else x
-            x_tm = np.ascontiguousarray(xs.transpose(1, 0, 2), dtype=dt)        # [T,B,X]
+            x_tm = xp.ascontiguousarray(xs.transpose(1, 0, 2), dtype=dt)        # [T,B,X]
             lengths = None
         else:
             plan = _MaskPlan(mask, self.go_backwards, self.zero_output_for_mask)
@@ -1094,25 +1126,33 @@ class LSTM(Layer):
             rng = self._rng_now()
             input_mask = ((rng.random((B, x.shape[2])) >= self.dropout).astype(dt)
                           * dt.type(1 / (1 - self.dropout)))                  # [B,X]
+            if xp is not np:  # masks come from the host generator, as on the CPU, then move once
+                input_mask = xp.asarray(input_mask)
             x_tm = x_tm * input_mask
         if training and self.recurrent_dropout:
             rng = self._rng_now()
             recurrent_mask = ((rng.random((B, self.units)) >= self.recurrent_dropout).astype(dt)
                               * dt.type(1 / (1 - self.recurrent_dropout)))    # [B,H]
+            if xp is not np:
+                recurrent_mask = xp.asarray(recurrent_mask)
         w = self.weights
         if h0 is not None:
-            h0, c0 = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
+            h0, c0 = xp.ascontiguousarray(h0), xp.ascontiguousarray(c0)
+        act = ops.RECURRENT_ACTIVATIONS[self.recurrent_activation]
         try:
-            # Arguments are checked here and at build; the engine binding checks them again.
-            out = ops._forward(x_tm, w["kernel"], w["recurrent_kernel"], w.get("bias"), h0, c0, w.get("peephole"),
-                               lengths, ops.RECURRENT_ACTIVATIONS[self.recurrent_activation], keep, recurrent_mask)
+            if xp is not np:
+                out = self._forward_on_gpu(xp, x_tm, h0, c0, act, keep, recurrent_mask)
+            else:
+                # Arguments are checked here and at build; the engine binding checks them again.
+                out = ops._forward(x_tm, w["kernel"], w["recurrent_kernel"], w.get("bias"), h0, c0,
+                                   w.get("peephole"), lengths, act, keep, recurrent_mask)
         except (ValueError, TypeError) as err:
             raise type(err)(f"LSTM {self.name!r}: {err}") from None
 
         h, c = out.h, out.c
         if self.return_sequences:
             if plan is None:
-                y = np.ascontiguousarray(out.y.transpose(1, 0, 2))              # [B,T,H]
+                y = xp.ascontiguousarray(out.y.transpose(1, 0, 2))              # [B,T,H]
             else:
                 index = plan.sequence_index(self.go_backwards, self.zero_output_for_mask)
                 if self.zero_output_for_mask:
@@ -1131,6 +1171,25 @@ class LSTM(Layer):
             return outputs, None
         return outputs, (out.cache, input_mask, plan, has_state, T)
 
+    def _move_to(self, xp) -> None:
+        super()._move_to(xp)
+        if self._state_h is not None:
+            move = xp.asarray if xp is not None else _cuda.to_host
+            self._state_h, self._state_c = move(self._state_h), move(self._state_c)
+
+    def _forward_on_gpu(self, cp, x_tm, h0, c0, act, keep, recurrent_mask):
+        """The engine on CuPy arrays (lstmfast.cuda.ops); the weights must be on x's device."""
+        from .cuda import ops as cuda_ops
+        w = self.weights
+        for key, value in w.items():
+            if _cuda.device_module(value) is None:
+                raise TypeError(f"weight {key!r} is on the host but the input is a CuPy array (a model's "
+                                f"fit/evaluate/predict move its weights to the GPU after "
+                                f"lstmfast.set_backend('cuda'))")
+        with x_tm.device:
+            return cuda_ops._forward(cp, x_tm, w["kernel"], w["recurrent_kernel"], w.get("bias"), h0, c0,
+                                     w.get("peephole"), None, act, keep, recurrent_mask)
+
     def call(self, inputs, training=False, mask=None):
         return self._run(inputs, training, mask, False)[0]
 
@@ -1146,11 +1205,12 @@ class LSTM(Layer):
         else:
             gy, dh, dc = grad_outputs, None, None
         gy = _cast(gy, dt)
+        xp = _xp(engine_cache.x)
         dy = None
         if self.return_sequences:
             if gy is not None:
                 if plan is None:
-                    dy = np.ascontiguousarray(gy.transpose(1, 0, 2))                # [T,B,H]
+                    dy = xp.ascontiguousarray(gy.transpose(1, 0, 2))                # [T,B,H]
                 elif self.zero_output_for_mask:
                     dy = gy[plan.rows.T, plan.order.T]                              # [T,B,H]
                 else:
@@ -1162,8 +1222,14 @@ class LSTM(Layer):
             if plan is not None and plan.last_valid is not None:
                 gy = gy * plan.last_valid[:, None]
             dh = gy if dh is None else dh + gy
-        g = ops._backward(engine_cache, dy, None if dh is None else np.ascontiguousarray(dh),
-                          None if dc is None else np.ascontiguousarray(dc))
+        dh = None if dh is None else xp.ascontiguousarray(dh)
+        dc = None if dc is None else xp.ascontiguousarray(dc)
+        if xp is not np:
+            from .cuda import ops as cuda_ops
+            with engine_cache.x.device:
+                g = cuda_ops._backward(xp, engine_cache, dy, dh, dc)
+        else:
+            g = ops._backward(engine_cache, dy, dh, dc)
         if self.trainable:
             grads = self.grads
             grads["kernel"] += g.dkernel
@@ -1178,7 +1244,7 @@ class LSTM(Layer):
         if plan is None:
             if self.go_backwards:
                 dx_tm = dx_tm[::-1]
-            dx = np.ascontiguousarray(dx_tm.transpose(1, 0, 2))                     # [B,T,X]
+            dx = xp.ascontiguousarray(dx_tm.transpose(1, 0, 2))                     # [B,T,X]
         else:
             dx = dx_tm[plan.scatter_x, plan.rows]                                   # [B,T,X]
         if has_state:
@@ -1465,7 +1531,7 @@ class Bidirectional(_Wrapper):
         elif mode == "mul":
             outs = [yf * yb]
         else:
-            outs = [yf, np.ascontiguousarray(yb)]
+            outs = [yf, _contiguous(yb, _xp(yb))]
         outputs = outs + states if (self.return_state or mode is None) else outs[0]
         if not keep:
             return outputs, None

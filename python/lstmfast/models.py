@@ -17,6 +17,7 @@ import numpy as np
 
 from . import backend, callbacks as callbacks_module, layers as layers_module, losses as losses_module
 from . import metrics as metrics_module, optimizers as optimizers_module
+from . import cuda as cuda_module
 
 __all__ = ["Model", "Sequential"]
 
@@ -49,6 +50,8 @@ class Model:
     ``Model(inputs, outputs)`` builds from symbolic tensors made by ``lstmfast.layers.Input`` and
     layer calls; ``Sequential`` (below) is a chain of layers.
     """
+
+    _placed_on = "cpu"  # where the weights are: "cpu" or "cuda" (see _place)
 
     def __init__(self, inputs=None, outputs=None, name: Optional[str] = None):
         self.name = name or _unique_name(type(self).__name__)
@@ -364,19 +367,68 @@ class Model:
             out_grads[oid] = grad
         return total, out_grads
 
+    # ---- where the model runs -----------------------------------------------------------------
+
+    def _place(self):
+        """Put weights, gradients and optimizer state where ``lstmfast.get_backend()`` says, moving
+        them only when that changed. Returns the ``cupy`` module for "cuda", None for "cpu"."""
+        where = cuda_module.get_backend()
+        xp = cuda_module.require_gpu() if where == "cuda" else None
+        if self._placed_on != where:
+            for layer in self._all_layers():
+                layer._move_to(xp)
+            self._train_pairs = None
+            if getattr(self, "optimizer", None) is not None:
+                self.optimizer._relocate()
+            self._placed_on = where
+        return xp
+
+    def _all_layers(self) -> list:
+        seen, out = set(), []
+        stack = list(self._layers)
+        while stack:
+            layer = stack.pop()
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            out.append(layer)
+            stack.extend(getattr(layer, "_sublayers", lambda: [])())
+        return out
+
+    def _outputs_to_host(self, values, masks):
+        """The model outputs (and their masks) as NumPy arrays: the loss and the metrics run on the
+        host. One copy of each output per batch."""
+        values, masks = list(values), list(masks)
+        for i in self._output_ids:
+            values[i] = cuda_module.to_host(values[i])
+            masks[i] = cuda_module.to_host(masks[i])
+        return values, masks
+
     def _train_batch(self, xs, ys, sample_weight=None) -> float:
+        xp = self._place()
         for layer in self._layers:
             if layer.trainable:
                 layer.zero_grads()
+        if xp is not None:
+            xs = [xp.asarray(a) for a in xs]  # the batch moves to the GPU once
         values, masks, caches = self._run(xs, training=True, keep_caches=True)
+        if xp is not None:
+            values, masks = self._outputs_to_host(values, masks)
         loss, out_grads = self._loss_and_grads(ys, values, masks, sample_weight)
+        if xp is not None:
+            out_grads = {i: xp.asarray(g) for i, g in out_grads.items()}
         self._backward(caches, out_grads)
         self.optimizer.apply_gradients(self._trainable_pairs())
         self._last_values, self._last_masks = values, masks
         return loss
 
     def _predict_batch(self, xs) -> list:
+        xp = self._place()
+        if xp is not None:
+            xs = [xp.asarray(a) for a in xs]
         values, masks, _ = self._run(xs, training=False, keep_caches=False)
+        if xp is not None:
+            values, masks = self._outputs_to_host(values, masks)
         self._last_values, self._last_masks = values, masks
         return [values[i] for i in self._output_ids]
 

@@ -33,6 +33,8 @@ import numbers
 
 import numpy as np
 
+from . import cuda as _cuda
+
 try:
     from . import _core
 except ImportError:  # pragma: no cover - a source tree without the built extension
@@ -181,9 +183,10 @@ def _accepts_step(fn) -> bool:
 class _Group:
     """The variables of one dtype: flat gradient, scratch and slot buffers with per-variable views."""
 
-    def __init__(self, index, variables, dtype, slot_init):
+    def __init__(self, index, variables, dtype, slot_init, xp=np):
         self.index = index                                   # positions in the variable list
         self.dtype = dtype
+        self.xp = xp                                         # numpy, or cupy for variables on the GPU
         self.shapes = [variables[i].shape for i in index]
         sizes = [variables[i].size for i in index]
         self.bounds = []
@@ -192,9 +195,9 @@ class _Group:
             self.bounds.append((o, o + n))
             o += n
         self.size = o
-        self.buffers = {"grad": np.empty(o, dtype), "scratch": np.empty(o, dtype)}
+        self.buffers = {"grad": xp.empty(o, dtype), "scratch": xp.empty(o, dtype)}
         for name, init in slot_init:
-            self.buffers[name] = np.full(o, init, dtype)
+            self.buffers[name] = xp.full(o, init, dtype)
         self.views = {k: [b[lo:hi].reshape(s) for (lo, hi), s in zip(self.bounds, self.shapes)]
                       for k, b in self.buffers.items()}
         # per-step loops over precomputed tuples: (position, gradient view, shape), (position, delta view)
@@ -208,7 +211,8 @@ class _Group:
         if a is None:
             if len(self._scalars) > 64:
                 self._scalars.clear()
-            a = self._scalars[x] = np.array(x, self.dtype)
+            # CuPy's ufuncs take NumPy scalars, not 0-d NumPy arrays.
+            a = self._scalars[x] = np.array(x, self.dtype) if self.xp is np else self.dtype.type(x)
         return a
 
 
@@ -287,7 +291,13 @@ class Optimizer:
     def build(self, variables) -> None:
         """Create the slots for ``variables`` (float arrays, updated in place later), in order."""
         variables = list(variables)
+        xp = _cuda.device_module(variables[0]) if variables else None
         for i, v in enumerate(variables):
+            if xp is not None:  # all on the GPU (CuPy arrays), or all on the host
+                if _cuda.device_module(v) is not xp or v.dtype.kind != "f":
+                    what = f"dtype {v.dtype}" if _cuda.device_module(v) is xp else type(v).__name__
+                    raise TypeError(f"variable {i} must be a float CuPy array like variable 0, got {what}")
+                continue
             if not isinstance(v, np.ndarray) or v.dtype.kind != "f":
                 what = f"dtype {v.dtype}" if isinstance(v, np.ndarray) else type(v).__name__
                 raise TypeError(f"variable {i} must be a float NumPy array (updated in place), got {what}")
@@ -298,7 +308,7 @@ class Optimizer:
         for i, v in enumerate(variables):
             by_dtype.setdefault(v.dtype, []).append(i)
         slot_init = [(n, self._slot_initial_value(n)) for n in self.slot_names]
-        self._groups = [_Group(index, variables, dtype, slot_init) for dtype, index in by_dtype.items()]
+        self._groups = [_Group(index, variables, dtype, slot_init, xp or np) for dtype, index in by_dtype.items()]
         self._shapes = [v.shape for v in variables]
         self._group_of = [None] * len(variables)
         for g in self._groups:
@@ -309,7 +319,8 @@ class Optimizer:
         kernels = {np.dtype(np.float32): getattr(_core, "optim_step_f32", None),
                    np.dtype(np.float64): getattr(_core, "optim_step_f64", None)}
         self._fused_vars = None
-        if all(kernels.get(v.dtype) is not None and v.flags.c_contiguous for v in variables):
+        if xp is None and all(type(v) is np.ndarray and kernels.get(v.dtype) is not None and v.flags.c_contiguous
+                              for v in variables):
             self._fused_vars = [(kernels[grp.dtype], grp.index,
                                  [tuple(grp.views[n][j] for n in self.slot_names) for j in range(len(grp.index))])
                                 for grp in self._groups]
@@ -460,7 +471,7 @@ class Optimizer:
         if self._groups is not None:
             for i in range(len(self._shapes)):
                 grp, j = self._group_of[i]
-                slots.extend(grp.views[n][j].copy() for n in self.slot_names)
+                slots.extend(_cuda.to_host(grp.views[n][j]).copy() for n in self.slot_names)
         elif self._pending_slots is not None:
             slots = [s.copy() for s in self._pending_slots]
         return {"iterations": int(self.iterations), "slots": slots}
@@ -496,7 +507,17 @@ class Optimizer:
         for k, s in enumerate(slots):
             i, n = divmod(k, len(names))
             grp, j = self._group_of[i]
-            np.copyto(grp.views[names[n]][j], s, casting="unsafe")
+            if grp.xp is np:
+                np.copyto(grp.views[names[n]][j], s, casting="unsafe")
+            else:
+                grp.views[names[n]][j][...] = grp.xp.asarray(s).astype(grp.dtype, copy=False)
+
+    def _relocate(self) -> None:
+        """Forget where the slots live (keeping their values): the next step builds them beside
+        its variables, e.g. on the GPU after a model moved there (``Model`` calls this)."""
+        if self._groups is not None:
+            self._pending_slots = self.get_state()["slots"]
+            self._groups = None
 
     # ---- config ------------------------------------------------------------------------------
 

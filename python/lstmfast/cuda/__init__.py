@@ -17,7 +17,7 @@ import sys
 from typing import Iterable, Optional, Tuple
 
 __all__ = ["BACKENDS", "set_backend", "get_backend", "resolve_backend", "is_available", "require_cupy",
-           "require_gpu"]
+           "require_gpu", "device_module", "to_host"]
 
 BACKENDS = ("cpu", "cuda")
 _NEEDS_CUPY = ("the CUDA backend needs CuPy: pip install lstmfast[gpu] (NVIDIA driver for CUDA 12 or newer; "
@@ -89,6 +89,26 @@ def _cupy_ndarray():
     # Only a program that already imported CuPy can hold CuPy arrays: no import here.
     cupy = sys.modules.get("cupy")
     return getattr(cupy, "ndarray", None) if cupy is not None else None
+
+
+def device_module(value):
+    """The ``cupy`` module when ``value`` is a CuPy array, else None (imports nothing)."""
+    cupy_ndarray = _cupy_ndarray()
+    if cupy_ndarray is not None and isinstance(value, cupy_ndarray):
+        return sys.modules["cupy"]
+    return None
+
+
+def to_host(value):
+    """``value`` as a NumPy array when it is a CuPy array (a copy), else unchanged."""
+    cupy = device_module(value)
+    return value if cupy is None else cupy.asnumpy(value)
+
+
+def scatter_add(out, index, rows) -> None:
+    """``out[index[i]] += rows[i]`` on the GPU, repeated indices accumulating (np.add.at's meaning)."""
+    import cupyx
+    cupyx.scatter_add(out, index, rows)
 
 
 def array_kind(value) -> Optional[str]:
