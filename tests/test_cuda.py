@@ -310,6 +310,12 @@ def make_fake_cupy(device_count=1, count_error=None):
     cp.full = lambda shape, value, dtype=None: _on_device(np.full(shape, value, dtype))
     cp.matmul = lambda a, b, out=None: np.matmul(a, b, out=out)
     cp.asnumpy = lambda a: np.array(a)
+
+    def add_at(out, index, rows):
+        assert all(isinstance(a, FakeDeviceArray) for a in (out, index, rows)), "cupy.add.at got host arrays"
+        np.add.at(out, index, rows)
+
+    cp.add = types.SimpleNamespace(at=add_at)
     cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=get_device_count),
                                     Device=FakeDevice)
     return cp
@@ -386,14 +392,6 @@ def _host_only(function):
 def install_emulation(monkeypatch, host_library, **fake_options):
     cp = make_fake_cupy(**fake_options)
     monkeypatch.setitem(sys.modules, "cupy", cp)
-    cupyx = types.ModuleType("cupyx")
-
-    def scatter_add(out, index, rows):
-        assert all(isinstance(a, FakeDeviceArray) for a in (out, index, rows)), "cupyx.scatter_add got host arrays"
-        np.add.at(out, index, rows)
-
-    cupyx.scatter_add = scatter_add
-    monkeypatch.setitem(sys.modules, "cupyx", cupyx)
     for name in ("_forward", "_backward"):  # the C++ engine would take the stand-in's arrays: refuse them
         monkeypatch.setattr(ops, name, _host_only(getattr(ops, name)))
     monkeypatch.setattr(lcuda, "_gpu_count", None)

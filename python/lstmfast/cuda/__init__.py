@@ -107,8 +107,7 @@ def to_host(value):
 
 def scatter_add(out, index, rows) -> None:
     """``out[index[i]] += rows[i]`` on the GPU, repeated indices accumulating (np.add.at's meaning)."""
-    import cupyx
-    cupyx.scatter_add(out, index, rows)
+    device_module(out).add.at(out, index, rows)
 
 
 def array_kind(value) -> Optional[str]:
