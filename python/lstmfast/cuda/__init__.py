@@ -10,6 +10,10 @@ backend an ``lstmfast.ops`` call uses (``backend=None``):
    ``set_backend("cuda")`` was called.
 
 An explicit ``backend="cpu"`` or ``"cuda"`` must agree with the arrays' kind.
+
+Models follow ``get_backend()``: ``fit``/``evaluate``/``predict`` first move the weights, gradients
+and optimizer state there (only when it changed), then copy each batch to the GPU once; the loss
+and the metrics run on the host on the model's outputs.
 """
 from __future__ import annotations
 
