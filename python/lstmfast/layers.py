@@ -125,6 +125,11 @@ def _xp(a):
     return _cuda.device_module(a) or np
 
 
+def _index_on(xp, a):
+    """A host array (index bookkeeping) where ``xp`` computes: copied to the GPU for CuPy."""
+    return a if xp is np else xp.asarray(a)
+
+
 def _contiguous(a, xp=np):
     return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
 
@@ -1101,16 +1106,14 @@ class LSTM(Layer):
             if isinstance(mask, (list, tuple)):
                 mask = mask[0]
             if mask is not None:
-                mask = _as_array(mask, bool)
+                # The mask only steers index bookkeeping (_MaskPlan), done on the host: from the GPU
+                # that is one small [B,T] copy; the index arrays go back to index the data there.
+                mask = _cuda.to_host(_as_array(mask, bool))
                 if mask.shape != (B, T):
                     raise ValueError(f"LSTM {self.name!r}: mask must have shape (batch, timesteps) = {(B, T)}, "
                                      f"got {mask.shape}")
                 if mask.all():
                     mask = None
-                elif xp is not np:
-                    raise NotImplementedError(f"LSTM {self.name!r}: masked sequences (Embedding(mask_zero=True), "
-                                              f"Masking) are not supported on the CUDA backend yet; train this "
-                                              f"model with lstmfast.set_backend('cpu')")
 
         plan = None
         if mask is None:
@@ -1119,8 +1122,12 @@ class LSTM(Layer):
             lengths = None
         else:
             plan = _MaskPlan(mask, self.go_backwards, self.zero_output_for_mask)
-            x_tm = np.asarray(x[plan.gather_x], dtype=dt)                       # [T,B,X] compacted
-            lengths = plan.lengths
+            if xp is np:
+                x_tm = np.asarray(x[plan.gather_x], dtype=dt)                   # [T,B,X] compacted
+                lengths = plan.lengths
+            else:
+                x_tm = xp.ascontiguousarray(x[tuple(xp.asarray(i) for i in plan.gather_x)], dtype=dt)
+                lengths = xp.asarray(plan.lengths)
         input_mask = recurrent_mask = None
         if training and self.dropout:
             rng = self._rng_now()
@@ -1141,7 +1148,7 @@ class LSTM(Layer):
         act = ops.RECURRENT_ACTIVATIONS[self.recurrent_activation]
         try:
             if xp is not np:
-                out = self._forward_on_gpu(xp, x_tm, h0, c0, act, keep, recurrent_mask)
+                out = self._forward_on_gpu(xp, x_tm, h0, c0, lengths, act, keep, recurrent_mask)
             else:
                 # Arguments are checked here and at build; the engine binding checks them again.
                 out = ops._forward(x_tm, w["kernel"], w["recurrent_kernel"], w.get("bias"), h0, c0,
@@ -1154,14 +1161,15 @@ class LSTM(Layer):
             if plan is None:
                 y = xp.ascontiguousarray(out.y.transpose(1, 0, 2))              # [B,T,H]
             else:
-                index = plan.sequence_index(self.go_backwards, self.zero_output_for_mask)
+                index = _index_on(xp, plan.sequence_index(self.go_backwards, self.zero_output_for_mask))
+                rows = _index_on(xp, plan.rows)
                 if self.zero_output_for_mask:
-                    y = out.y[index, plan.rows]                                 # [B,T,H]
+                    y = out.y[index, rows]                                      # [B,T,H]
                 else:
-                    padded = np.concatenate([np.zeros((1, B, self.units), dt), out.y])   # [T+1,B,H]
-                    y = padded[index, plan.rows]                                # [B,T,H] forward-filled
+                    padded = xp.concatenate([xp.zeros((1, B, self.units), dt), out.y])   # [T+1,B,H]
+                    y = padded[index, rows]                                     # [B,T,H] forward-filled
         elif plan is not None and plan.last_valid is not None:
-            y = h * plan.last_valid[:, None]
+            y = h * _index_on(xp, plan.last_valid)[:, None]
         else:
             y = h
         if self.stateful:
@@ -1177,7 +1185,7 @@ class LSTM(Layer):
             move = xp.asarray if xp is not None else _cuda.to_host
             self._state_h, self._state_c = move(self._state_h), move(self._state_c)
 
-    def _forward_on_gpu(self, cp, x_tm, h0, c0, act, keep, recurrent_mask):
+    def _forward_on_gpu(self, cp, x_tm, h0, c0, lengths, act, keep, recurrent_mask):
         """The engine on CuPy arrays (lstmfast.cuda.ops); the weights must be on x's device."""
         from .cuda import ops as cuda_ops
         w = self.weights
@@ -1188,7 +1196,7 @@ class LSTM(Layer):
                                 f"lstmfast.set_backend('cuda'))")
         with x_tm.device:
             return cuda_ops._forward(cp, x_tm, w["kernel"], w["recurrent_kernel"], w.get("bias"), h0, c0,
-                                     w.get("peephole"), None, act, keep, recurrent_mask)
+                                     w.get("peephole"), lengths, act, keep, recurrent_mask)
 
     def call(self, inputs, training=False, mask=None):
         return self._run(inputs, training, mask, False)[0]
@@ -1212,15 +1220,17 @@ class LSTM(Layer):
                 if plan is None:
                     dy = xp.ascontiguousarray(gy.transpose(1, 0, 2))                # [T,B,H]
                 elif self.zero_output_for_mask:
-                    dy = gy[plan.rows.T, plan.order.T]                              # [T,B,H]
+                    dy = gy[_index_on(xp, plan.rows.T), _index_on(xp, plan.order.T)]   # [T,B,H]
                 else:
+                    # Segment sums (np.add.reduceat, which CuPy lacks): on the host, from the GPU too.
                     starts, keep, step, row, B = plan.fill_segments(T)
-                    sums = np.add.reduceat(gy.reshape(B * T, self.units), starts, axis=0)
+                    sums = np.add.reduceat(_cuda.to_host(gy).reshape(B * T, self.units), starts, axis=0)
                     dy = np.zeros((T, B, self.units), dt)
                     dy[step, row] = sums[keep]
+                    dy = _index_on(xp, dy)
         elif gy is not None:
             if plan is not None and plan.last_valid is not None:
-                gy = gy * plan.last_valid[:, None]
+                gy = gy * _index_on(xp, plan.last_valid)[:, None]
             dh = gy if dh is None else dh + gy
         dh = None if dh is None else xp.ascontiguousarray(dh)
         dc = None if dc is None else xp.ascontiguousarray(dc)
@@ -1246,7 +1256,7 @@ class LSTM(Layer):
                 dx_tm = dx_tm[::-1]
             dx = xp.ascontiguousarray(dx_tm.transpose(1, 0, 2))                     # [B,T,X]
         else:
-            dx = dx_tm[plan.scatter_x, plan.rows]                                   # [B,T,X]
+            dx = dx_tm[_index_on(xp, plan.scatter_x), _index_on(xp, plan.rows)]     # [B,T,X]
         if has_state:
             return [dx, g.dh0, g.dc0]
         return dx
