@@ -534,6 +534,25 @@ def test_auto_runs_small_batches_as_one_launch(B, launches, gpu, monkeypatch):
     assert len(plans) == launches
 
 
+# The choice itself, on an H100's limits (132 SMs, 227 KiB of shared memory per block), no GPU needed.
+@pytest.mark.parametrize("B, H, dtype, forward, used", [
+    (1, 512, np.float32, True, True), (64, 512, np.float32, True, True), (64, 512, np.float32, False, True),
+    (65, 512, np.float32, True, False),            # over SEQUENCE_MAX_BATCH
+    (64, 1024, np.float32, True, False),           # h of 64 rows does not fit beside the weights
+    (64, 1024, np.float32, False, False),          # fits, but B*H is over SEQUENCE_MAX_BACKWARD_ELEMENTS
+    (16, 1024, np.float32, False, True), (16, 1024, np.float64, False, False),  # 8 rows of 4H doubles: 256 KiB
+    (16, 2048, np.float32, True, False), (1, 1, np.float64, True, True)])
+def test_auto_choice_of_the_sequence_kernels(B, H, dtype, forward, used, monkeypatch):
+    monkeypatch.setattr(cuda_ops, "_device_limits", lambda device_id: (132, 227 * 1024))
+    real_cupy_like = types.SimpleNamespace(RawModule=object)
+    plan = cuda_ops._sequence_plan(real_cupy_like, 0, B, H, dtype, forward)
+    assert (plan is not None) == used, plan
+    if plan is not None:
+        assert plan.blocks <= 132 and plan.units * plan.blocks >= H and plan.shared_bytes <= 227 * 1024
+    monkeypatch.setattr(cuda_ops, "SEQUENCE_KERNELS", "never")
+    assert cuda_ops._sequence_plan(real_cupy_like, 0, B, H, dtype, forward) is None
+
+
 def test_sequence_kernels_are_not_used_where_the_weights_do_not_fit(gpu, monkeypatch):
     monkeypatch.setattr(cuda_ops, "SEQUENCE_KERNELS", "always")
     sms, shared = cuda_ops._device_limits(gpu.cp.cuda.Device().id)
@@ -1083,5 +1102,27 @@ def test_cudnn_benchmark_without_gpu_exits_with_a_message():
     if real_cupy_with_gpu()[0] is not None:
         pytest.skip("a GPU is visible: the script would run the benchmark")
     result = subprocess.run([sys.executable, BENCH, "--repeats", "1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "GPU" in result.stderr and "Traceback" not in result.stderr
+
+
+GPU_SCRIPTS = ["compare_cudnn.py", "gpu_fit.py", "gpu_phases.py"]
+
+
+@pytest.mark.parametrize("script", GPU_SCRIPTS[1:])
+def test_gpu_benchmarks_compile(script):
+    path = os.path.join(os.path.dirname(BENCH), script)
+    with open(path, encoding="utf-8") as f:
+        compile(f.read(), path, "exec")
+
+
+@pytest.mark.parametrize("script", GPU_SCRIPTS[1:])
+def test_gpu_benchmarks_without_gpu_exit_with_a_message(script):
+    if real_cupy_with_gpu()[0] is not None:
+        pytest.skip("a GPU is visible: the script would run the benchmark")
+    path = os.path.join(os.path.dirname(BENCH), script)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.path.dirname(lstmfast.__path__[0]),
+                                                                    os.environ.get("PYTHONPATH")) if p))
+    result = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "GPU" in result.stderr and "Traceback" not in result.stderr

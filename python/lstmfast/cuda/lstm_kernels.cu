@@ -76,6 +76,10 @@ template <> struct Quad<float> {
     const float4 q = __ldcg(reinterpret_cast<const float4*>(p));
     v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
   }
+  __device__ __forceinline__ void store(float* p) const {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  }
+  __device__ __forceinline__ void zero() { v[0] = v[1] = v[2] = v[3] = 0.0f; }
 };
 template <> struct Quad<double> {
   double v[4];
@@ -87,7 +91,46 @@ template <> struct Quad<double> {
     const double2 a = __ldcg(reinterpret_cast<const double2*>(p)), b = __ldcg(reinterpret_cast<const double2*>(p) + 1);
     v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
   }
+  __device__ __forceinline__ void store(double* p) const {
+    reinterpret_cast<double2*>(p)[0] = make_double2(v[0], v[1]);
+    reinterpret_cast<double2*>(p)[1] = make_double2(v[2], v[3]);
+  }
+  __device__ __forceinline__ void zero() { v[0] = v[1] = v[2] = v[3] = 0.0; }
 };
+
+// Copies B rows of H values (global, written by other blocks: __ldcg) into rows of Hp values
+// (shared). The loads are what a step waits for, so each thread keeps four in flight.
+template <typename T>
+__device__ __forceinline__ void stage_rows(T* __restrict__ dst, const T* __restrict__ src, int B, int H, int Hp) {
+  if (H == Hp) {  // one contiguous block of B*H values, 4 at a time
+    const int quads = B * H / 4, stride = (int)blockDim.x;
+    for (int q0 = threadIdx.x; q0 < quads; q0 += 4 * stride) {
+      Quad<T> v[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        if (q0 + u * stride < quads) v[u].load_cg(src + 4 * (q0 + u * stride));
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        if (q0 + u * stride < quads) v[u].store(dst + 4 * (q0 + u * stride));
+    }
+    return;
+  }
+  const int total = B * H, stride = (int)blockDim.x;
+  for (int i0 = threadIdx.x; i0 < total; i0 += 4 * stride) {
+    T v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      if (i0 + u * stride < total) v[u] = __ldcg(src + i0 + u * stride);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int i = i0 + u * stride;
+      if (i < total) {
+        const int b = i / H;
+        dst[b * Hp + (i - b * H)] = v[u];
+      }
+    }
+  }
+}
 
 // The block's product out[r][q] = sum_k a[r][k] * w[q][k] for r < rows (a multiple of 4) and
 // q < cols (a multiple of 4), k < K (a multiple of 4); w is in shared memory ([cols][K]); a is in
@@ -106,17 +149,27 @@ __device__ __forceinline__ void block_product(const T* a, long long lda, int a_v
     const int r0 = (tile / (cols / 4)) * 4, q0 = (tile % (cols / 4)) * 4;
     T acc[4][4] = {};
     if ((int)threadIdx.x < lanes * slices) {
+      // a's next chunk is loaded before this one is used (global a: hides most of L2's latency).
+      Quad<T> next[4];
+      auto load_a = [&](int c) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          if (c >= chunks) {
+            next[r].zero();
+          } else if (A_GLOBAL) {
+            if (r0 + r < a_valid) next[r].load_cg(a + (r0 + r) * lda + 4 * c);
+            else next[r].zero();
+          } else {
+            next[r].load(a + (r0 + r) * lda + 4 * c);
+          }
+        }
+      };
+      load_a(s);
       for (int c = s; c < chunks; c += slices) {
         Quad<T> x[4], y[4];
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          if (A_GLOBAL) {
-            if (r0 + r < a_valid) x[r].load_cg(a + (r0 + r) * lda + 4 * c);
-            else x[r].v[0] = x[r].v[1] = x[r].v[2] = x[r].v[3] = T(0);
-          } else {
-            x[r].load(a + (r0 + r) * lda + 4 * c);
-          }
-        }
+        for (int r = 0; r < 4; ++r) x[r] = next[r];
+        load_a(c + slices);
 #pragma unroll
         for (int q = 0; q < 4; ++q) y[q].load(w + (long long)(q0 + q) * K + 4 * c);
 #pragma unroll
@@ -191,10 +244,7 @@ __global__ void lstm_forward_sequence(long long T_, long long B, long long H, in
   for (long long t = 0; t < T_; ++t) {
     const T* cur = hin + (t & 1) * B * H;
     T* next = hin + ((t + 1) & 1) * B * H;
-    for (int i = threadIdx.x; i < B * H; i += blockDim.x) {
-      const int b = i / (int)H, k = i - b * (int)H;
-      hs[b * Hp + k] = __ldcg(cur + i);
-    }
+    lstmfast::stage_rows(hs, cur, (int)B, (int)H, Hp);
     __syncthreads();
     lstmfast::block_product<T, false>(hs, Hp, Bp, w, Bp, G, Hp, red, [&](int b, int g, T v) {
       const int gate = g / (int)U, u = g - gate * (int)U;

@@ -44,10 +44,14 @@ __all__ = ["lstm_forward", "lstm_backward", "SEQUENCE_KERNELS"]
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 # When the recurrence runs as one sequence-kernel launch instead of per-step launches:
-#   "auto": when the block's weights fit in shared memory and B <= SEQUENCE_MAX_BATCH;
+#   "auto": when the block's weights fit in shared memory, B <= SEQUENCE_MAX_BATCH and, backward,
+#           B*H <= SEQUENCE_MAX_BACKWARD_ELEMENTS (every block reads all of dz_{t+1}, B x 4H, each
+#           step: at B=64, H=1024 the per-step cuBLAS GEMM was faster, 3.35 vs 4.17 ms for a
+#           training step on an H100; at B=64, H=512 the sequence kernel, 0.78 vs 1.87 ms backward);
 #   "always": whenever they fit (tests, benchmarks); "never": the step kernels only.
 SEQUENCE_KERNELS = "auto"
 SEQUENCE_MAX_BATCH = 64
+SEQUENCE_MAX_BACKWARD_ELEMENTS = 32768
 SEQUENCE_THREADS = 256
 
 
@@ -236,7 +240,8 @@ def _sequence_plan(cp, device_id: int, B: int, H: int, dtype, forward: bool) -> 
     """How to run the recurrence as one sequence-kernel launch, or None for the step kernels."""
     if SEQUENCE_KERNELS == "never" or not hasattr(cp, "RawModule"):  # "never", or a CuPy stand-in
         return None
-    if SEQUENCE_KERNELS == "auto" and B > SEQUENCE_MAX_BATCH:
+    if SEQUENCE_KERNELS == "auto" and (B > SEQUENCE_MAX_BATCH or
+                                       (not forward and B * H > SEQUENCE_MAX_BACKWARD_ELEMENTS)):
         return None
     sms, shared_limit = _device_limits(device_id)
     units = -(-H // sms)
