@@ -107,6 +107,7 @@ def time_calls(step, new_event, elapsed_ms, synchronize, warmup: int, repeats: i
 def run_case(case: Case, warmup: int, repeats: int) -> Row:
     import cupy
     import torch
+
     from lstmfast import ops
 
     rng = np.random.default_rng(0)

@@ -353,7 +353,8 @@ def run_memory_probe(library: str, size: Size, threads: int, seed: int) -> Optio
         print(f"warning: memory probe for {library} failed: {error}", file=sys.stderr)
         return None
     if run.returncode != 0:
-        print(f"warning: memory probe for {library} exited {run.returncode}: {run.stderr.strip()[-2000:]}", file=sys.stderr)
+        print(f"warning: memory probe for {library} exited {run.returncode}: {run.stderr.strip()[-2000:]}",
+              file=sys.stderr)
         return None
     return json.loads(run.stdout.strip().splitlines()[-1])
 

@@ -23,13 +23,13 @@ args = parser.parse_args()
 if args.library == "keras":
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import keras
-    from keras.models import Sequential
     from keras.layers import LSTM, Dense
+    from keras.models import Sequential
     keras.utils.set_random_seed(args.seed)
 else:
     import lstmfast
-    from lstmfast.models import Sequential
     from lstmfast.layers import LSTM, Dense
+    from lstmfast.models import Sequential
     lstmfast.utils.set_random_seed(args.seed)
 
 rng = np.random.default_rng(args.seed)

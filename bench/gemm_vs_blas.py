@@ -32,6 +32,7 @@ def main() -> int:
 
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
     import numpy as np
+
     import lstmfast
     from lstmfast import _core
 
@@ -39,7 +40,8 @@ def main() -> int:
     rng = np.random.default_rng(0)
     out(f"lstmfast {lstmfast.build_info()}; numpy {np.__version__}; {args.threads} threads; medians of {args.reps}")
     out("")
-    out("| shape (LSTM size X,H,B,T) | product | M x N x K | lstmfast ms | numpy ms | lstmfast GFLOP/s | numpy GFLOP/s |")
+    out("| shape (LSTM size X,H,B,T) | product | M x N x K | lstmfast ms | numpy ms "
+        "| lstmfast GFLOP/s | numpy GFLOP/s |")
     out("|---|---|---|---:|---:|---:|---:|")
     for X, H, B, T in [(128, 128, 32, 80), (256, 256, 16, 150), (512, 512, 64, 100), (1024, 1024, 16, 100)]:
         TB, H4 = T * B, 4 * H
@@ -53,7 +55,8 @@ def main() -> int:
         ]
         for name, (ta, tb, a, b), ref, (M, N, K) in cases:
             c = np.empty((M, N), np.float32)
-            ours = lambda: _core.gemm_f32(ta, tb, a, b, c)
+            def ours():
+                return _core.gemm_f32(ta, tb, a, b, c)
             ours(), ref()
             np.testing.assert_allclose(c, ref(), rtol=1e-3, atol=1e-2 * np.sqrt(K))
             t_ours, t_ref = [], []
@@ -65,7 +68,8 @@ def main() -> int:
                     samples.append(time.perf_counter() - t0)
             mo, mr = sorted(t_ours)[len(t_ours) // 2], sorted(t_ref)[len(t_ref) // 2]
             fl = 2.0 * M * N * K
-            out(f"| {X},{H},{B},{T} | {name} | {M}x{N}x{K} | {mo*1e3:.2f} | {mr*1e3:.2f} | {fl/mo/1e9:.0f} | {fl/mr/1e9:.0f} |")
+            out(f"| {X},{H},{B},{T} | {name} | {M}x{N}x{K} | {mo*1e3:.2f} | {mr*1e3:.2f} "
+                f"| {fl/mo/1e9:.0f} | {fl/mr/1e9:.0f} |")
     if args.markdown is not None:
         from lstmfast._atomic import write_text
         args.markdown.parent.mkdir(parents=True, exist_ok=True)

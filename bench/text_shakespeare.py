@@ -112,7 +112,8 @@ def main() -> int:
                                       "{'build': lstmfast.build_info(), 'machine': platform.processor() or "
                                       "platform.machine()}))"], capture_output=True, text=True, env=env,
                                      check=True).stdout)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), None) \
+    cpu = next((row.split(":", 1)[1].strip() for row in open("/proc/cpuinfo") if row.startswith("model name")),
+               None) \
         if os.path.exists("/proc/cpuinfo") else None
     info["machine"] = f"{cpu or info['machine']}, {platform.system()} {platform.release()}"
     info["env"] = ", ".join(f"{k}={env[k]}" for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS")

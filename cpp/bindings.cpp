@@ -1,6 +1,8 @@
-// Python bindings. ops.py validates arguments and allocates every array; this layer checks again
+// Python bindings (the stub python/lstmfast/_core.pyi lists them). lstmfast.ops validates the
+// arguments, with the messages users see, and allocates every array; this layer checks again
 // (dtype, shape, contiguity, writability) so that a direct call into _core can raise but never
-// crash, then releases the GIL for the computation.
+// crash, then releases the GIL for the computation. forward/backward take the arguments of
+// ForwardArgs/BackwardArgs (lstm.h) by the same names, as the GPU engine (lstmfast.cuda.ops) does.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -76,12 +78,13 @@ Sizes sizes_of(const py::object& x, const py::object& recurrent_kernel) {
   return {xa.shape(0), xa.shape(1), xa.shape(2), ra.shape(0)};
 }
 
-template <typename T>
-void forward(py::object x, py::object kernel, py::object recurrent_kernel, py::object bias, py::object h0,
-             py::object c0, py::object peephole, py::object lengths, py::object mask, int activation, py::object y,
-             py::object h, py::object c, py::object gates, py::object cells) {
+// The inputs forward and backward share (ForwardArgs and BackwardArgs name them alike): sizes,
+// x, the weights, the initial state, peepholes, lengths, the dropout mask, the activation.
+template <typename T, typename Args>
+Sizes checked_inputs(Args& a, const py::object& x, const py::object& kernel, const py::object& recurrent_kernel,
+                     const py::object& h0, const py::object& c0, const py::object& peephole,
+                     const py::object& lengths, const py::object& mask, int activation) {
   const Sizes s = sizes_of<T>(x, recurrent_kernel);
-  lstmfast::ForwardArgs<T> a;
   a.T_ = s.T;
   a.B = s.B;
   a.X = s.X;
@@ -89,13 +92,22 @@ void forward(py::object x, py::object kernel, py::object recurrent_kernel, py::o
   a.x = checked<T>(x, "x", {s.T, s.B, s.X}, false, false);
   a.kernel = checked<T>(kernel, "kernel", {s.X, 4 * s.H}, false, false);
   a.recurrent_kernel = checked<T>(recurrent_kernel, "recurrent_kernel", {s.H, 4 * s.H}, false, false);
-  a.bias = checked<T>(bias, "bias", {4 * s.H}, true, false);
   a.h0 = checked<T>(h0, "h0", {s.B, s.H}, true, false);
   a.c0 = checked<T>(c0, "c0", {s.B, s.H}, true, false);
   a.peephole = checked<T>(peephole, "peephole", {3, s.H}, true, false);
   a.lengths = checked_lengths(lengths, s.T, s.B);
   a.recurrent_dropout_mask = checked<T>(mask, "recurrent_dropout_mask", {s.B, s.H}, true, false);
   a.recurrent_activation = checked_activation(activation);
+  return s;
+}
+
+template <typename T>
+void forward(py::object x, py::object kernel, py::object recurrent_kernel, py::object bias, py::object h0,
+             py::object c0, py::object peephole, py::object lengths, py::object mask, int activation, py::object y,
+             py::object h, py::object c, py::object gates, py::object cells) {
+  lstmfast::ForwardArgs<T> a;
+  const Sizes s = checked_inputs<T>(a, x, kernel, recurrent_kernel, h0, c0, peephole, lengths, mask, activation);
+  a.bias = checked<T>(bias, "bias", {4 * s.H}, true, false);
   a.y = checked<T>(y, "y", {s.T, s.B, s.H}, false, true);
   a.h = checked<T>(h, "h", {s.B, s.H}, false, true);
   a.c = checked<T>(c, "c", {s.B, s.H}, false, true);
@@ -113,21 +125,8 @@ void backward(py::object x, py::object kernel, py::object recurrent_kernel, py::
               py::object gates, py::object cells, py::object dy, py::object dh, py::object dc, py::object dx,
               py::object dkernel, py::object drecurrent_kernel, py::object dbias, py::object dh0, py::object dc0,
               py::object dpeephole) {
-  const Sizes s = sizes_of<T>(x, recurrent_kernel);
   lstmfast::BackwardArgs<T> a;
-  a.T_ = s.T;
-  a.B = s.B;
-  a.X = s.X;
-  a.H = s.H;
-  a.x = checked<T>(x, "x", {s.T, s.B, s.X}, false, false);
-  a.kernel = checked<T>(kernel, "kernel", {s.X, 4 * s.H}, false, false);
-  a.recurrent_kernel = checked<T>(recurrent_kernel, "recurrent_kernel", {s.H, 4 * s.H}, false, false);
-  a.h0 = checked<T>(h0, "h0", {s.B, s.H}, true, false);
-  a.c0 = checked<T>(c0, "c0", {s.B, s.H}, true, false);
-  a.peephole = checked<T>(peephole, "peephole", {3, s.H}, true, false);
-  a.lengths = checked_lengths(lengths, s.T, s.B);
-  a.recurrent_dropout_mask = checked<T>(mask, "recurrent_dropout_mask", {s.B, s.H}, true, false);
-  a.recurrent_activation = checked_activation(activation);
+  const Sizes s = checked_inputs<T>(a, x, kernel, recurrent_kernel, h0, c0, peephole, lengths, mask, activation);
   a.y = checked<T>(y, "y", {s.T, s.B, s.H}, false, false);
   a.gates = checked<T>(gates, "gates", {s.T, s.B, 4 * s.H}, false, true);
   a.cells = checked<T>(cells, "cells", {s.T, s.B, s.H}, false, false);
@@ -145,6 +144,32 @@ void backward(py::object x, py::object kernel, py::object recurrent_kernel, py::
     throw py::value_error("dpeephole must be given exactly when peephole is");
   py::gil_scoped_release release;
   lstmfast::lstm_backward(a);
+}
+
+// The engine precision is x's dtype: float32 or float64; every other float array must match it.
+bool is_float32(const py::object& x) {
+  if (!py::isinstance<py::array>(x)) throw py::type_error("x must be a numpy array");
+  const py::dtype dt = py::reinterpret_borrow<py::array>(x).dtype();
+  if (dt.equal(py::dtype::of<float>())) return true;
+  if (dt.equal(py::dtype::of<double>())) return false;
+  throw py::type_error("x must have dtype float32 or float64, got " + std::string(py::str(dt)));
+}
+
+void forward_any(py::object x, py::object kernel, py::object recurrent_kernel, py::object bias, py::object h0,
+                 py::object c0, py::object peephole, py::object lengths, py::object mask, int activation, py::object y,
+                 py::object h, py::object c, py::object gates, py::object cells) {
+  (is_float32(x) ? forward<float> : forward<double>)(x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths,
+                                                     mask, activation, y, h, c, gates, cells);
+}
+
+void backward_any(py::object x, py::object kernel, py::object recurrent_kernel, py::object h0, py::object c0,
+                  py::object peephole, py::object lengths, py::object mask, int activation, py::object y,
+                  py::object gates, py::object cells, py::object dy, py::object dh, py::object dc, py::object dx,
+                  py::object dkernel, py::object drecurrent_kernel, py::object dbias, py::object dh0, py::object dc0,
+                  py::object dpeephole) {
+  (is_float32(x) ? backward<float> : backward<double>)(x, kernel, recurrent_kernel, h0, c0, peephole, lengths, mask,
+                                                       activation, y, gates, cells, dy, dh, dc, dx, dkernel,
+                                                       drecurrent_kernel, dbias, dh0, dc0, dpeephole);
 }
 
 template <typename T>
@@ -297,24 +322,87 @@ void scatter_add(py::object out, py::object index, py::object src) {
 
 }  // namespace
 
+constexpr const char* kForwardDoc = R"(The LSTM forward pass of cpp/lstm.h into caller-allocated arrays. Every array is a C-contiguous
+numpy array of x's dtype (float32 or float64; lengths int32); T = time, B = batch, X = input, H = units.
+
+Inputs (read):
+  x                       [T,B,X]
+  kernel                  [X,4H]   gate columns i, f, c, o
+  recurrent_kernel        [H,4H]
+  bias                    [4H]     or None (zeros)
+  h0, c0                  [B,H]    or None (zeros)
+  peephole                [3,H]    or None (rows p_i, p_f, p_o)
+  lengths                 [B]      int32 in [0,T], or None (all T)
+  recurrent_dropout_mask  [B,H]    or None; scales h_{t-1} in the recurrent product
+  recurrent_activation    int      0 sigmoid, 1 hard_sigmoid
+Outputs (written):
+  y                       [T,B,H]
+  h, c                    [B,H]    final state
+  gates                   [T,B,4H] activated gates, training cache; None with cells for inference
+  cells                   [T,B,H]  c_t per step, training cache; None with gates for inference
+)";
+
+constexpr const char* kBackwardDoc = R"(Gradients of a forward call (cpp/lstm.h) into caller-allocated arrays; same array rules as forward.
+
+The forward call's arguments (read): x [T,B,X], kernel [X,4H], recurrent_kernel [H,4H],
+  h0, c0 [B,H] or None, peephole [3,H] or None, lengths [B] int32 or None,
+  recurrent_dropout_mask [B,H] or None, recurrent_activation int, y [T,B,H], cells [T,B,H].
+In/out:
+  gates                   [T,B,4H] in: the forward call's activated gates; out: the gate
+                          gradients dz (the cache is consumed)
+Incoming gradients (read, each may be None = zeros):
+  dy                      [T,B,H]  ignored at padded steps
+  dh, dc                  [B,H]    of the final h and c
+Outputs (written):
+  dx                      [T,B,X]
+  dkernel                 [X,4H]
+  drecurrent_kernel       [H,4H]
+  dbias                   [4H]     or None (not computed)
+  dh0, dc0                [B,H]
+  dpeephole               [3,H]    given exactly when peephole is
+)";
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "lstmfast native engine (see cpp/lstm.h for the contract)";
   m.attr("__version__") = LSTMFAST_VERSION;
-  m.def("forward_f32", &forward<float>);
-  m.def("optim_step_f32", &optim_step<float>);
-  m.def("optim_step_f64", &optim_step<double>);
-  m.def("scatter_add_rows_f32", &scatter_add<float>, py::arg("out"), py::arg("index"), py::arg("src"));
-  m.def("scatter_add_rows_f64", &scatter_add<double>, py::arg("out"), py::arg("index"), py::arg("src"));
-  m.def("forward_f64", &forward<double>);
-  m.def("backward_f32", &backward<float>);
-  m.def("backward_f64", &backward<double>);
-  m.def("gemm_f32", &gemm<float>, py::arg("trans_a"), py::arg("trans_b"), py::arg("A"), py::arg("B"), py::arg("C"),
+  m.def("forward", &forward_any, kForwardDoc, py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
+        py::arg("bias"), py::arg("h0"), py::arg("c0"), py::arg("peephole"),
+        py::arg("lengths"), py::arg("recurrent_dropout_mask"), py::arg("recurrent_activation"),
+        py::arg("y"), py::arg("h"), py::arg("c"), py::arg("gates"), py::arg("cells"));
+  m.def("backward", &backward_any, kBackwardDoc, py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
+        py::arg("h0"), py::arg("c0"), py::arg("peephole"),
+        py::arg("lengths"), py::arg("recurrent_dropout_mask"), py::arg("recurrent_activation"),
+        py::arg("y"), py::arg("gates"), py::arg("cells"), py::arg("dy"), py::arg("dh"),
+        py::arg("dc"), py::arg("dx"), py::arg("dkernel"), py::arg("drecurrent_kernel"),
+        py::arg("dbias"), py::arg("dh0"), py::arg("dc0"), py::arg("dpeephole"));
+  m.def("optim_step_f32", &optim_step<float>,
+        "One fused optimizer step over several float32 variables (optim.h): every argument is checked before any\n"
+        "variable is touched; vars/grads/slots/scales hold one entry per variable.",
+        py::arg("rule"), py::arg("vars"), py::arg("grads"), py::arg("slots"), py::arg("lr"), py::arg("momentum"),
+        py::arg("one_minus_beta_1"), py::arg("one_minus_beta_2"), py::arg("rho"), py::arg("one_minus_rho"),
+        py::arg("epsilon"), py::arg("scales"), py::arg("clipvalue"), py::arg("decay_keep"));
+  m.def("optim_step_f64", &optim_step<double>, "optim_step_f32 for float64 variables.", py::arg("rule"),
+        py::arg("vars"), py::arg("grads"), py::arg("slots"), py::arg("lr"), py::arg("momentum"),
+        py::arg("one_minus_beta_1"), py::arg("one_minus_beta_2"), py::arg("rho"), py::arg("one_minus_rho"),
+        py::arg("epsilon"), py::arg("scales"), py::arg("clipvalue"), py::arg("decay_keep"));
+  m.def("scatter_add_rows_f32", &scatter_add<float>,
+        "out[index[i]] += src[i] for float32 out [N,D] (in/out), index [n] int32 or int64 in [0,N), src [n,D];\n"
+        "repeated indices accumulate in order (np.add.at's meaning).",
+        py::arg("out"), py::arg("index"), py::arg("src"));
+  m.def("scatter_add_rows_f64", &scatter_add<double>, "scatter_add_rows_f32 for float64 out and src.", py::arg("out"),
+        py::arg("index"), py::arg("src"));
+  m.def("gemm_f32", &gemm<float>,
+        "C [M,N] = op(A) op(B) (+ C when accumulate), float32, row-major; op transposes when trans_a / trans_b.\n"
+        "A [M,K] (or [K,M]) and B [K,N] (or [N,K]) are read, C is written (in/out when accumulate).",
+        py::arg("trans_a"), py::arg("trans_b"), py::arg("A"), py::arg("B"), py::arg("C"),
         py::arg("accumulate") = false);
-  m.def("gemm_f64", &gemm<double>, py::arg("trans_a"), py::arg("trans_b"), py::arg("A"), py::arg("B"), py::arg("C"),
-        py::arg("accumulate") = false);
-  m.def("simd_level", [] { return std::string(lstmfast::simd_level_name(lstmfast::simd_level())); });
+  m.def("gemm_f64", &gemm<double>, "gemm_f32 for float64 arrays.", py::arg("trans_a"), py::arg("trans_b"),
+        py::arg("A"), py::arg("B"), py::arg("C"), py::arg("accumulate") = false);
+  m.def("simd_level", [] { return std::string(lstmfast::simd_level_name(lstmfast::simd_level())); },
+        "The SIMD level in use: 'portable', 'avx2', 'avx512' or 'avx512emu'.");
   m.def("simd_level_supported",
-        [] { return std::string(lstmfast::simd_level_name(lstmfast::simd_level_supported())); });
+        [] { return std::string(lstmfast::simd_level_name(lstmfast::simd_level_supported())); },
+        "The best SIMD level this CPU (and OS) supports.");
   m.def("set_simd_level", [](const std::string& name) {
     lstmfast::SimdLevel l;
     if (name == "portable")
@@ -331,13 +419,14 @@ PYBIND11_MODULE(_core, m) {
     if (!lstmfast::set_simd_level(l))
       throw py::value_error("simd level '" + name + "' is not supported by this CPU (best: " +
                             lstmfast::simd_level_name(lstmfast::simd_level_supported()) + ")");
-  });
-  m.def("num_threads", &lstmfast::num_threads);
+  }, "Force a SIMD level ('portable', 'avx2', 'avx512', 'avx512emu'); ValueError when this CPU lacks it.",
+        py::arg("level"));
+  m.def("num_threads", &lstmfast::num_threads, "Threads the engine uses.");
   m.def("set_num_threads", [](int n) {
     if (n < 0 || n > kMaxThreads)
       throw py::value_error("threads must be in [0, " + std::to_string(kMaxThreads) + "] (0 = default), got " +
                             std::to_string(n));
     lstmfast::set_num_threads(n);
-  });
-  m.def("openmp_enabled", &lstmfast::openmp_enabled);
+  }, "Threads for the engine, 0..1024 (0 = OpenMP's default).", py::arg("n"));
+  m.def("openmp_enabled", &lstmfast::openmp_enabled, "Whether the engine was built with OpenMP.");
 }

@@ -1,5 +1,6 @@
 """Bad calls raise ValueError or TypeError whose message names the argument, what was expected and
 what came, both through lstmfast.ops and directly into lstmfast._core; and none of them crashes."""
+import inspect
 import os
 import subprocess
 import sys
@@ -178,27 +179,28 @@ def expect_error(exception, call, fragments):
 # Bad calls straight into _core: (id, exception, change to the good positional arguments, fragments).
 # ---------------------------------------------------------------------------------------------
 
+# The engines' arguments, in order (lstm.h's ForwardArgs / BackwardArgs; _core.pyi).
 FORWARD_SLOTS = ("x", "kernel", "recurrent_kernel", "bias", "h0", "c0", "peephole", "lengths",
-                 "recurrent_dropout_mask", "activation", "y", "h", "c", "gates", "cells")
+                 "recurrent_dropout_mask", "recurrent_activation", "y", "h", "c", "gates", "cells")
 BACKWARD_SLOTS = ("x", "kernel", "recurrent_kernel", "h0", "c0", "peephole", "lengths", "recurrent_dropout_mask",
-                  "activation", "y", "gates", "cells", "dy", "dh", "dc", "dx", "dkernel", "drecurrent_kernel",
+                  "recurrent_activation", "y", "gates", "cells", "dy", "dh", "dc", "dx", "dkernel", "drecurrent_kernel",
                   "dbias", "dh0", "dc0", "dpeephole")
 
 
 def core_forward_args(dtype=np.float32):
-    """Positional arguments of a valid _core.forward_f32/_f64 call, as a dict by slot name."""
+    """Keyword arguments of a valid _core.forward call."""
     args = good_args(dtype)
     return dict(x=args["x"], kernel=args["kernel"], recurrent_kernel=args["recurrent_kernel"], bias=args["bias"],
                 h0=args["h0"], c0=args["c0"], peephole=args["peephole"], lengths=args["lengths"],
-                recurrent_dropout_mask=args["recurrent_dropout_mask"], activation=0,
+                recurrent_dropout_mask=args["recurrent_dropout_mask"], recurrent_activation=0,
                 y=np.empty((T, B, H), dtype), h=np.empty((B, H), dtype), c=np.empty((B, H), dtype),
                 gates=np.empty((T, B, 4 * H), dtype), cells=np.empty((T, B, H), dtype))
 
 
 def core_backward_args(dtype=np.float32):
-    """Positional arguments of a valid _core.backward call, after a forward call filled the cache."""
+    """Keyword arguments of a valid _core.backward call, after a forward call filled the cache."""
     fw = core_forward_args(dtype)
-    (_core.forward_f32 if dtype == np.float32 else _core.forward_f64)(*[fw[s] for s in FORWARD_SLOTS])
+    _core.forward(**fw)
     incoming = good_incoming(dtype)
     return dict({s: fw[s] for s in BACKWARD_SLOTS if s in fw}, **incoming,
                 dx=np.empty((T, B, X), dtype), dkernel=np.empty((X, 4 * H), dtype),
@@ -235,17 +237,18 @@ CORE_FORWARD_CASES = [
     ("y-read-only", ValueError, dict(y=lambda a: read_only(a["y"])), ["y", "writable"]),
     ("c-read-only", ValueError, dict(c=lambda a: read_only(a["c"])), ["c", "writable"]),
     ("cells-read-only", ValueError, dict(cells=lambda a: read_only(a["cells"])), ["cells", "writable"]),
-    ("x-float64", TypeError, dict(x=lambda a: f64(a["x"])), ["x", "float32", "float64"]),
+    ("x-float64", TypeError, dict(x=lambda a: f64(a["x"])), ["kernel", "float64", "float32"]),
+    ("x-float16", TypeError, dict(x=lambda a: a["x"].astype(np.float16)), ["x", "float32 or float64", "float16"]),
     ("y-float64", TypeError, dict(y=lambda a: np.empty((T, B, H))), ["y", "float32", "float64"]),
     ("lengths-int64", TypeError, dict(lengths=lambda a: a["lengths"].astype(np.int64)), ["lengths", "int32", "int64"]),
     ("lengths-above-T", ValueError, dict(lengths=lambda a: np.array([0, 1, 9, 2], np.int32)),
      ["lengths", "[0, 3]", "lengths[2] = 9"]),
     ("lengths-negative", ValueError, dict(lengths=lambda a: np.array([-5, 1, 2, 2], np.int32)),
      ["lengths", "[0, 3]", "lengths[0] = -5"]),
-    ("activation-2", ValueError, dict(activation=lambda a: 2),
+    ("activation-2", ValueError, dict(recurrent_activation=lambda a: 2),
      ["recurrent_activation", "0 (sigmoid)", "1 (hard_sigmoid)", "got 2"]),
-    ("activation-negative", ValueError, dict(activation=lambda a: -1), ["recurrent_activation", "got -1"]),
-    ("activation-str", TypeError, dict(activation=lambda a: "sigmoid"), ["forward_f32", "incompatible"]),
+    ("activation-negative", ValueError, dict(recurrent_activation=lambda a: -1), ["recurrent_activation", "got -1"]),
+    ("activation-str", TypeError, dict(recurrent_activation=lambda a: "sigmoid"), ["forward", "incompatible"]),
     ("gates-without-cells", ValueError, dict(cells=lambda a: None), ["gates", "cells"]),
     ("x-list", TypeError, dict(x=lambda a: a["x"].tolist()), ["x", "numpy array"]),
     ("bias-list", TypeError, dict(bias=lambda a: a["bias"].tolist()), ["bias", "numpy array"]),
@@ -264,17 +267,20 @@ CORE_BACKWARD_CASES = [
     ("dh-float64", TypeError, dict(dh=lambda a: f64(a["dh"])), ["dh", "float32", "float64"]),
     ("lengths-above-T", ValueError, dict(lengths=lambda a: np.array([4, 0, 0, 0], np.int32)),
      ["lengths", "[0, 3]", "lengths[0] = 4"]),
-    ("activation-7", ValueError, dict(activation=lambda a: 7), ["recurrent_activation", "got 7"]),
+    ("activation-7", ValueError, dict(recurrent_activation=lambda a: 7), ["recurrent_activation", "got 7"]),
     ("dh0-none", ValueError, dict(dh0=lambda a: None), ["dh0", "required", "None"]),
 ]
 
 
-def bad_core_call(function, make_args, slots, changes):
+def bad_core_call(function, make_args, changes, positional=False):
+    """The good call with ``changes``, by keyword, or positionally in FORWARD_SLOTS/BACKWARD_SLOTS order."""
     def call():
         args = make_args()
         for name, make in changes.items():
             args[name] = make(args)
-        return function(*[args[s] for s in slots])
+        if positional:
+            return function(*[args[s] for s in (FORWARD_SLOTS if function is _core.forward else BACKWARD_SLOTS)])
+        return function(**args)
     return call
 
 
@@ -282,10 +288,9 @@ def battery():
     """Every bad call of this module as (name, callable)."""
     calls = [(f"ops.forward:{name}", bad_forward_call(changes)) for name, _, changes, _ in FORWARD_CASES]
     calls += [(f"ops.backward:{name}", bad_backward_call(changes)) for name, _, changes, _ in BACKWARD_CASES]
-    calls += [(f"core.forward:{name}", bad_core_call(_core.forward_f32, core_forward_args, FORWARD_SLOTS, changes))
+    calls += [(f"core.forward:{name}", bad_core_call(_core.forward, core_forward_args, changes))
               for name, _, changes, _ in CORE_FORWARD_CASES]
-    calls += [(f"core.backward:{name}",
-               bad_core_call(_core.backward_f32, core_backward_args, BACKWARD_SLOTS, changes))
+    calls += [(f"core.backward:{name}", bad_core_call(_core.backward, core_backward_args, changes))
               for name, _, changes, _ in CORE_BACKWARD_CASES]
     calls += [
         ("ops.backward:cache-none", lambda: ops.lstm_backward(None, None)),
@@ -293,11 +298,12 @@ def battery():
             reference.lstm_forward(**good_args(np.float64)).cache, None)),
         ("ops.backward:inference-cache", lambda: ops.lstm_backward(
             ops.lstm_forward(**good_args(), training=False).cache, None)),
-        ("core.forward_f64:float32-x", lambda: _core.forward_f64(
-            *[core_forward_args(np.float32)[s] for s in FORWARD_SLOTS])),
-        ("core.forward_f32:too-few-arguments", lambda: _core.forward_f32(np.zeros((1, 1, 1), np.float32))),
-        ("core.backward_f64:float32-arrays", lambda: _core.backward_f64(
-            *[core_backward_args(np.float32)[s] for s in BACKWARD_SLOTS])),
+        ("core.forward:float64-x-float32-arrays", bad_core_call(_core.forward, core_forward_args,
+                                                                dict(x=lambda a: f64(a["x"])), positional=True)),
+        ("core.forward:too-few-arguments", lambda: _core.forward(np.zeros((1, 1, 1), np.float32))),
+        ("core.forward:unknown-keyword", lambda: _core.forward(**core_forward_args(), activation=0)),
+        ("core.backward:float64-x-float32-arrays", bad_core_call(_core.backward, core_backward_args,
+                                                                 dict(x=lambda a: f64(a["x"])), positional=True)),
         ("core.gemm_f32:inner-dims", lambda: _core.gemm_f32(False, False, np.zeros((2, 3), np.float32),
                                                            np.zeros((4, 5), np.float32), np.zeros((2, 5), np.float32))),
         ("core.gemm_f32:C-shape", lambda: _core.gemm_f32(False, False, np.zeros((2, 3), np.float32),
@@ -371,10 +377,27 @@ def test_good_calls_work():
     # The bad calls below are one change away from these, which must succeed.
     out = ops.lstm_forward(**good_args())
     ops.lstm_backward(out.cache, **good_incoming())
-    _core.forward_f32(*[core_forward_args()[s] for s in FORWARD_SLOTS])
+    _core.forward(**core_forward_args())
     args = core_backward_args()
-    _core.backward_f32(*[args[s] for s in BACKWARD_SLOTS])
+    _core.backward(**args)
     assert np.all(np.isfinite(args["dkernel"]))
+    # Positionally too, in the order of lstm.h's ForwardArgs / BackwardArgs.
+    args = core_forward_args(np.float64)
+    _core.forward(*[args[s] for s in FORWARD_SLOTS])
+    args = core_backward_args(np.float64)
+    _core.backward(*[args[s] for s in BACKWARD_SLOTS])
+    assert np.all(np.isfinite(args["dkernel"]))
+
+
+def test_both_engines_take_the_same_arguments():
+    # The C++ binding and the GPU engine: one signature, by the same names (the docstring's first line
+    # is pybind11's signature, which names the arguments).
+    from lstmfast.cuda import ops as gpu
+    for name, slots in (("forward", FORWARD_SLOTS), ("backward", BACKWARD_SLOTS)):
+        assert list(inspect.signature(getattr(gpu, name)).parameters) == list(slots), name
+        signature = getattr(_core, name).__doc__.splitlines()[0]  # "forward(x: object, kernel: object, ...) -> None"
+        assert signature.startswith(f"{name}("), signature
+        assert [p.split(":")[0].strip() for p in signature.split("(", 1)[1].split(")", 1)[0].split(",")] == list(slots)
 
 
 @pytest.mark.parametrize("exception, changes, fragments", [c[1:] for c in FORWARD_CASES],
@@ -427,19 +450,22 @@ def test_backward_twice():
 @pytest.mark.parametrize("exception, changes, fragments", [c[1:] for c in CORE_FORWARD_CASES],
                          ids=[c[0] for c in CORE_FORWARD_CASES])
 def test_bad_core_forward_argument(exception, changes, fragments):
-    expect_error(exception, bad_core_call(_core.forward_f32, core_forward_args, FORWARD_SLOTS, changes), fragments)
+    expect_error(exception, bad_core_call(_core.forward, core_forward_args, changes), fragments)
 
 
 @pytest.mark.parametrize("exception, changes, fragments", [c[1:] for c in CORE_BACKWARD_CASES],
                          ids=[c[0] for c in CORE_BACKWARD_CASES])
 def test_bad_core_backward_argument(exception, changes, fragments):
-    expect_error(exception, bad_core_call(_core.backward_f32, core_backward_args, BACKWARD_SLOTS, changes),
-                 fragments)
+    expect_error(exception, bad_core_call(_core.backward, core_backward_args, changes), fragments)
 
 
-def test_core_dtype_must_match_the_entry_point():
-    args = core_forward_args(np.float32)
-    expect_error(TypeError, lambda: _core.forward_f64(*[args[s] for s in FORWARD_SLOTS]), ["x", "float64", "float32"])
+def test_core_arrays_must_have_the_dtype_of_x():
+    expect_error(TypeError, bad_core_call(_core.forward, core_forward_args, dict(x=lambda a: f64(a["x"])),
+                                          positional=True), ["kernel", "float64", "float32"])
+    expect_error(TypeError, bad_core_call(_core.backward, core_backward_args, dict(dh=lambda a: f64(a["dh"]))),
+                 ["dh", "float32", "float64"])
+    expect_error(TypeError, lambda: _core.forward(**dict(core_forward_args(), x=np.zeros((T, B, X), np.int32))),
+                 ["x", "float32 or float64", "int32"])
 
 
 def test_core_gemm_shapes():

@@ -1,6 +1,8 @@
-"""The CUDA path (lstmfast.cuda): kernels, wrapper, backend selection.
+"""The GPU engine (lstmfast.cuda): kernels, engine entry points, backend selection.
 
-Three layers, so that most of it is checked on machines without a GPU:
+The engine tests themselves (against the oracle, edge cases) are written once in test_ops.py and
+run on every engine through conftest's ``engine`` fixture; the stand-in for CuPy they use for
+"emulated" lives here. Three layers, so that most of it is checked on machines without a GPU:
 
 * The kernel source compiles: nvcc (when on PATH) for several GPU architectures, NVRTC through
   CuPy's bindings (when CuPy and NVRTC load; no GPU needed), and g++ as host code.
@@ -26,16 +28,16 @@ import warnings
 
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose, assert_array_equal
+from numpy.testing import assert_allclose
 
 import lstmfast
 import lstmfast.cuda as lcuda
 from lstmfast import ops
-from lstmfast._results import LSTMGradients, LSTMOutput
 from lstmfast.cuda import _kernels
 from lstmfast.cuda import ops as cuda_ops
-from test_ops import (CONFIGS, GRAD_FIELDS, OUTPUT_FIELDS, TOLERANCES, assert_matches_oracle, config_id, make_case,
-                      oracle_for, small_case)
+
+from conftest import Side
+from test_ops import GRAD_FIELDS, OUTPUT_FIELDS, TOLERANCES, host, small_case
 
 NVCC = shutil.which("nvcc")
 GXX = shutil.which("g++")
@@ -214,12 +216,11 @@ def _host_source():
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="session")
-def host_library(tmp_path_factory):
-    """The step kernels' element functions compiled by g++ into a shared library."""
+def build_host_library(root):
+    """The step kernels' element functions compiled by g++ into a shared library in ``root``
+    (conftest's session fixture ``host_library``)."""
     if GXX is None:
         pytest.skip("g++ is not on PATH")
-    root = tmp_path_factory.mktemp("lstm_host")
     src = root / "lstm_host.cpp"
     src.write_text(_host_source())
     lib = root / "liblstm_host.so"
@@ -314,6 +315,7 @@ def make_fake_cupy(device_count=1, count_error=None):
         return _on_device(np.concatenate(arrays, axis=axis))
 
     cp.concatenate = concatenate
+    cp.asfortranarray = lambda a: _on_device(np.asfortranarray(a), a.device_id)
     cp.matmul = lambda a, b, out=None: np.matmul(a, b, out=out)
     cp.asnumpy = lambda a: np.array(a)
 
@@ -369,37 +371,20 @@ class HostKernel:
         self.launches += 1
 
 
-class Side:
-    """Where a test runs the CUDA path: 'emulated' (stand-in CuPy, host kernels) or 'gpu'."""
-
-    def __init__(self, name, cp):
-        self.name, self.cp = name, cp
-
-    def to_device(self, value):
-        if isinstance(value, np.ndarray):
-            return self.cp.asarray(value)
-        return value
-
-    def to_host(self, value):
-        return None if value is None else self.cp.asnumpy(value)
-
-    def kwargs_to_device(self, kwargs):
-        return {k: self.to_device(v) for k, v in kwargs.items()}
-
-
 def _host_only(function):
-    def checked(*args):
-        for i, a in enumerate(args):
-            assert not isinstance(a, FakeDeviceArray), f"the CPU engine got a device array as argument {i}"
-        return function(*args)
+    def checked(*args, **kwargs):
+        for name, a in [*enumerate(args), *kwargs.items()]:
+            assert not isinstance(a, FakeDeviceArray), f"the CPU engine got a device array as argument {name}"
+        return function(*args, **kwargs)
     return checked
 
 
 def install_emulation(monkeypatch, host_library, **fake_options):
     cp = make_fake_cupy(**fake_options)
     monkeypatch.setitem(sys.modules, "cupy", cp)
-    for name in ("_forward", "_backward"):  # the C++ engine would take the stand-in's arrays: refuse them
-        monkeypatch.setattr(ops, name, _host_only(getattr(ops, name)))
+    # The C++ engine would take the stand-in's arrays (NumPy underneath): refuse them.
+    core = types.SimpleNamespace(forward=_host_only(ops._core.forward), backward=_host_only(ops._core.backward))
+    monkeypatch.setattr(ops, "_core", core)
     monkeypatch.setattr(lcuda, "_gpu_count", None)
     kernels = {}
 
@@ -430,14 +415,18 @@ def real_cupy_with_gpu():
     return cupy, None
 
 
-# "gpu" runs the recurrence with the step kernels, "gpu-sequence" with the sequence kernels
-# wherever their weights fit on chip (all the sizes here).
+def device_side(name, request, monkeypatch):
+    """The Side of a GPU engine: "emulated" (the stand-in), "gpu" (the recurrence on the step
+    kernels) or "gpu-sequence" (on the sequence kernels wherever their weights fit on chip: all the
+    sizes of the tests)."""
+    if name == "emulated":
+        return Side("emulated", install_emulation(monkeypatch, request.getfixturevalue("host_library")))
+    return gpu_side(monkeypatch, "never" if name == "gpu" else "always")
+
+
 @pytest.fixture(params=["emulated", "gpu", "gpu-sequence"])
 def side(request, monkeypatch):
-    if request.param == "emulated":
-        cp = install_emulation(monkeypatch, request.getfixturevalue("host_library"))
-        return Side("emulated", cp)
-    return gpu_side(monkeypatch, "never" if request.param == "gpu" else "always")
+    return device_side(request.param, request, monkeypatch)
 
 
 def gpu_side(monkeypatch, sequence_kernels):
@@ -468,11 +457,11 @@ def emulated(monkeypatch, host_library):
 
 @pytest.fixture(autouse=True)
 def restore_backend(monkeypatch):
-    monkeypatch.setattr(lcuda, "_backend", lcuda.get_backend())
+    monkeypatch.setattr(ops, "_backend", ops.get_backend())
 
 
 # ---------------------------------------------------------------------------------------------
-# (c) The CUDA path against the NumPy oracle: the configurations of test_ops.py.
+# (c) The GPU engine against the CPU engine, and how it runs (the oracle tests are in test_ops.py).
 # ---------------------------------------------------------------------------------------------
 
 def run_cuda(side, args, incoming, backend=None):
@@ -482,24 +471,12 @@ def run_cuda(side, args, incoming, backend=None):
 
 
 def to_host(side, out, grads):
-    host_out = LSTMOutput(*(side.to_host(getattr(out, name)) for name in OUTPUT_FIELDS), None)
-    host_grads = LSTMGradients(*(side.to_host(getattr(grads, name)) for name in GRAD_FIELDS))
-    return host_out, host_grads
+    return host(side, out, grads)
 
 
 def all_host_arrays(out, grads):
     return [(name, getattr(out, name)) for name in OUTPUT_FIELDS] + \
            [(name, getattr(grads, name)) for name in GRAD_FIELDS if getattr(grads, name) is not None]
-
-
-@pytest.mark.parametrize("index", range(len(CONFIGS)), ids=[config_id(c) for c in CONFIGS])
-def test_cuda_path_matches_oracle(index, side):
-    config = CONFIGS[index]
-    args, incoming = make_case(config)
-    out, grads = run_cuda(side, args, incoming)
-    assert isinstance(out.y, side.cp.ndarray) and isinstance(grads.dkernel, side.cp.ndarray)
-    ref_out, ref_grads = oracle_for(index)
-    assert_matches_oracle(*to_host(side, out, grads), ref_out, ref_grads, config["dtype"])
 
 
 def test_emulation_launches_one_kernel_per_step(emulated):
@@ -526,7 +503,8 @@ def count_sequence_launches(monkeypatch):
     return launches
 
 
-@pytest.mark.parametrize("B, launches", [(1, 2), (cuda_ops.SEQUENCE_MAX_BATCH, 2), (cuda_ops.SEQUENCE_MAX_BATCH + 1, 0)])
+@pytest.mark.parametrize("B, launches",
+                         [(1, 2), (cuda_ops.SEQUENCE_MAX_BATCH, 2), (cuda_ops.SEQUENCE_MAX_BATCH + 1, 0)])
 def test_auto_runs_small_batches_as_one_launch(B, launches, gpu, monkeypatch):
     plans = count_sequence_launches(monkeypatch)
     args, incoming = small_case(np.float32, T=4, B=B, H=8)
@@ -555,10 +533,10 @@ def test_auto_choice_of_the_sequence_kernels(B, H, dtype, forward, used, monkeyp
 
 def test_sequence_kernels_are_not_used_where_the_weights_do_not_fit(gpu, monkeypatch):
     monkeypatch.setattr(cuda_ops, "SEQUENCE_KERNELS", "always")
-    sms, shared = cuda_ops._device_limits(gpu.cp.cuda.Device().id)
+    sms, shared = cuda_ops._device_limits(gpu.xp.cuda.Device().id)
     H = 64 * sms  # 4 * 64 columns of 4H float64 values per block: 512 KiB, over every GPU's limit
-    assert cuda_ops._sequence_plan(gpu.cp, gpu.cp.cuda.Device().id, 1, H, np.float64, forward=False) is None
-    assert cuda_ops._sequence_plan(gpu.cp, gpu.cp.cuda.Device().id, 1, 8, np.float64, forward=False) is not None
+    assert cuda_ops._sequence_plan(gpu.xp, gpu.xp.cuda.Device().id, 1, H, np.float64, forward=False) is None
+    assert cuda_ops._sequence_plan(gpu.xp, gpu.xp.cuda.Device().id, 1, 8, np.float64, forward=False) is not None
 
 
 # Hidden sizes around the number of SMs: one unit per block, several, a last block with fewer.
@@ -567,7 +545,7 @@ def test_sequence_kernels_are_not_used_where_the_weights_do_not_fit(gpu, monkeyp
 def test_sequence_kernels_across_block_splits(H_per_sm, dtype, monkeypatch):
     side = gpu_side(monkeypatch, "always")
     plans = count_sequence_launches(monkeypatch)
-    sms, _ = cuda_ops._device_limits(side.cp.cuda.Device().id)
+    sms, _ = cuda_ops._device_limits(side.xp.cuda.Device().id)
     H = max(1, int(H_per_sm * sms))
     args, incoming = small_case(dtype, T=5, B=3, X=7, H=H, lengths="random", seed=H)
     want = all_host_arrays(*run_cpu(args, incoming))
@@ -586,21 +564,6 @@ def test_cuda_path_matches_cpu_engine(dtype, side):
         assert_allclose(g, w, **TOLERANCES[dtype], err_msg=name)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_zero_time_steps_return_initial_state(dtype, side):
-    args, incoming = small_case(dtype, T=0)
-    out, grads = to_host(side, *run_cuda(side, args, incoming))
-    B, X, H = 4, 5, 6
-    assert out.y.shape == (0, B, H) and out.y.dtype == dtype
-    assert_array_equal(out.h, args["h0"], strict=True)
-    assert_array_equal(out.c, args["c0"], strict=True)
-    assert grads.dx.shape == (0, B, X)
-    assert_array_equal(grads.dh0, incoming["dh"], strict=True)
-    assert_array_equal(grads.dc0, incoming["dc"], strict=True)
-    for name in ("dkernel", "drecurrent_kernel", "dbias", "dpeephole"):
-        assert_array_equal(getattr(grads, name), np.zeros_like(getattr(grads, name)), err_msg=name)
-
-
 @pytest.mark.parametrize("sizes", [dict(B=0), dict(X=0), dict(T=1, B=1, X=1, H=1)], ids=["B0", "X0", "all1"])
 def test_degenerate_sizes_match_the_cpu_engine(sizes, side):
     args, incoming = small_case(np.float64, **sizes)
@@ -610,96 +573,6 @@ def test_degenerate_sizes_match_the_cpu_engine(sizes, side):
     for (name, w), (_, g) in zip(want, got):
         assert g.shape == w.shape, name
         assert_allclose(g, w, **TOLERANCES[np.float64], err_msg=name)
-
-
-def test_lengths_all_zero_pass_state_and_gradients_through(side):
-    args, incoming = small_case(lengths="mixed", B=4)
-    args["lengths"] = np.zeros(4, dtype=np.int32)
-    out, grads = to_host(side, *run_cuda(side, args, incoming))
-    assert_array_equal(out.y, np.zeros_like(out.y))
-    assert_array_equal(out.h, args["h0"])
-    assert_array_equal(out.c, args["c0"])
-    assert_array_equal(grads.dh0, incoming["dh"])
-    assert_array_equal(grads.dc0, incoming["dc"])
-    for name in ("dx", "dkernel", "drecurrent_kernel", "dbias", "dpeephole"):
-        value = getattr(grads, name)
-        assert_array_equal(value, np.zeros_like(value), err_msg=name)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_inference_mode_equals_training_mode(dtype, side):
-    args, _ = small_case(dtype, lengths="mixed", H=17)
-    device_args = side.kwargs_to_device(args)
-    train = ops.lstm_forward(**device_args, training=True)
-    infer = ops.lstm_forward(**device_args, training=False)
-    assert train.cache is not None and infer.cache is None
-    for name in OUTPUT_FIELDS:
-        assert_array_equal(side.to_host(getattr(infer, name)), side.to_host(getattr(train, name)), err_msg=name)
-
-
-def test_backward_consumes_the_cache(side):
-    args, incoming = small_case()
-    device_args, device_incoming = side.kwargs_to_device(args), side.kwargs_to_device(incoming)
-    out = ops.lstm_forward(**device_args)
-    first = ops.lstm_backward(out.cache, **device_incoming)
-    assert "consumed" in repr(out.cache)
-    with pytest.raises(ValueError, match="cache.*already used"):
-        ops.lstm_backward(out.cache, **device_incoming)
-    again = ops.lstm_backward(ops.lstm_forward(**device_args).cache, **device_incoming)
-    for name in GRAD_FIELDS:
-        assert_array_equal(side.to_host(getattr(first, name)), side.to_host(getattr(again, name)), err_msg=name)
-
-
-def test_inputs_are_untouched_and_results_repeat(side):
-    args, incoming = small_case(np.float32, T=5, B=13, X=9, H=33, lengths="random")
-    device_args, device_incoming = side.kwargs_to_device(args), side.kwargs_to_device(incoming)
-    before = {k: side.to_host(v) for k, v in {**device_args, **device_incoming}.items() if hasattr(v, "shape")}
-    first = all_host_arrays(*to_host(side, *run_cuda(side, device_args, device_incoming)))
-    second = all_host_arrays(*to_host(side, *run_cuda(side, device_args, device_incoming)))
-    for (name, a), (_, b) in zip(first, second):
-        assert_array_equal(a, b, err_msg=name)
-    for name, value in before.items():
-        current = device_args[name] if name in device_args else device_incoming[name]
-        assert_array_equal(side.to_host(current), value, err_msg=f"{name} was modified")
-
-
-def test_non_contiguous_inputs_equal_contiguous_copies(side):
-    args, incoming = small_case(np.float32, T=4, B=5, X=6, H=7, lengths="random")
-    want = all_host_arrays(*to_host(side, *run_cuda(side, args, incoming)))
-    cp = side.cp
-    strided = side.kwargs_to_device(args)
-    xbig = cp.zeros((4, 5, 12), np.float32)
-    xbig[:, :, ::2] = strided["x"]
-    strided["x"] = xbig[:, :, ::2]
-    strided["kernel"] = cp.ascontiguousarray(strided["kernel"].T).T
-    assert not strided["x"].flags.c_contiguous and not strided["kernel"].flags.c_contiguous
-    got = all_host_arrays(*to_host(side, *run_cuda(side, strided, incoming)))
-    for (name, w), (_, g) in zip(want, got):
-        assert_array_equal(g, w, err_msg=name)
-
-
-@pytest.mark.parametrize("activation", ["sigmoid", "hard_sigmoid"])
-def test_nan_in_x_reaches_only_its_batch_row(activation, side):
-    T, B, H, t_nan, b_nan = 4, 5, 19, 1, 3
-    args, _ = small_case(np.float32, T=T, B=B, H=H, activation=activation)
-    args["x"][t_nan, b_nan, 2] = np.nan
-    out = ops.lstm_forward(**side.kwargs_to_device(args), training=False)
-    y, h = side.to_host(out.y), side.to_host(out.h)
-    assert np.all(np.isnan(y[t_nan:, b_nan])) and np.all(np.isnan(h[b_nan]))
-    assert np.all(np.isfinite(y[:t_nan, b_nan]))
-    others = [b for b in range(B) if b != b_nan]
-    assert np.all(np.isfinite(y[:, others])) and np.all(np.isfinite(h[others]))
-
-
-@pytest.mark.parametrize("activation", ["sigmoid", "hard_sigmoid"])
-def test_huge_inputs_saturate_without_overflow(activation, side):
-    args, incoming = small_case(np.float32, T=5, B=7, H=17, activation=activation)
-    args["x"] = (args["x"] * 1e4).astype(np.float32)
-    args["kernel"] = (args["kernel"] * 10).astype(np.float32)
-    out, grads = to_host(side, *run_cuda(side, args, incoming))
-    assert np.all(np.abs(out.y) <= 1.0)
-    for name, value in all_host_arrays(out, grads):
-        assert np.all(np.isfinite(value)), name
 
 
 def test_arrays_on_another_device_run_there(emulated):
@@ -825,12 +698,12 @@ MODELS = {"tutorial": tutorial_model, "sequence": sequence_model, "bidirectional
 def fit_model(build, backend_name, epochs=3):
     lf_backend.set_random_seed(3)
     model, x, y = build()
-    lcuda.set_backend(backend_name)
+    lstmfast.set_backend(backend_name)
     try:
         history = model.fit(x, y, batch_size=8, epochs=epochs, verbose=0)
         prediction = model.predict(x, verbose=0)
     finally:
-        lcuda.set_backend("cpu")
+        lstmfast.set_backend("cpu")
     return model, history.history, prediction
 
 
@@ -858,7 +731,7 @@ def test_models_train_on_the_device_like_on_the_cpu(name, model_side):
     arrays = device_arrays_of(model)
     assert model.optimizer._groups and len(arrays) > 6
     for what, value in arrays:
-        assert isinstance(value, model_side.cp.ndarray), f"{what} left the device: {type(value).__name__}"
+        assert isinstance(value, model_side.xp.ndarray), f"{what} left the device: {type(value).__name__}"
     for got, want in zip(model.get_weights(), cpu_model.get_weights()):
         assert type(got) is np.ndarray
         assert_allclose(got, want, rtol=2e-3, atol=1e-5)
@@ -893,10 +766,10 @@ BAD_FORWARD = [
     ("c0-dtype", TypeError, lambda a, s: dict(c0=a["c0"].astype(np.float64)),
      ["c0", "float64", "x is float32", "astype(cupy.float32)"]),
     ("bias-int", TypeError, lambda a, s: dict(bias=a["bias"].astype(np.int64)), ["bias", "float array", "int64"]),
-    ("kernel-transposed", ValueError, lambda a, s: dict(kernel=s.cp.ascontiguousarray(a["kernel"].T)),
+    ("kernel-transposed", ValueError, lambda a, s: dict(kernel=s.xp.ascontiguousarray(a["kernel"].T)),
      ["kernel", "[X, 4H]", "(5, 24)", "(24, 5)", "transposed"]),
     ("recurrent-kernel-transposed", ValueError,
-     lambda a, s: dict(recurrent_kernel=s.cp.ascontiguousarray(a["recurrent_kernel"].T)),
+     lambda a, s: dict(recurrent_kernel=s.xp.ascontiguousarray(a["recurrent_kernel"].T)),
      ["recurrent_kernel", "[H, 4H]", "(24, 6)", "transposed"]),
     ("peephole-flat", ValueError, lambda a, s: dict(peephole=a["peephole"].ravel()), ["peephole", "(3, 6)", "(18,)"]),
     ("mask-shape", ValueError, lambda a, s: dict(recurrent_dropout_mask=s.to_device(np.ones((4, 7), np.float32))),
@@ -954,11 +827,25 @@ def test_arrays_on_two_devices_are_refused(name, emulated):
         ops.lstm_forward(**args)
 
 
-def test_cuda_module_refuses_numpy_arrays_when_called_directly(emulated):
-    from lstmfast.cuda import ops as cuda_ops
+def test_gpu_engine_refuses_numpy_arrays_when_called_directly(emulated):
+    # A direct call into the engine (past lstmfast.ops) raises instead of launching kernels on host memory.
     args, _ = small_case(np.float32)
-    with pytest.raises(TypeError, match=r"backend='cuda' needs CuPy arrays, but x is a numpy.ndarray.*cupy.asarray"):
-        cuda_ops.lstm_forward(**args)
+    T, B, H = 3, 4, 6
+    device = emulated.kwargs_to_device(args)
+    outputs = dict(y=emulated.xp.empty((T, B, H), np.float32), h=emulated.xp.empty((B, H), np.float32),
+                   c=emulated.xp.empty((B, H), np.float32), gates=None, cells=None)
+    engine_args = dict(device, recurrent_activation=0, **outputs)
+    cuda_ops.forward(**engine_args)
+    with pytest.raises(TypeError, match=r"x must be a 3-D cupy.ndarray"):
+        cuda_ops.forward(**dict(engine_args, x=args["x"]))
+    with pytest.raises(TypeError, match=r"h0 must be a cupy.ndarray .*got ndarray"):
+        cuda_ops.forward(**dict(engine_args, h0=args["h0"]))
+    with pytest.raises(ValueError, match=r"y must be a C-contiguous float32 array of shape \(3, 4, 6\)"):
+        cuda_ops.forward(**dict(engine_args, y=emulated.xp.empty((T, B, H + 1), np.float32)))
+    with pytest.raises(ValueError, match=r"lengths is on GPU 1, the call runs on GPU 0"):
+        cuda_ops.forward(**dict(engine_args, lengths=_on_device(np.full(B, T, np.int32), 1)))
+    with pytest.raises(ValueError, match=r"recurrent_activation code must be 0 \(sigmoid\) or 1"):
+        cuda_ops.forward(**dict(engine_args, recurrent_activation=2))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -967,7 +854,7 @@ def test_cuda_module_refuses_numpy_arrays_when_called_directly(emulated):
 
 def test_default_backend_is_cpu():
     assert lstmfast.get_backend() == "cpu"
-    assert lcuda.resolve_backend(None, [("x", [1.0])]) == "cpu"
+    assert type(ops.lstm_forward([[[1.0]]], [[1.0] * 4], [[1.0] * 4], None).y) is np.ndarray
 
 
 @pytest.mark.parametrize("name", ["tpu", "CUDA", "", None, 1])

@@ -10,7 +10,6 @@ import io
 import itertools
 import json
 import os
-import pickle
 import tarfile
 import warnings
 from pathlib import Path
@@ -21,6 +20,8 @@ from numpy.testing import assert_array_equal
 
 from lstmfast import cli, saving
 from lstmfast.datasets import imdb
+
+from conftest import peer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -231,18 +232,7 @@ def test_load_data_defaults(sources):
 
 def test_load_data_matches_keras_itself(sources, monkeypatch):
     """Keras's own load_data on the same npz (keras/src/datasets/imdb.py fetches it with get_file)."""
-    saved = os.environ.get("KERAS_BACKEND")
-    os.environ["KERAS_BACKEND"] = "torch"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pytest.importorskip("keras")
-            keras_imdb = pytest.importorskip("keras.src.datasets.imdb")
-    finally:
-        if saved is None:
-            os.environ.pop("KERAS_BACKEND", None)
-        else:
-            os.environ["KERAS_BACKEND"] = saved
+    keras_imdb = peer("keras.src.datasets.imdb")
     monkeypatch.setattr(keras_imdb, "get_file", lambda *a, **k: str(sources["npz"]))
     for options in KERAS_OPTIONS:
         with warnings.catch_warnings():

@@ -2,7 +2,6 @@
 of every backward pass in float64, the LSTM layer against the NumPy oracle and against Keras's
 masking semantics row by row, Keras 3 parity when keras is installed, configs and errors."""
 import json
-import os
 import warnings
 
 import numpy as np
@@ -10,8 +9,22 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from lstmfast import activations, backend, initializers, layers, reference
-from lstmfast.layers import (LSTM, Activation, Bidirectional, Concatenate, Dense, Dropout, Embedding, Flatten,
-                             Input, InputLayer, KerasTensor, Masking, RepeatVector, TimeDistributed)
+from lstmfast.layers import (
+    LSTM,
+    Activation,
+    Bidirectional,
+    Concatenate,
+    Dense,
+    Dropout,
+    Embedding,
+    Flatten,
+    Input,
+    InputLayer,
+    KerasTensor,
+    Masking,
+    RepeatVector,
+    TimeDistributed,
+)
 
 # Finite differences in float64: central differences with step FD_EPS have truncation error
 # ~eps^2 and rounding error ~1e-16/eps relative to the loss; a wrong gradient is off by O(1).
@@ -369,7 +382,7 @@ def test_all_true_mask_takes_the_fast_path(rng, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an all-True mask must not gather")
 
-    monkeypatch.setattr(layers, "_MaskPlan", refuse)
+    monkeypatch.setattr(layers.lstm, "_MaskPlan", refuse)
     assert_array_equal(layer(x, mask=np.ones((B, T), bool)), plain)
     assert_array_equal(layer.forward(x, mask=np.ones((B, T), bool))[0], plain)
 
@@ -718,23 +731,7 @@ def test_dropout_modes(rng):
 # Keras 3 parity (optional: skipped without keras).
 # ---------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def keras():
-    saved = os.environ.get("KERAS_BACKEND")
-    os.environ["KERAS_BACKEND"] = "torch"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            keras = pytest.importorskip("keras")
-    finally:
-        if saved is None:
-            os.environ.pop("KERAS_BACKEND", None)
-        else:
-            os.environ["KERAS_BACKEND"] = saved
-    if keras.backend.backend() != "torch":
-        pytest.skip(f"keras was already imported with the {keras.backend.backend()!r} backend")
-    return keras
-
+# The `keras` fixture (conftest.py) gives Keras on the torch backend, or skips.
 
 def _keras_run(keras, model, x):
     with warnings.catch_warnings():

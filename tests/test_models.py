@@ -17,7 +17,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import lstmfast
 from lstmfast import backend, saving
-from lstmfast.layers import LSTM, Bidirectional, Dense, Dropout, Embedding, Input, RepeatVector, TimeDistributed
+from lstmfast.layers import LSTM, Bidirectional, Dense, Embedding, Input, TimeDistributed
 from lstmfast.models import Model, Sequential
 
 FD_EPS = 1e-6
@@ -100,7 +100,8 @@ def test_gradients_stacked_return_sequences(float64):
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave"])
 def test_gradients_bidirectional(float64, merge_mode):
     backend.set_random_seed(3)
-    model = Sequential([Bidirectional(LSTM(4), merge_mode=merge_mode, input_shape=(5, 3)), Dense(1, activation="sigmoid")])
+    model = Sequential([Bidirectional(LSTM(4), merge_mode=merge_mode, input_shape=(5, 3)),
+                        Dense(1, activation="sigmoid")])
     model.compile(optimizer="adam", loss="binary_crossentropy")
     rng = np.random.default_rng(3)
     check_model_gradients(model, [rng.standard_normal((4, 5, 3))], [rng.integers(0, 2, (4, 1)).astype(float)])
@@ -126,7 +127,8 @@ def test_gradients_masked(float64, padding):
 def test_gradients_masked_sequence_loss(float64):
     # A masked sequence output: the loss is the mean over unmasked steps (Keras semantics).
     backend.set_random_seed(5)
-    model = Sequential([Embedding(8, 3, mask_zero=True), LSTM(4, return_sequences=True), Dense(3, activation="softmax")])
+    model = Sequential([Embedding(8, 3, mask_zero=True), LSTM(4, return_sequences=True),
+                        Dense(3, activation="softmax")])
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     rng = np.random.default_rng(5)
     x = rng.integers(1, 8, size=(3, 5))
@@ -287,6 +289,46 @@ def test_save_load_identical_predictions_and_resume(tmp_path):
         names = z.namelist()
         assert "model.json" in names and all(n == "model.json" or n.endswith(".npy") for n in names)
         json.loads(z.read("model.json"))
+
+
+@pytest.mark.parametrize("name", ["sequential_format1", "functional_format1"])
+def test_files_written_by_earlier_versions_still_load(name):
+    """tests/data holds files saved by an earlier lstmfast (tests/data/make_saved_models.py): they load
+    with their weights and optimizer state, so predictions and the next training step are the same."""
+    path = os.path.join(os.path.dirname(__file__), "data", name + ".lstmfast")
+    expected = np.load(os.path.join(os.path.dirname(__file__), "data", name + ".expected.npz"))
+    xs = [expected[f"x{k}"] for k in range(2) if f"x{k}" in expected]
+    x = xs if len(xs) > 1 else xs[0]
+    model = lstmfast.load_model(path)
+    assert saving.read_metadata(path) == {"made_by": "tests/data/make_saved_models.py"}
+    assert_allclose(model.predict(x, verbose=0), expected["prediction"], rtol=1e-6, atol=1e-7)
+    model.train_on_batch(x, expected["y"])
+    weights = model.get_weights()
+    assert len(weights) == sum(k.startswith("weight") for k in expected.files)
+    for k, w in enumerate(weights):
+        assert_allclose(w, expected[f"weight{k}"], rtol=1e-5, atol=1e-7, err_msg=f"weight {k}")
+
+
+def test_a_model_saved_and_loaded_keeps_its_config(tmp_path):
+    model = lstmfast.load_model(os.path.join(os.path.dirname(__file__), "data", "functional_format1.lstmfast"))
+    model.save(tmp_path / "again.lstmfast")
+    again = lstmfast.load_model(tmp_path / "again.lstmfast")
+    assert again.get_config() == model.get_config()
+    assert again.get_compile_config() == model.get_compile_config()
+    assert Model.from_config(model.get_config()).get_config() == model.get_config()
+    with zipfile.ZipFile(tmp_path / "again.lstmfast") as z:
+        manifest = json.loads(z.read("model.json"))
+    with zipfile.ZipFile(os.path.join(os.path.dirname(__file__), "data", "functional_format1.lstmfast")) as z:
+        old = json.loads(z.read("model.json"))
+    assert list(manifest) == list(old)               # the same entries, in the same order
+    assert {k: v for k, v in manifest.items() if k != "metadata"} == {k: v for k, v in old.items() if k != "metadata"}
+
+
+def test_saving_does_not_import_models():
+    # saving reads and writes the archive; building models from it is models.load_model (no import cycle)
+    code = "import sys, lstmfast.saving; sys.exit('lstmfast.models' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+    assert lstmfast.load_model is lstmfast.models.load_model
 
 
 def test_save_load_functional_model(tmp_path):
@@ -489,6 +531,6 @@ def test_fit_verbose_2_reports_the_epoch_time(capsys):
     model = Sequential([Dense(2, input_shape=(3,))])
     model.compile(optimizer="adam", loss="mse")
     model.fit(np.zeros((400, 3), np.float32), np.zeros((400, 2), np.float32), batch_size=2, epochs=2, verbose=2)
-    lines = [l for l in capsys.readouterr().out.splitlines() if "/step" in l]
+    lines = [line for line in capsys.readouterr().out.splitlines() if "/step" in line]
     assert len(lines) == 2
-    assert all(l.startswith("200/200 - ") and " 0us/step" not in l for l in lines), lines
+    assert all(line.startswith("200/200 - ") and " 0us/step" not in line for line in lines), lines

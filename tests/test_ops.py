@@ -1,5 +1,7 @@
-"""The C++ engine (lstmfast.ops) against the NumPy float64 oracle (lstmfast.reference), at every SIMD
-level and thread count, plus torch.nn.LSTM as a second opinion and the edge-case behaviour of the API."""
+"""The engines behind lstmfast.ops against the NumPy float64 oracle (lstmfast.reference): the C++ engine at
+every SIMD level and thread count, and the GPU engine (on the CuPy stand-in of test_cuda.py, and on a real
+GPU when there is one; conftest's ``engine`` fixture), plus torch.nn.LSTM as a second opinion and the
+edge-case behaviour of the API."""
 import os
 import pickle
 import subprocess
@@ -10,8 +12,9 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import lstmfast
-from lstmfast import ops, reference
-from conftest import ALL_LEVELS, SIMD_LEVELS, level_runs_here
+from lstmfast import LSTMGradients, LSTMOutput, ops, reference
+
+from conftest import ALL_LEVELS, SIMD_LEVELS, level_runs_here, peer
 
 # float32 engine versus the float64 oracle fed the same float32 values: a few ulp per activation,
 # accumulated over the recurrence and over the T*B-term sums of the weight gradients.
@@ -161,6 +164,20 @@ def run_engine(args, incoming):
     return out, grads
 
 
+def run_on(engine, args, incoming):
+    """Forward and backward on ``engine`` (a conftest.Side), the results back as host arrays."""
+    out = ops.lstm_forward(**engine.kwargs_to_device(args))
+    grads = ops.lstm_backward(out.cache, **engine.kwargs_to_device(incoming))
+    assert isinstance(out.y, engine.xp.ndarray) and isinstance(grads.dkernel, engine.xp.ndarray)
+    return host(engine, out, grads)
+
+
+def host(engine, out, grads):
+    """An LSTMOutput (without its cache) and LSTMGradients as host arrays."""
+    return (LSTMOutput(*(engine.to_host(getattr(out, name)) for name in OUTPUT_FIELDS), None),
+            LSTMGradients(*(engine.to_host(getattr(grads, name)) for name in GRAD_FIELDS)))
+
+
 def run_oracle(args, incoming):
     """The oracle on the same values (float32 inputs widened exactly to float64)."""
     out = reference.lstm_forward(**cast(args, np.float64))
@@ -214,10 +231,10 @@ def test_configurations_cover_the_edge_cases():
 
 
 @pytest.mark.parametrize("index", range(len(CONFIGS)), ids=[config_id(c) for c in CONFIGS])
-def test_engine_matches_oracle(index, simd_level):
+def test_engine_matches_oracle(index, engine):
     config = CONFIGS[index]
     args, incoming = make_case(config)
-    out, grads = run_engine(args, incoming)
+    out, grads = run_on(engine, args, incoming)
     ref_out, ref_grads = oracle_for(index)
     assert_matches_oracle(out, grads, ref_out, ref_grads, config["dtype"])
 
@@ -316,7 +333,7 @@ def test_simd_environment_variable_warns_when_unsupported():
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (5, 3, 4, 7), (4, 13, 9, 17)],
                          ids=lambda s: "T{}B{}X{}H{}".format(*s))
 def test_matches_torch_lstm(shape, dtype):
-    torch = pytest.importorskip("torch")
+    torch = peer("torch")
     T, B, X, H = shape
     config = dict(seed=77 + T, T=T, B=B, X=X, H=H, dtype=dtype, peephole=False, lengths="none",
                   state="both", activation="sigmoid", mask=False, bias=True, incoming="all")
@@ -360,9 +377,9 @@ def small_case(dtype=np.float64, T=3, B=4, X=5, H=6, seed=1, **overrides):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_zero_time_steps_return_initial_state(dtype, simd_level):
+def test_zero_time_steps_return_initial_state(dtype, engine):
     args, incoming = small_case(dtype, T=0)
-    out, grads = run_engine(args, incoming)
+    out, grads = run_on(engine, args, incoming)
     B, X, H = 4, 5, 6
     assert out.y.shape == (0, B, H) and out.y.dtype == dtype
     assert_array_equal(out.h, args["h0"], strict=True)
@@ -373,15 +390,16 @@ def test_zero_time_steps_return_initial_state(dtype, simd_level):
     for name in ("dkernel", "drecurrent_kernel", "dbias", "dpeephole"):
         assert_array_equal(getattr(grads, name), np.zeros_like(getattr(grads, name)), err_msg=name)
     # Without an initial state the final state is zeros.
-    bare = ops.lstm_forward(args["x"], args["kernel"], args["recurrent_kernel"], None)
-    assert_array_equal(bare.h, np.zeros((B, H), dtype), strict=True)
-    assert_array_equal(bare.c, np.zeros((B, H), dtype), strict=True)
+    device = engine.kwargs_to_device(args)
+    bare = ops.lstm_forward(device["x"], device["kernel"], device["recurrent_kernel"], None)
+    assert_array_equal(engine.to_host(bare.h), np.zeros((B, H), dtype), strict=True)
+    assert_array_equal(engine.to_host(bare.c), np.zeros((B, H), dtype), strict=True)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_empty_batch(dtype, simd_level):
+def test_empty_batch(dtype, engine):
     args, incoming = small_case(dtype, B=0)
-    out, grads = run_engine(args, incoming)
+    out, grads = run_on(engine, args, incoming)
     T, X, H = 3, 5, 6
     assert out.y.shape == (T, 0, H) and out.h.shape == (0, H) and out.c.shape == (0, H)
     assert grads.dx.shape == (T, 0, X) and grads.dh0.shape == (0, H) and grads.dc0.shape == (0, H)
@@ -390,10 +408,10 @@ def test_empty_batch(dtype, simd_level):
         assert_array_equal(value, np.zeros_like(value), err_msg=name)
 
 
-def test_lengths_all_zero_pass_state_and_gradients_through(simd_level):
+def test_lengths_all_zero_pass_state_and_gradients_through(engine):
     args, incoming = small_case(lengths="mixed", B=4)
     args["lengths"] = np.zeros(4, dtype=np.int32)
-    out, grads = run_engine(args, incoming)
+    out, grads = run_on(engine, args, incoming)
     assert_array_equal(out.y, np.zeros_like(out.y))
     assert_array_equal(out.h, args["h0"])
     assert_array_equal(out.c, args["c0"])
@@ -406,37 +424,39 @@ def test_lengths_all_zero_pass_state_and_gradients_through(simd_level):
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_nan_in_x_reaches_only_its_batch_row(dtype, activation, simd_level):
+def test_nan_in_x_reaches_only_its_batch_row(dtype, activation, engine):
     T, B, H, t_nan, b_nan = 4, 5, 19, 1, 3
     args, _ = small_case(dtype, T=T, B=B, H=H, activation=activation)
     args["x"][t_nan, b_nan, 2] = np.nan
-    out = ops.lstm_forward(**args, training=False)
-    assert np.all(np.isnan(out.y[t_nan:, b_nan])), "NaN swallowed on its way to y"
-    assert np.all(np.isnan(out.h[b_nan])) and np.all(np.isnan(out.c[b_nan]))
-    assert np.all(np.isfinite(out.y[:t_nan, b_nan]))
+    out = ops.lstm_forward(**engine.kwargs_to_device(args), training=False)
+    y, h, c = (engine.to_host(v) for v in out[:3])
+    assert np.all(np.isnan(y[t_nan:, b_nan])), "NaN swallowed on its way to y"
+    assert np.all(np.isnan(h[b_nan])) and np.all(np.isnan(c[b_nan]))
+    assert np.all(np.isfinite(y[:t_nan, b_nan]))
     others = [b for b in range(B) if b != b_nan]
-    assert np.all(np.isfinite(out.y[:, others]))
-    assert np.all(np.isfinite(out.h[others])) and np.all(np.isfinite(out.c[others]))
+    assert np.all(np.isfinite(y[:, others]))
+    assert np.all(np.isfinite(h[others])) and np.all(np.isfinite(c[others]))
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_nan_in_initial_cell_state_is_not_swallowed(dtype, activation, simd_level):
+def test_nan_in_initial_cell_state_is_not_swallowed(dtype, activation, engine):
     # c0 feeds the gates only through the peepholes and the cell update: no weight product to spread it.
     args, _ = small_case(dtype, T=2, B=3, H=9, activation=activation)
     args["c0"][1, 4] = np.nan
-    out = ops.lstm_forward(**args, training=False)
-    assert np.isnan(out.c[1, 4]) and np.isnan(out.y[0, 1, 4])
-    assert np.all(np.isfinite(out.y[:, [0, 2]]))
+    out = ops.lstm_forward(**engine.kwargs_to_device(args), training=False)
+    y, c = engine.to_host(out.y), engine.to_host(out.c)
+    assert np.isnan(c[1, 4]) and np.isnan(y[0, 1, 4])
+    assert np.all(np.isfinite(y[:, [0, 2]]))
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_huge_inputs_saturate_without_overflow(dtype, activation, simd_level):
+def test_huge_inputs_saturate_without_overflow(dtype, activation, engine):
     args, incoming = small_case(dtype, T=5, B=7, H=17, activation=activation)
     args["x"] = (args["x"] * 1e4).astype(dtype)
     args["kernel"] = (args["kernel"] * 10).astype(dtype)
-    out, grads = run_engine(args, incoming)
+    out, grads = run_on(engine, args, incoming)
     assert np.all(np.isfinite(out.y)) and np.all(np.abs(out.y) <= 1.0)
     assert np.all(np.isfinite(out.h)) and np.all(np.isfinite(out.c))
     assert np.all(np.abs(out.c) <= np.abs(args["c0"]) + 5.001)  # |c_t| <= |c_{t-1}| + 1 per step
@@ -452,8 +472,9 @@ def test_training_output_is_read_only():
         out.y[0, 0, 0] = 1.0
 
 
-def test_backward_consumes_the_cache():
+def test_backward_consumes_the_cache(engine):
     args, incoming = small_case()
+    args, incoming = engine.kwargs_to_device(args), engine.kwargs_to_device(incoming)
     out = ops.lstm_forward(**args)
     first = ops.lstm_backward(out.cache, **incoming)
     assert "consumed" in repr(out.cache)
@@ -462,37 +483,36 @@ def test_backward_consumes_the_cache():
     # A fresh forward pass gives a usable cache with the same gradients.
     again = ops.lstm_backward(ops.lstm_forward(**args).cache, **incoming)
     for name in GRAD_FIELDS:
-        assert_array_equal(getattr(first, name), getattr(again, name), err_msg=name)
+        assert_array_equal(engine.to_host(getattr(first, name)), engine.to_host(getattr(again, name)), err_msg=name)
 
 
-def strided_copy(a, rng):
-    """Same values as ``a`` in a non-contiguous view (every other element of a bigger array)."""
+def strided_copy(a, rng, engine):
+    """Same values as ``a`` on ``engine`` in a non-contiguous view (every other element of a bigger array)."""
     big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
     if a.dtype.kind == "f":
         big[...] = rng.standard_normal(big.shape)
+    big = engine.to_device(big)
     view = big[..., ::2]
-    view[...] = a
+    view[...] = engine.to_device(a)
     assert not view.flags.c_contiguous or a.size <= 1
     return view
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_non_contiguous_inputs_equal_contiguous_copies(dtype):
+def test_non_contiguous_inputs_equal_contiguous_copies(dtype, engine):
     args, incoming = small_case(dtype, T=4, B=5, X=6, H=7, lengths="random")
     rng = np.random.default_rng(3)
-    want_out, want_grads = run_engine(args, incoming)
+    want_out, want_grads = run_on(engine, args, incoming)
 
-    strided = dict(args)
-    xbig = rng.standard_normal((4, 5, 12)).astype(dtype)
-    xbig[:, :, ::2] = args["x"]
-    strided["x"] = xbig[:, :, ::2]                                   # x[:, :, ::2]
-    strided["kernel"] = np.ascontiguousarray(args["kernel"].T).T    # transposed view, Fortran order
-    strided["recurrent_kernel"] = np.asfortranarray(args["recurrent_kernel"])
-    for name in ("bias", "h0", "c0", "peephole", "lengths", "recurrent_dropout_mask"):
-        strided[name] = strided_copy(args[name], rng)
-    strided_incoming = {name: strided_copy(value, rng) for name, value in incoming.items()}
+    strided = {name: strided_copy(args[name], rng, engine) for name in ("x", "bias", "h0", "c0", "peephole",
+                                                                          "lengths", "recurrent_dropout_mask")}
+    xp = engine.xp
+    strided["kernel"] = xp.ascontiguousarray(engine.to_device(args["kernel"]).T).T  # transposed view, Fortran order
+    strided["recurrent_kernel"] = xp.asfortranarray(engine.to_device(args["recurrent_kernel"]))
+    strided["recurrent_activation"] = args["recurrent_activation"]
+    strided_incoming = {name: strided_copy(value, rng, engine) for name, value in incoming.items()}
     assert not strided["x"].flags.c_contiguous and not strided["kernel"].flags.c_contiguous
-    got_out, got_grads = run_engine(strided, strided_incoming)
+    got_out, got_grads = run_on(engine, strided, strided_incoming)
     for (name, want), (_, got) in zip(all_arrays(want_out, want_grads), all_arrays(got_out, got_grads)):
         assert_array_equal(got, want, err_msg=name, strict=True)
 
@@ -521,13 +541,15 @@ def test_float64_lists_work():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_inference_mode_equals_training_mode(dtype, simd_level):
+def test_inference_mode_equals_training_mode(dtype, engine):
     args, _ = small_case(dtype, lengths="mixed", H=17)
+    args = engine.kwargs_to_device(args)
     train = ops.lstm_forward(**args, training=True)
     infer = ops.lstm_forward(**args, training=False)
     assert train.cache is not None and infer.cache is None
     for name in OUTPUT_FIELDS:
-        assert_array_equal(getattr(infer, name), getattr(train, name), err_msg=name, strict=True)
+        assert_array_equal(engine.to_host(getattr(infer, name)), engine.to_host(getattr(train, name)), err_msg=name,
+                           strict=True)
 
 
 @pytest.mark.parametrize("T,B", [(300, 7), (3, 1500), (1025, 1)], ids=["chunks-146-146-8", "one-step-chunks",
@@ -546,16 +568,17 @@ def test_inference_projects_in_chunks_with_the_same_bits(T, B, simd_level, resto
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_same_inputs_give_identical_bits_and_inputs_are_untouched(dtype, simd_level):
+def test_same_inputs_give_identical_bits_and_inputs_are_untouched(dtype, engine):
     args, incoming = small_case(dtype, T=5, B=13, X=9, H=33, lengths="random")
-    before = {k: v.copy() for k, v in {**args, **incoming}.items() if isinstance(v, np.ndarray)}
-    first = all_arrays(*run_engine(args, incoming))
-    second = all_arrays(*run_engine(args, incoming))
+    args, incoming = engine.kwargs_to_device(args), engine.kwargs_to_device(incoming)
+    before = {k: engine.to_host(v).copy() for k, v in {**args, **incoming}.items() if hasattr(v, "shape")}
+    first = all_arrays(*run_on(engine, args, incoming))
+    second = all_arrays(*run_on(engine, args, incoming))
     for (name, a), (_, b) in zip(first, second):
         assert_array_equal(a, b, err_msg=name, strict=True)
     for name, value in before.items():
         current = args[name] if name in args else incoming[name]
-        assert_array_equal(current, value, err_msg=f"{name} was modified", strict=True)
+        assert_array_equal(engine.to_host(current), value, err_msg=f"{name} was modified", strict=True)
 
 
 def test_unpickled_arrays_are_accepted():

@@ -8,6 +8,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from lstmfast import reference
 
+from conftest import peer
+
 # Central differences in float64: truncation error ~EPS**2, rounding ~1e-16 * |L| / EPS ~ 1e-10.
 FD_EPS = 1e-6
 FD_RTOL = 1e-6
@@ -422,7 +424,7 @@ def test_bad_argument_raises_naming_it(name, value, message):
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (4, 3, 2, 3), (3, 2, 5, 4)],
                          ids=lambda s: "T{}B{}X{}H{}".format(*s))
 def test_matches_torch_lstm(shape, packed):
-    torch = pytest.importorskip("torch")
+    torch = peer("torch")
     T, B, X, H = shape
     rng = np.random.default_rng(13 + T)
     args = make_inputs(rng, T, B, X, H, peephole=False)

@@ -268,7 +268,7 @@ def test_tutorial_configuration_runs(corpus):
     r = text_task.tutorial(corpus, epochs=1, window=10, units=8, max_windows=64, generate_chars=15, verbose=0)
     assert len(r["text"]) == 15 and len(r["seed"]) == 10 and len(r["loss"]) == 1
     layers = r["model"].layers
-    assert [type(l).__name__ for l in layers] == ["LSTM", "Dropout", "LSTM", "Dropout", "Dense"]
+    assert [type(layer).__name__ for layer in layers] == ["LSTM", "Dropout", "LSTM", "Dropout", "Dense"]
     assert layers[0].weights["kernel"].shape == (1, 32)  # one scaled integer per step
 
 

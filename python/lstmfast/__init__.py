@@ -4,10 +4,9 @@ from __future__ import annotations
 import os as _os
 import warnings as _warnings
 
-from . import _core
-from . import ops, reference
+from . import _core, ops, reference
 from ._results import LSTMGradients, LSTMOutput
-from .cuda import get_backend, set_backend
+from .ops import get_backend, set_backend
 
 __version__ = _core.__version__
 __all__ = ["ops", "reference", "build_info", "set_num_threads", "get_num_threads", "set_simd_level",
@@ -67,7 +66,7 @@ def __getattr__(name):
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     if name == "load_model":
-        from .saving import load_model
+        from .models import load_model
         return load_model
     if name in ("Sequential", "Model"):
         return getattr(importlib.import_module(".models", __name__), name)

@@ -8,7 +8,9 @@ and keeps ``total`` and ``count`` over the epoch, as Keras's ``reduce_to_samplew
     sample_weight w:   values averaged down to w's rank, then
                        total += sum(mean(values * w));  count += sum(mean(w))   (means past axis 0)
 
-``result() = total / count`` (0 before any update). Totals are kept in float64.
+``result() = total / count`` (0 before any update). Totals are kept in float64 (Python floats).
+The per-element values are stated once per metric, in array code on the array module of ``y_pred``
+(NumPy, or CuPy for a device array); ``Mean`` does the reduction for all of them.
 
 ``"accuracy"``/``"acc"`` (and ``"crossentropy"``/``"ce"``) pick their variant from the shapes of the
 first batch (``resolve``); the metric keeps the name the user wrote, as Keras logs it.
@@ -20,17 +22,14 @@ import math
 import numpy as np
 
 from . import losses as _losses
+from . import ops
+from ._serialization import class_and_config, serialized
 
 __all__ = ["Metric", "Mean", "MeanMetricWrapper", "BinaryAccuracy", "CategoricalAccuracy",
            "SparseCategoricalAccuracy", "MeanSquaredError", "MeanAbsoluteError", "RootMeanSquaredError",
            "BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
            "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy", "get", "resolve",
            "serialize", "deserialize"]
-
-SMALL_SIZE = 16  # 2-D y_pred with at most this many entries takes the pure-Python path
-
-_add_reduce = np.add.reduce
-
 
 def _shape(shape) -> str:
     return _losses._shape(shape)
@@ -98,7 +97,7 @@ class Mean(Metric):
                 self.total += float(values) * float(sample_weight)  # e.g. a batch loss weighted by its size
                 self.count += float(sample_weight)
                 return
-        v = np.asarray(values, dtype=np.float64)
+        v = ops.array_module(values).asarray(values).astype(np.float64, copy=False)
         if v.size == 0:
             return
         if sample_weight is None:
@@ -108,10 +107,11 @@ class Mean(Metric):
                 return
             if v.ndim > 1:
                 v = v.reshape(v.shape[0], -1).mean(axis=1)
-            self.total += float(_add_reduce(v, None))
+            self.total += _losses._total(v)
             self.count += float(v.shape[0])
             return
-        w = np.asarray(sample_weight, dtype=np.float64)
+        xp = ops.array_module(v)
+        w = xp.asarray(sample_weight).astype(np.float64, copy=False)
         vshape, wshape = v.shape, w.shape
         # Keras's squeeze_or_expand_to_same_rank(values, sample_weight)
         if v.ndim == w.ndim + 1 and v.shape[-1] == 1:
@@ -127,7 +127,7 @@ class Mean(Metric):
         if v.ndim > w.ndim:
             v = v.mean(axis=tuple(range(w.ndim, v.ndim)))
         try:
-            w = np.broadcast_to(w, v.shape)
+            w = xp.broadcast_to(w, v.shape)
         except ValueError:
             raise ValueError(f"{self.name}: sample_weight shape {_shape(wshape)} does not match the metric values "
                              f"shape {_shape(vshape)} (leading axes are aligned)") from None
@@ -135,22 +135,8 @@ class Mean(Metric):
         if w.ndim > 1:
             w = w.mean(axis=tuple(range(1, w.ndim)))
             v = v.mean(axis=tuple(range(1, v.ndim)))
-        self.total += float(_add_reduce(v, None))
-        self.count += float(_add_reduce(w, None))
-
-    def _update_rows(self, values: list, sample_weight) -> None:
-        """Fast path: one value per sample as a Python list."""
-        if sample_weight is None:
-            self.total += sum(values)
-            self.count += len(values)
-            return
-        w = sample_weight if type(sample_weight) is np.ndarray else np.asarray(sample_weight)
-        if w.size == len(values) and w.ndim <= 2:
-            w = w.reshape(-1).tolist()
-            self.total += sum(a * b for a, b in zip(values, w))
-            self.count += sum(w)
-        else:
-            self.update_state(np.asarray(values), sample_weight)
+        self.total += _losses._total(v)
+        self.count += _losses._total(w)
 
 
 class MeanMetricWrapper(Mean):
@@ -174,8 +160,8 @@ class MeanMetricWrapper(Mean):
 # Accuracies.
 # ------------------------------------------------------------------------------------------------
 
-def _pred(y_pred) -> np.ndarray:
-    p = y_pred if type(y_pred) is np.ndarray else np.asarray(y_pred)
+def _pred(y_pred):
+    p = ops.array_module(y_pred).asarray(y_pred)
     if p.ndim == 0:
         raise ValueError("y_pred must have at least one axis, got a scalar")
     return p
@@ -183,7 +169,7 @@ def _pred(y_pred) -> np.ndarray:
 
 def _aligned(y_true, p, name):
     """y_true with the rank of y_pred (a missing or extra trailing axis of size 1 fixed), checked."""
-    t = y_true if type(y_true) is np.ndarray else np.asarray(y_true)
+    t = ops.array_module(p).asarray(y_true)
     if t.shape != p.shape:
         if t.ndim == p.ndim - 1 and p.shape[-1] == 1 and t.shape == p.shape[:-1]:
             t = t[..., None]
@@ -194,34 +180,34 @@ def _aligned(y_true, p, name):
     return t
 
 
-def binary_accuracy(y_true, y_pred, threshold=0.5) -> np.ndarray:
+def binary_accuracy(y_true, y_pred, threshold=0.5):
     """1.0 where ``y_true == (y_pred > threshold)``, per element."""
     p = _pred(y_pred)
     t = _aligned(y_true, p, "binary_accuracy")
     return (t.astype(p.dtype, copy=False) == (p > threshold)).astype(np.float64)
 
 
-def categorical_accuracy(y_true, y_pred) -> np.ndarray:
+def categorical_accuracy(y_true, y_pred):
     """1.0 where ``argmax(y_true) == argmax(y_pred)`` (first maximum on ties), per row."""
     p = _pred(y_pred)
-    t = y_true if type(y_true) is np.ndarray else np.asarray(y_true)
+    t = ops.array_module(p).asarray(y_true)
     if t.shape != p.shape:
         raise ValueError(f"categorical_accuracy: y_true shape {_shape(t.shape)} does not match y_pred shape "
                          f"{_shape(p.shape)}: y_true must be one-hot with {p.shape[-1]} classes"
                          + ("; for integer labels use sparse_categorical_accuracy"
                             if t.shape in (p.shape[:-1], p.shape[:-1] + (1,)) else ""))
-    return (np.argmax(t, axis=-1) == np.argmax(p, axis=-1)).astype(np.float64)
+    return (t.argmax(-1) == p.argmax(-1)).astype(np.float64)
 
 
-def sparse_categorical_accuracy(y_true, y_pred) -> np.ndarray:
+def sparse_categorical_accuracy(y_true, y_pred):
     """1.0 where the integer label ``y_true`` equals ``argmax(y_pred)``, per row."""
     p = _pred(y_pred)
     t = _sparse_labels(y_true, p, "sparse_categorical_accuracy")
-    return (t == np.argmax(p, axis=-1)).astype(np.float64)
+    return (t == p.argmax(-1)).astype(np.float64)
 
 
 def _sparse_labels(y_true, p, name):
-    t = y_true if type(y_true) is np.ndarray else np.asarray(y_true)
+    t = ops.array_module(p).asarray(y_true)
     V = p.shape[:-1]
     if t.shape != V:
         if t.ndim and t.shape[-1] == 1 and t.shape[:-1] == V:
@@ -231,14 +217,6 @@ def _sparse_labels(y_true, p, name):
                              f"expected integer labels of shape {_shape(V)} (or {_shape(V + (1,))})"
                              + ("; for one-hot targets use categorical_accuracy" if t.shape == p.shape else ""))
     return t
-
-
-def _argmax_row(row):
-    best = 0
-    for j in range(1, len(row)):
-        if row[j] > row[best]:
-            best = j
-    return best
 
 
 class BinaryAccuracy(MeanMetricWrapper):
@@ -252,19 +230,6 @@ class BinaryAccuracy(MeanMetricWrapper):
                          threshold=float(threshold))
         self.threshold = float(threshold)
 
-    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
-        p = y_pred if type(y_pred) is np.ndarray else np.asarray(y_pred)
-        if p.ndim == 2 and p.size <= SMALL_SIZE:
-            t = _aligned(y_true, p, self.name)
-            C, th = p.shape[1], self.threshold
-            tl, pl = t.reshape(-1).tolist(), p.reshape(-1).tolist()
-            hits = [float(a == (b > th)) for a, b in zip(tl, pl)]
-            if C != 1:
-                hits = [sum(hits[o:o + C]) / C for o in range(0, len(hits), C)]
-            self._update_rows(hits, sample_weight)
-            return
-        super().update_state(y_true, p, sample_weight)
-
 
 class CategoricalAccuracy(MeanMetricWrapper):
     """How often the argmax of the prediction matches the argmax of the one-hot target."""
@@ -275,16 +240,6 @@ class CategoricalAccuracy(MeanMetricWrapper):
     def __init__(self, name=None, dtype=None):
         super().__init__(categorical_accuracy, name if name is not None else type(self).name, dtype)
 
-    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
-        p = y_pred if type(y_pred) is np.ndarray else np.asarray(y_pred)
-        if p.ndim == 2 and p.size <= SMALL_SIZE:
-            t = y_true if type(y_true) is np.ndarray else np.asarray(y_true)
-            if t.shape == p.shape:
-                hits = [float(_argmax_row(a) == _argmax_row(b)) for a, b in zip(t.tolist(), p.tolist())]
-                self._update_rows(hits, sample_weight)
-                return
-        super().update_state(y_true, p, sample_weight)
-
 
 class SparseCategoricalAccuracy(MeanMetricWrapper):
     """How often the argmax of the prediction equals the integer label."""
@@ -294,15 +249,6 @@ class SparseCategoricalAccuracy(MeanMetricWrapper):
 
     def __init__(self, name=None, dtype=None):
         super().__init__(sparse_categorical_accuracy, name if name is not None else type(self).name, dtype)
-
-    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
-        p = y_pred if type(y_pred) is np.ndarray else np.asarray(y_pred)
-        if p.ndim == 2 and p.size <= SMALL_SIZE:
-            t = _sparse_labels(y_true, p, self.name)
-            hits = [float(a == _argmax_row(b)) for a, b in zip(t.tolist(), p.tolist())]
-            self._update_rows(hits, sample_weight)
-            return
-        super().update_state(y_true, p, sample_weight)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -321,23 +267,6 @@ class _LossMetric(MeanMetricWrapper):
 
     def get_config(self) -> dict:
         return {"name": self.name, **self._loss_kwargs}
-
-    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
-        p = y_pred if type(y_pred) is np.ndarray else np.asarray(y_pred)
-        if p.ndim == 2 and p.size <= SMALL_SIZE and p.dtype.kind == "f":
-            # per-row values through the loss's pure-Python path (its gradient is discarded)
-            loss = self._loss
-            t = loss._check_true(y_true, p)
-            C = p.shape[1]
-            k = _losses._constants(p.dtype)
-            f = [1.0 / C if loss._mean_over_classes else 1.0]
-            tl, pl = t.reshape(-1).tolist(), p.reshape(-1).tolist()
-            tc = 1 if isinstance(loss, _losses.SparseCategoricalCrossentropy) else C
-            values = [loss._grad_small(tl[r * tc:(r + 1) * tc], pl[r * C:(r + 1) * C], C, f,
-                                       k.eps_f, k.one_minus_eps_f)[0] for r in range(p.shape[0])]
-            self._update_rows(values, sample_weight)
-            return
-        super().update_state(y_true, p, sample_weight)
 
 
 class MeanSquaredError(_LossMetric):
@@ -499,19 +428,16 @@ def serialize(metric) -> dict:
         return {"class_name": "auto", "config": {"name": metric.name}}
     if type(metric).__name__ not in _CLASSES:
         raise TypeError(f"cannot serialize metric {metric!r}: only built-in metrics are serializable")
-    return {"class_name": type(metric).__name__, "config": metric.get_config()}
+    return serialized(metric)
 
 
 def deserialize(config) -> Metric:
     if isinstance(config, str):
         return get(config)
-    if not isinstance(config, dict) or "class_name" not in config:
-        raise ValueError(f"cannot deserialize a metric from {config!r}: expected a name or a dict with "
-                         f"'class_name' and 'config'")
-    cfg = dict(config.get("config") or {})
-    if config["class_name"] == "auto":
+    name, cfg = class_and_config(config, "a metric")
+    if name == "auto":
         return _AutoMetric(cfg["name"])
-    cls = _CLASSES.get(config["class_name"])
+    cls = _CLASSES.get(name)
     if cls is None:
-        raise ValueError(f"unknown metric class {config['class_name']!r}; valid: {', '.join(sorted(_CLASSES))}")
+        raise ValueError(f"unknown metric class {name!r}; valid: {', '.join(sorted(_CLASSES))}")
     return cls.from_config(cfg)

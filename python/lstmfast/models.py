@@ -7,6 +7,15 @@ accumulated gradients to the optimizer. Inference runs ``layer.call`` and keeps 
 
 Masks (from ``Embedding(mask_zero=True)``) travel with the tensors through ``compute_mask``; a
 masked sequence output weights its loss like Keras does (the mean over unmasked steps).
+
+Where a model runs is decided in one place, ``Model._place``: before each batch it puts the weights,
+gradients and buffers of every layer, and the optimizer's slots, on ``lstmfast.get_backend()``
+(moving them only when that changed); each batch is then copied there once, and the loss and the
+metrics run on the host on the model's outputs.
+
+``load_model`` (also ``lstmfast.load_model``) rebuilds a model from a file; ``lstmfast.saving``
+reads and writes the file and knows models only through their public methods (``get_config``,
+``get_compile_config``, ``get_weights``, the optimizer's ``get_state``).
 """
 from __future__ import annotations
 
@@ -15,11 +24,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import backend, callbacks as callbacks_module, layers as layers_module, losses as losses_module
-from . import metrics as metrics_module, optimizers as optimizers_module
-from . import cuda as cuda_module
+from . import backend, ops, saving
+from . import layers as layers_module
+from . import losses as losses_module
+from . import metrics as metrics_module
+from . import optimizers as optimizers_module
+from ._naming import snake_case, unique_name
+from .callbacks import CallbackList
 
-__all__ = ["Model", "Sequential"]
+__all__ = ["Model", "Sequential", "load_model", "model_from_config"]
 
 
 def _as_list(x) -> list:
@@ -52,13 +65,17 @@ class Model:
     """
 
     _placed_on = "cpu"  # where the weights are: "cpu" or "cuda" (see _place)
+    _single_input = True  # Model(x, y) with one tensor, not a list (get_config keeps the structure)
+    _single_output = True
 
     def __init__(self, inputs=None, outputs=None, name: Optional[str] = None):
-        self.name = name or _unique_name(type(self).__name__)
+        self.name = name or unique_name(snake_case(type(self).__name__))
         self.optimizer = None
         self.loss = None
         self.compiled = False
-        self.stop_training = False
+        self.stop_training = False     # a callback sets these to end fit, evaluate or predict early
+        self.stop_evaluating = False
+        self.stop_predicting = False
         self.history = None
         self._metric_specs: list = []
         self._steps: List[_Step] = []
@@ -69,7 +86,6 @@ class Model:
         self._input_ids: List[int] = []
         self._output_ids: List[int] = []
         self._train_pairs: Optional[list] = None
-        self._compiled_losses: Optional[list] = None
         if inputs is not None or outputs is not None:
             if inputs is None or outputs is None:
                 raise ValueError("Model(inputs, outputs) needs both inputs and outputs (symbolic tensors from Input())")
@@ -125,7 +141,8 @@ class Model:
             out_ids = [tid(t) for t in node.outputs]
             multi_in = len(node.inputs) > 1
             multi_out = len(node.outputs) > 1
-            steps.append(_Step(node.layer, in_ids, out_ids, multi_in, multi_out, node.call_kwargs.get("training"), node))
+            training = node.call_kwargs.get("training")
+            steps.append(_Step(node.layer, in_ids, out_ids, multi_in, multi_out, training, node))
             if node.layer not in layer_list:
                 layer_list.append(node.layer)
         self._steps = steps
@@ -138,7 +155,7 @@ class Model:
     def layers(self) -> list:
         """The model's layers in call order (input layers first for functional models)."""
         input_layers = [t._history[0] for t in self._input_tensors]
-        return input_layers + [l for l in self._layers if l not in input_layers]
+        return input_layers + [layer for layer in self._layers if layer not in input_layers]
 
     def get_layer(self, name: Optional[str] = None, index: Optional[int] = None):
         if index is not None:
@@ -146,11 +163,7 @@ class Model:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise ValueError(f"no layer named {name!r}; layers: {[l.name for l in self.layers]}")
-
-    def _ensure_built(self, x_arrays: Optional[List[np.ndarray]] = None) -> None:
-        if not self._steps and not self._input_ids:
-            raise ValueError("this model has no layers yet")
+        raise ValueError(f"no layer named {name!r}; layers: {[layer.name for layer in self.layers]}")
 
     @property
     def built(self) -> bool:
@@ -225,7 +238,7 @@ class Model:
         self.optimizer = optimizers_module.get(optimizer)
         n_out = len(self._output_ids) if self.built else None
         if isinstance(loss, (list, tuple)):
-            self.loss = [losses_module.get(l) for l in loss]
+            self.loss = [losses_module.get(each) for each in loss]
         elif isinstance(loss, dict):
             raise TypeError("loss as a dict is not supported; pass a list with one loss per output")
         else:
@@ -236,8 +249,10 @@ class Model:
         self._metric_specs = metrics if metrics is not None else []
         if isinstance(self._metric_specs, str):
             raise TypeError(f"metrics must be a list, e.g. metrics=[{self._metric_specs!r}]")
-        for spec in (self._metric_specs if not self._metric_specs or not isinstance(self._metric_specs[0], (list, tuple))
-                     else [m for per in self._metric_specs for m in per]):
+        specs = self._metric_specs
+        if specs and isinstance(specs[0], (list, tuple)):  # one list per output
+            specs = [m for per in specs for m in per]
+        for spec in specs:
             metrics_module.get(spec)  # validates names now (a clear error at compile time)
         self._compile_args = {"optimizer": optimizer, "loss": loss, "metrics": metrics, "loss_weights": loss_weights}
         self.compiled = True
@@ -275,11 +290,6 @@ class Model:
         return t._history[0].name
 
     # ---- data handling -------------------------------------------------------------------------
-
-    def _input_dtype(self, k: int):
-        layer = self._input_tensors[k]._history[0] if self._input_tensors else None
-        dt = getattr(self._input_tensors[k], "dtype", None) if self._input_tensors else None
-        return np.dtype(dt) if dt else np.dtype(backend.floatx())
 
     def _prepare_x(self, x, what: str = "x") -> List[np.ndarray]:
         if x is None:
@@ -369,21 +379,27 @@ class Model:
 
     # ---- where the model runs -----------------------------------------------------------------
 
-    def _place(self):
-        """Put weights, gradients and optimizer state where ``lstmfast.get_backend()`` says, moving
-        them only when that changed. Returns the ``cupy`` module for "cuda", None for "cpu"."""
-        where = cuda_module.get_backend()
-        xp = cuda_module.require_gpu() if where == "cuda" else None
+    def _place(self) -> str:
+        """The placement step: put the weights, gradients and buffers of every layer (wrappers'
+        inner layers included) and the optimizer's slots on ``lstmfast.get_backend()``, moving them
+        only when that changed. Returns the backend, "cpu" or "cuda"."""
+        where = ops.get_backend()
         if self._placed_on != where:
             for layer in self._all_layers():
-                layer._move_to(xp)
+                for arrays in (layer.weights, layer.grads, layer.buffers):
+                    for key in list(arrays):
+                        arrays[key] = ops.to_backend(arrays[key], where)
             self._train_pairs = None
-            if getattr(self, "optimizer", None) is not None:
-                self.optimizer._relocate()
+            optimizer = self.optimizer
+            if optimizer is not None and optimizer.built:
+                state = optimizer.get_state()              # the slots as NumPy copies
+                optimizer.build(self.trainable_weights)    # new slots beside the moved weights
+                optimizer.set_state(state)
             self._placed_on = where
-        return xp
+        return where
 
     def _all_layers(self) -> list:
+        """Every layer of the model once, the inner layers of wrappers included."""
         seen, out = set(), []
         stack = list(self._layers)
         while stack:
@@ -400,34 +416,35 @@ class Model:
         host. One copy of each output per batch."""
         values, masks = list(values), list(masks)
         for i in self._output_ids:
-            values[i] = cuda_module.to_host(values[i])
-            masks[i] = cuda_module.to_host(masks[i])
+            values[i] = ops.to_numpy(values[i])
+            if masks[i] is not None:
+                masks[i] = ops.to_numpy(masks[i])
         return values, masks
 
     def _train_batch(self, xs, ys, sample_weight=None) -> float:
-        xp = self._place()
+        where = self._place()
         for layer in self._layers:
             if layer.trainable:
                 layer.zero_grads()
-        if xp is not None:
-            xs = [xp.asarray(a) for a in xs]  # the batch moves to the GPU once
+        if where != "cpu":
+            xs = [ops.to_backend(a, where) for a in xs]  # the batch moves to the device once
         values, masks, caches = self._run(xs, training=True, keep_caches=True)
-        if xp is not None:
+        if where != "cpu":
             values, masks = self._outputs_to_host(values, masks)
         loss, out_grads = self._loss_and_grads(ys, values, masks, sample_weight)
-        if xp is not None:
-            out_grads = {i: xp.asarray(g) for i, g in out_grads.items()}
+        if where != "cpu":
+            out_grads = {i: ops.to_backend(g, where) for i, g in out_grads.items()}
         self._backward(caches, out_grads)
         self.optimizer.apply_gradients(self._trainable_pairs())
         self._last_values, self._last_masks = values, masks
         return loss
 
     def _predict_batch(self, xs) -> list:
-        xp = self._place()
-        if xp is not None:
-            xs = [xp.asarray(a) for a in xs]
+        where = self._place()
+        if where != "cpu":
+            xs = [ops.to_backend(a, where) for a in xs]
         values, masks, _ = self._run(xs, training=False, keep_caches=False)
-        if xp is not None:
+        if where != "cpu":
             values, masks = self._outputs_to_host(values, masks)
         self._last_values, self._last_masks = values, masks
         return [values[i] for i in self._output_ids]
@@ -470,7 +487,7 @@ class Model:
             raise ValueError(f"sample_weight has {sw.shape[0]} entries but x has {n} samples")
         if class_weight is not None:
             sw = _class_weights_to_sample_weights(class_weight, ys[0], sw)
-        batch_size = _check_batch_size(batch_size, steps_per_epoch)
+        batch_size = _check_batch_size(batch_size)
         if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
         verbose = 1 if verbose == "auto" else int(verbose)
@@ -497,8 +514,8 @@ class Model:
             n = split
 
         steps = (steps_per_epoch or max(1, math.ceil(n / batch_size))) if n else 0
-        cbs = callbacks_module.CallbackList(callbacks, model=self, add_history=True, add_progbar=verbose != 0,
-                                            verbose=verbose, epochs=epochs, steps=steps)
+        cbs = CallbackList(callbacks, model=self, add_history=True, add_progbar=verbose != 0, verbose=verbose,
+                           epochs=epochs, steps=steps)
         self.stop_training = False
         cbs.on_train_begin()
         rng = backend.get_rng()
@@ -523,17 +540,16 @@ class Model:
                 seen += count
                 self._update_metrics(by, bsw)
                 if batch_logs_wanted:
-                    logs = {"loss": loss_sum / seen}
-                    logs.update(self._metric_logs())
+                    logs = self._logs(loss_sum / seen)
                     cbs.on_train_batch_end(step, logs)
                 if self.stop_training:
                     break
             if seen:
-                logs = {"loss": loss_sum / seen}
-                logs.update(self._metric_logs())
+                logs = self._logs(loss_sum / seen)
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
-                val_logs = self._evaluate_arrays(val[0], val[1], val[2], validation_batch_size or batch_size)
+                # Keras: validation drives the test hooks of fit's callbacks (the progress bar stays quiet)
+                val_logs = self._evaluate_arrays(val[0], val[1], val[2], validation_batch_size or batch_size, cbs)
                 epoch_logs.update({"val_" + k: v for k, v in val_logs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
@@ -541,51 +557,92 @@ class Model:
         cbs.on_train_end(logs)
         return self.history  # CallbackList.set_model attached this fit's History
 
-    def _evaluate_arrays(self, xs, ys, sw, batch_size) -> Dict[str, float]:
+    def _evaluate_arrays(self, xs, ys, sw, batch_size, callbacks=None) -> Dict[str, float]:
+        """Loss and metrics over the data, batch by batch. ``callbacks`` (a CallbackList) get the test
+        hooks as in Keras: ``on_test_begin()``, per batch ``on_test_batch_begin(step)`` and
+        ``on_test_batch_end(step, running logs)``, then ``on_test_end(logs)``; a callback may set
+        ``model.stop_evaluating`` to end after the current batch."""
         n = _batch_count(xs)
         self._reset_metrics()
-        loss_sum = 0.0
-        for lo in range(0, n, batch_size):
+        self.stop_evaluating = False
+        batch_logs_wanted = callbacks is not None and callbacks.wants("on_test_batch_end")
+        if callbacks is not None:
+            callbacks.on_test_begin()
+        loss_sum, seen = 0.0, 0
+        for step, lo in enumerate(range(0, n, batch_size)):
+            if callbacks is not None:
+                callbacks.on_test_batch_begin(step)
             hi = min(lo + batch_size, n)
             bx, by = [a[lo:hi] for a in xs], [a[lo:hi] for a in ys]
             bsw = None if sw is None else sw[lo:hi]
             self._predict_batch(bx)
             loss, _ = self._loss_and_grads(by, self._last_values, self._last_masks, bsw)
             loss_sum += loss * (hi - lo)
+            seen += hi - lo
             self._update_metrics(by, bsw)
-        out = {"loss": loss_sum / n if n else float("nan")}
-        out.update(self._metric_logs())
-        return out
+            if batch_logs_wanted:
+                callbacks.on_test_batch_end(step, self._logs(loss_sum / seen))
+            if self.stop_evaluating:
+                break
+        logs = self._logs(loss_sum / seen if seen else float("nan"))
+        if callbacks is not None:
+            callbacks.on_test_end(logs)
+        return logs
+
+    def _logs(self, loss: float) -> Dict[str, float]:
+        logs = {"loss": loss}
+        logs.update(self._metric_logs())
+        return logs
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, return_dict=False,
                  callbacks=None, **kwargs):
-        """Loss and metrics on the given data (a float, or a list [loss, metrics...], or a dict)."""
+        """Loss and metrics on the given data (a float, or a list [loss, metrics...], or a dict).
+        ``callbacks`` get the test hooks (see ``Callback``); ``verbose`` shows Keras's progress bar."""
         if kwargs:
             raise TypeError(f"evaluate() got unexpected arguments: {sorted(kwargs)}")
         self._check_compiled("evaluating it")
         xs = self._prepare_x(x)
         ys = self._prepare_y(y, _batch_count(xs))
         sw = None if sample_weight is None else np.asarray(sample_weight, np.float64)
-        logs = self._evaluate_arrays(xs, ys, sw, _check_batch_size(batch_size, None))
+        batch_size = _check_batch_size(batch_size)
         verbose = 1 if verbose == "auto" else int(verbose)
-        if verbose:
-            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        if not isinstance(callbacks, CallbackList):
+            callbacks = CallbackList(callbacks, model=self, add_progbar=verbose != 0, verbose=verbose, epochs=1,
+                                     steps=math.ceil(_batch_count(xs) / batch_size))
+        logs = self._evaluate_arrays(xs, ys, sw, batch_size, callbacks)
         if return_dict:
             return logs
         vals = list(logs.values())
         return vals[0] if len(vals) == 1 else vals
 
     def predict(self, x, batch_size=None, verbose="auto", callbacks=None, steps=None):
-        """Outputs for ``x`` in batches (inference mode: no dropout)."""
+        """Outputs for ``x`` in batches (inference mode: no dropout). ``callbacks`` get the predict
+        hooks as in Keras: ``on_predict_begin()``, per batch ``on_predict_batch_begin(step)`` and
+        ``on_predict_batch_end(step, {"outputs": the batch's outputs})``, then ``on_predict_end()``;
+        a callback may set ``model.stop_predicting`` to end after the current batch (the outputs
+        then cover the batches run). ``verbose`` shows Keras's progress bar."""
         xs = self._prepare_x(x)
         n = _batch_count(xs)
-        batch_size = _check_batch_size(batch_size, None)
+        batch_size = _check_batch_size(batch_size)
+        verbose = 1 if verbose == "auto" else int(verbose)
+        if not isinstance(callbacks, CallbackList):
+            callbacks = CallbackList(callbacks, model=self, add_progbar=verbose != 0, verbose=verbose, epochs=1,
+                                     steps=math.ceil(n / batch_size))
+        batch_logs_wanted = callbacks.wants("on_predict_batch_end")
+        self.stop_predicting = False
+        callbacks.on_predict_begin()
         chunks: List[list] = [[] for _ in self._output_ids]
-        for lo in range(0, n, batch_size):
+        for step, lo in enumerate(range(0, n, batch_size)):
+            callbacks.on_predict_batch_begin(step)
             outs = self._predict_batch([a[lo:lo + batch_size] for a in xs])
             for k, o in enumerate(outs):
                 chunks[k].append(o)
-        if n == 0:
+            if batch_logs_wanted:
+                callbacks.on_predict_batch_end(step, {"outputs": outs[0] if len(outs) == 1 else list(outs)})
+            if self.stop_predicting:
+                break
+        callbacks.on_predict_end()
+        if not chunks[0]:
             results = [np.zeros((0,) + tuple(d or 0 for d in t.shape[1:]), backend.floatx())
                        for t in self._output_tensors]
         else:
@@ -618,8 +675,7 @@ class Model:
         return outs[0] if len(outs) == 1 else outs
 
     def _batch_result(self, loss: float, return_dict: bool):
-        logs = {"loss": float(loss)}
-        logs.update(self._metric_logs())
+        logs = self._logs(float(loss))
         if return_dict:
             return logs
         return logs["loss"] if len(logs) == 1 else list(logs.values())
@@ -676,7 +732,7 @@ class Model:
                 print_fn("")
         print_fn("=" * line_length)
         total = self.count_params()
-        trainable = sum(l.count_params() for l in self._layers if l.trainable)
+        trainable = sum(layer.count_params() for layer in self._layers if layer.trainable)
         print_fn(f"Total params: {total:,}")
         print_fn(f"Trainable params: {trainable:,}")
         print_fn(f"Non-trainable params: {total - trainable:,}")
@@ -684,7 +740,8 @@ class Model:
 
     def _summary_rows(self):
         rows = []
-        for t in ([] if isinstance(self, Sequential) else self._input_tensors):  # Keras lists inputs for functional models only
+        # Keras lists the inputs of functional models only
+        for t in ([] if isinstance(self, Sequential) else self._input_tensors):
             layer = t._history[0]
             rows.append((f"{layer.name} ({type(layer).__name__})", _shape_str(t.shape), 0))
         for step in self._steps:
@@ -698,20 +755,53 @@ class Model:
     def save(self, filepath, overwrite: bool = True, metadata: Optional[dict] = None) -> None:
         """Save architecture, weights and optimizer state to one file (a zip of JSON and .npy; no
         pickle), written atomically. ``metadata``: an optional JSON-serialisable dict kept with it."""
-        from . import saving
         saving.save_model(self, filepath, overwrite=overwrite, metadata=metadata)
 
     def save_weights(self, filepath, overwrite: bool = True) -> None:
-        from . import saving
         saving.save_weights(self, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath) -> None:
-        from . import saving
         saving.load_weights(self, filepath)
 
     def get_config(self) -> dict:
-        from . import saving
-        return saving.model_config(self)
+        """The architecture as a JSON-serialisable dict: the inputs, each layer's config, and the
+        layer calls that connect them (``model_from_config`` rebuilds the model from it)."""
+        inputs = [{"id": i, "batch_shape": list(t.shape), "dtype": t.dtype, "name": t._history[0].name}
+                  for i, t in zip(self._input_ids, self._input_tensors)]
+        steps = [{"layer": step.layer.name, "inputs": list(step.inputs), "outputs": list(step.outputs),
+                  "multi_in": step.multi_in, "training": step.training} for step in self._steps]
+        return {"class_name": "Model", "name": self.name, "inputs": inputs,
+                "layers": [_layer_entry(layer) for layer in self._layers], "steps": steps,
+                "outputs": list(self._output_ids), "single_input": bool(self._single_input),
+                "single_output": bool(self._single_output)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Model":
+        """The model ``get_config()`` describes (uncompiled, with freshly initialised weights)."""
+        return model_from_config(config)
+
+    def get_compile_config(self) -> Optional[dict]:
+        """The ``compile`` settings as a JSON-serialisable dict (None before ``compile``):
+        ``compile_from_config`` applies it to another model."""
+        if not self.compiled:
+            return None
+        if isinstance(self.loss, list):
+            loss = [losses_module.serialize(each) for each in self.loss]
+        else:
+            loss = losses_module.serialize(self.loss)
+        return {"optimizer": optimizers_module.serialize(self.optimizer), "loss": loss,
+                "metrics": _metric_names(self._compile_args.get("metrics")),
+                "loss_weights": self._compile_args.get("loss_weights")}
+
+    def compile_from_config(self, config: dict) -> None:
+        """``compile`` with the settings of ``get_compile_config()`` (a new optimizer, no state)."""
+        loss = config["loss"]
+        if isinstance(loss, list):
+            loss = [losses_module.deserialize(each) for each in loss]
+        else:
+            loss = losses_module.deserialize(loss)
+        self.compile(optimizer=optimizers_module.deserialize(config["optimizer"]), loss=loss,
+                     metrics=config.get("metrics"), loss_weights=config.get("loss_weights"))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} layers={len(self._layers)}>"
@@ -782,6 +872,12 @@ class Sequential(Model):
     def layers(self) -> list:
         return list(self._stack)
 
+    def get_config(self) -> dict:
+        spec = self._input_spec
+        return {"class_name": "Sequential", "name": self.name,
+                "input": None if spec is None else {"batch_shape": list(spec[0]), "dtype": spec[1]},
+                "layers": [_layer_entry(layer) for layer in self._stack]}
+
     def _ensure_built_from(self, xs: List[np.ndarray]) -> None:
         if self.built and self._steps:
             return
@@ -798,23 +894,104 @@ class Sequential(Model):
         return False
 
 
+# ---- loading ------------------------------------------------------------------------------------
+
+def load_model(filepath, compile: bool = True) -> Model:
+    """Load a model saved with ``model.save``: architecture, weights and (if compiled) the optimizer
+    with its state, so ``fit`` continues where it stopped."""
+    with saving.open_model(filepath) as f:
+        try:
+            model = model_from_config(f.config)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{f.path} is damaged: bad architecture ({e!r})") from None
+        f.load_weights_into(model)
+        if compile and f.compile_config:
+            model.compile_from_config(f.compile_config)
+            state = f.optimizer_state()
+            if state is not None:
+                model.optimizer.build(model.trainable_weights)
+                model.optimizer.set_state(state)
+    return model
+
+
+def model_from_config(config: dict) -> Model:
+    """Rebuild a model (uncompiled, freshly initialised weights) from ``Model.get_config()``."""
+    kind = config.get("class_name")
+    if kind == "Sequential":
+        model = Sequential(name=config.get("name"))
+        spec = config.get("input")
+        if spec is not None:
+            model.add(layers_module.Input(batch_shape=tuple(spec["batch_shape"]), dtype=spec.get("dtype")))
+        for entry in config.get("layers", []):
+            model.add(_layer_from_entry(entry))
+        return model
+    if kind == "Model":
+        tensors: Dict[int, Any] = {}
+        for spec in config["inputs"]:
+            tensors[spec["id"]] = layers_module.Input(batch_shape=tuple(spec["batch_shape"]), dtype=spec.get("dtype"),
+                                                      name=spec.get("name"))
+        built = {}
+        for entry in config["layers"]:
+            layer = _layer_from_entry(entry)
+            built[layer.name] = layer
+        for step in config["steps"]:
+            layer = built.get(step["layer"])
+            if layer is None:
+                raise ValueError(f"the model file calls layer {step['layer']!r}, which it does not define")
+            args = [tensors[i] for i in step["inputs"]]
+            # A multi-input call (an LSTM's [x, h0, c0] included) replays as a list.
+            out = layer(args if step["multi_in"] else args[0], training=step.get("training"))
+            outs = out if isinstance(out, (list, tuple)) else [out]
+            if len(outs) != len(step["outputs"]):
+                raise ValueError(f"layer {layer.name!r} produced {len(outs)} outputs, the file expects "
+                                 f"{len(step['outputs'])}")
+            for i, t in zip(step["outputs"], outs):
+                tensors[i] = t
+        inputs = [tensors[s["id"]] for s in config["inputs"]]
+        outputs = [tensors[i] for i in config["outputs"]]
+        return Model(inputs[0] if config.get("single_input", True) and len(inputs) == 1 else inputs,
+                     outputs[0] if config.get("single_output", True) and len(outputs) == 1 else outputs,
+                     name=config.get("name"))
+    raise ValueError(f"unknown model class {kind!r} in the model file (expected 'Sequential' or 'Model')")
+
+
+def _layer_entry(layer) -> dict:
+    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+
+
+def _layer_from_entry(entry: dict):
+    # Only lstmfast's own layer classes: a file can name a class, never make us import one.
+    registry = layers_module.LAYERS
+    if not isinstance(entry, dict) or "class_name" not in entry or "config" not in entry:
+        raise ValueError(f"bad layer entry in the model file: {entry!r:.200}")
+    cls = registry.get(entry["class_name"])
+    if cls is None:
+        raise ValueError(f"unknown layer class {entry['class_name']!r} in the model file; "
+                         f"known: {', '.join(sorted(registry))}")
+    return cls.from_config(dict(entry["config"]))
+
+
+def _metric_names(metrics):
+    if metrics is None:
+        return None
+    out = []
+    for m in metrics:
+        if isinstance(m, (list, tuple)):
+            out.append(_metric_names(m))
+        elif isinstance(m, str):
+            out.append(m)
+        else:
+            out.append(getattr(m, "name", str(m)))
+    return out
+
+
 # ---- helpers ------------------------------------------------------------------------------------
-
-_NAME_COUNTS: Dict[str, int] = {}
-
-
-def _unique_name(class_name: str) -> str:
-    base = "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(class_name))
-    count = _NAME_COUNTS.get(base, 0)
-    _NAME_COUNTS[base] = count + 1
-    return base if count == 0 else f"{base}_{count}"
-
 
 def _shape_str(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _check_batch_size(batch_size, steps_per_epoch) -> int:
+def _check_batch_size(batch_size) -> int:
     if batch_size is None:
         return 32
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:

@@ -1,4 +1,5 @@
-"""Functional LSTM API on NumPy arrays, backed by the C++ engine.
+"""The engine boundary: ``lstm_forward`` / ``lstm_backward`` on NumPy or CuPy arrays, and the few
+helpers that place arrays on a device. The one module that knows about devices.
 
 Layout and equations are those of ``cpp/lstm.h`` (stated once there and in ``reference.py``):
 time-major ``x [T,B,X]``, Keras weights ``kernel [X,4H]``, ``recurrent_kernel [H,4H]``,
@@ -8,33 +9,48 @@ The dtype of ``x`` (float32 or float64) selects the engine precision; every othe
 must have the same dtype. Non-contiguous inputs are copied. NaN or Inf in the inputs are not
 checked: they propagate through the arithmetic into the outputs they feed.
 
-The training cache keeps references to ``x``, the weights and ``y``; ``y`` is returned read-only
-in training mode so it cannot be changed before ``lstm_backward``. Do not modify ``x`` or the
-weights in place between the two calls. ``lstm_backward`` consumes the cache (its gate buffer
-becomes the gate gradients): run the forward pass again before another backward pass.
+The training cache keeps references to ``x``, the weights and ``y``; on the CPU ``y`` is returned
+read-only in training mode so it cannot be changed before ``lstm_backward`` (CuPy cannot make an
+array read-only: do not modify it there). Do not modify ``x`` or the weights in place between the
+two calls. ``lstm_backward`` consumes the cache (its gate buffer becomes the gate gradients): run
+the forward pass again before another backward pass.
 
-``backend=None|"cpu"|"cuda"`` picks the engine: None follows the arrays (CuPy arrays run on the GPU
-through ``lstmfast.cuda``, NumPy arrays here; mixing them is a TypeError), then
-``lstmfast.get_backend()`` for inputs that are neither. See ``lstmfast.cuda``.
+Which engine runs a call (``backend=None``):
+
+1. CuPy arrays go to ``"cuda"`` (``lstmfast.cuda``, on the device of ``x``), NumPy arrays to
+   ``"cpu"`` (the C++ engine, ``lstmfast._core``); mixing the two is a TypeError (no hidden copies
+   between host and device).
+2. Inputs that are neither (lists, scalars) go to ``get_backend()``, ``"cpu"`` unless
+   ``set_backend("cuda")`` was called.
+
+An explicit ``backend="cpu"`` or ``"cuda"`` must agree with the arrays' kind.
+
+How a call runs: the arguments are checked once, here, by one validator written against the
+array module (NumPy or CuPy); the outputs are allocated here with that module; then the engine
+fills them: ``engine.forward(x, kernel, ..., y, h, c, gates, cells)`` and ``engine.backward(...)``,
+one signature for both engines, by the same names (``_core.pyi`` documents it).
 """
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import numpy as np
 
 from . import _core
-from .cuda import resolve_backend
+from . import cuda as _cuda
 from ._results import LSTMGradients, LSTMOutput
 
-__all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTMCache", "RECURRENT_ACTIVATIONS"]
+__all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTMCache", "RECURRENT_ACTIVATIONS",
+           "BACKENDS", "set_backend", "get_backend", "array_module", "to_numpy", "to_device_of", "to_backend",
+           "scatter_add", "segment_sum"]
 
 RECURRENT_ACTIVATIONS = {"sigmoid": 0, "hard_sigmoid": 1}
+BACKENDS = ("cpu", "cuda")
 
-_ENGINE = {
-    np.dtype(np.float32): (_core.forward_f32, _core.backward_f32),
-    np.dtype(np.float64): (_core.forward_f64, _core.backward_f64),
-}
+_F32, _F64, _I32 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32)
+_FLOATS = (_F32, _F64)
+_backend = "cpu"
 
 
 class LSTMCache:
@@ -49,75 +65,182 @@ class LSTMCache:
         return f"LSTMCache(T={T}, B={B}, X={self.x.shape[2]}, H={H}, dtype={self.x.dtype}, {state})"
 
 
+# ---------------------------------------------------------------------------------------------
+# Backend choice.
+# ---------------------------------------------------------------------------------------------
+
+def _check_name(backend, what: str) -> str:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"{what} must be one of {', '.join(repr(b) for b in BACKENDS)}, got {backend!r}")
+    return backend
+
+
+def set_backend(backend: str) -> None:
+    """Backend for ``lstmfast.ops`` calls whose inputs do not decide it (see the module docstring),
+    and the device models train on. ``"cuda"`` fails here, not later, when CuPy or a GPU is missing."""
+    global _backend
+    _check_name(backend, "backend")
+    if backend == "cuda":
+        _cuda.require_gpu()
+    _backend = backend
+
+
+def get_backend() -> str:
+    """The backend set by ``set_backend``: ``"cpu"`` (default) or ``"cuda"``."""
+    return _backend
+
+
+def _cupy():
+    # Only a program that already imported CuPy can hold CuPy arrays: no import here.
+    return sys.modules.get("cupy")
+
+
+def _array_kind(value) -> Optional[str]:
+    """``"cuda"`` for a CuPy array, ``"cpu"`` for a NumPy array, None for anything else."""
+    if isinstance(value, np.ndarray):
+        cupy = _cupy()
+        # The tests' NumPy-backed CuPy stand-in subclasses numpy.ndarray: ask CuPy first.
+        return "cuda" if cupy is not None and isinstance(value, cupy.ndarray) else "cpu"
+    cupy = _cupy()
+    return "cuda" if cupy is not None and isinstance(value, cupy.ndarray) else None
+
+
+_MOVE_HINT = {"cuda": "move it to the GPU with cupy.asarray(...)", "cpu": "bring it to the host with .get()"}
+_KIND_NAME = {"cuda": "a cupy.ndarray", "cpu": "a numpy.ndarray"}
+
+
+def _resolve(backend, named_arrays) -> str:
+    """The backend a call runs on, given its ``backend=`` keyword and its (name, value) inputs."""
+    if backend is not None:
+        _check_name(backend, "backend")
+    first = {}  # kind -> name of the first input of that kind
+    for name, value in named_arrays:
+        kind = _array_kind(value)
+        if kind is not None and kind not in first:
+            first[kind] = name
+    if len(first) == 2:
+        raise TypeError(f"{first['cuda']} is a cupy.ndarray but {first['cpu']} is a numpy.ndarray; pass all "
+                        f"arrays on one side ({_MOVE_HINT['cuda']}, or {_MOVE_HINT['cpu']})")
+    if backend is None:
+        return next(iter(first)) if first else _backend
+    for kind, name in first.items():
+        if kind != backend:
+            raise TypeError(f"backend={backend!r} needs {'CuPy' if backend == 'cuda' else 'NumPy'} arrays, but "
+                            f"{name} is {_KIND_NAME[kind]} ({_MOVE_HINT[backend]}, or pass backend=None)")
+    return backend
+
+
+def _all_numpy(values) -> bool:
+    """Every value a plain NumPy array or None: the common case, which runs on the CPU."""
+    for value in values:
+        if value is not None and type(value) is not np.ndarray:
+            return False
+    return True
+
+
+def _engine(backend, names, values):
+    """(array module, engine module) for a call: (numpy, ``_core``) or (cupy, ``lstmfast.cuda.ops``)."""
+    if (backend is None or backend == "cpu") and _all_numpy(values) and values[0] is not None:
+        return np, _core
+    if _resolve(backend, zip(names, values)) == "cpu":
+        return np, _core
+    cupy = _cuda.require_gpu()
+    from .cuda import ops as gpu
+    return cupy, gpu
+
+
+def _check_one_device(xp, names, values, device_id: int) -> None:
+    for name, value in zip(names, values):
+        if isinstance(value, xp.ndarray) and value.device.id != device_id:
+            raise ValueError(f"{name} is on GPU {value.device.id} but x is on GPU {device_id}; all arrays of a "
+                             f"call must be on one device")
+
+
+# ---------------------------------------------------------------------------------------------
+# The validator: written once against the array module ``xp`` (numpy or cupy). Arrays that are
+# already right (type, dtype, shape, contiguity) pass through without a copy.
+# ---------------------------------------------------------------------------------------------
+
 def _shape(a) -> str:
     return "(" + ", ".join(str(int(d)) for d in a) + ("," if len(a) == 1 else "") + ")"
 
 
-def _float_array(value, name: str, dtype: np.dtype, shape: tuple, what: str) -> np.ndarray:
-    """``value`` as a C-contiguous array of ``dtype`` and ``shape``; clear errors otherwise."""
-    arr = _native(value if isinstance(value, np.ndarray) else np.asarray(value))
-    if arr.dtype != dtype:
-        if arr.dtype.kind not in "f":
-            raise TypeError(f"{name} must be a float array of dtype {dtype} (like x), got dtype {arr.dtype}")
-        raise TypeError(f"{name} has dtype {arr.dtype} but x is {dtype}; mixing float dtypes is not allowed "
-                        f"(convert with .astype(np.{dtype}))")
-    if arr.shape != shape:
-        raise ValueError(f"{name} must have shape {what} = {_shape(shape)}, got {_shape(arr.shape)}")
-    return np.ascontiguousarray(arr)
-
-
-def _optional(value, name, dtype, shape, what):
-    return None if value is None else _float_array(value, name, dtype, shape, what)
-
-
-def _native(arr: np.ndarray) -> np.ndarray:
-    """Byte-swapped float arrays (e.g. read from a big-endian file) in native order."""
-    if arr.dtype.kind == "f" and not arr.dtype.isnative:
-        return arr.astype(arr.dtype.newbyteorder("="))
+def _as_array(xp, value):
+    """``value`` as an ``xp`` array (lists are copied), byte-swapped floats in native order."""
+    arr = value if isinstance(value, xp.ndarray) else xp.asarray(value)
+    if arr.dtype.kind == "f" and not arr.dtype.isnative:  # e.g. read from a big-endian file
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
 
 
-def _check_x(x) -> np.ndarray:
-    arr = _native(x if isinstance(x, np.ndarray) else np.asarray(x))
-    if arr.dtype not in _ENGINE:
+def _float_array(xp, value, name: str, dtype, shape: tuple, what: str):
+    """``value`` as a C-contiguous ``xp`` array of ``dtype`` and ``shape``; clear errors otherwise."""
+    if type(value) is xp.ndarray and value.dtype is dtype and value.shape == shape and value.flags.c_contiguous:
+        return value
+    arr = _as_array(xp, value)
+    if arr.dtype != dtype:
+        if arr.dtype.kind != "f":
+            raise TypeError(f"{name} must be a float array of dtype {dtype} (like x), got dtype {arr.dtype}")
+        module = "np" if xp is np else xp.__name__
+        raise TypeError(f"{name} has dtype {arr.dtype} but x is {dtype}; mixing float dtypes is not allowed "
+                        f"(convert with .astype({module}.{dtype}))")
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {what} = {_shape(shape)}, got {_shape(arr.shape)}")
+    return xp.ascontiguousarray(arr)
+
+
+def _check_x(xp, x):
+    if type(x) is xp.ndarray and (x.dtype is _F32 or x.dtype is _F64) and x.ndim == 3 and x.flags.c_contiguous:
+        return x
+    arr = _as_array(xp, x)
+    if arr.dtype not in _FLOATS:
         raise TypeError(f"x must be float32 or float64, got dtype {arr.dtype}")
     if arr.ndim != 3:
         raise ValueError(f"x must have shape [T, B, X] (3 dims, time-major), got shape {_shape(arr.shape)}")
-    return np.ascontiguousarray(arr)
+    return xp.ascontiguousarray(arr)
 
 
-def _check_weights(kernel, recurrent_kernel, bias, X: int, dtype):
-    rk = recurrent_kernel if isinstance(recurrent_kernel, np.ndarray) else np.asarray(recurrent_kernel)
+def _check_weights(xp, kernel, recurrent_kernel, bias, X: int, dtype):
+    rk = recurrent_kernel
+    if (type(rk) is xp.ndarray and type(kernel) is xp.ndarray and rk.dtype is dtype and kernel.dtype is dtype
+            and rk.ndim == 2 and rk.flags.c_contiguous and kernel.flags.c_contiguous):  # the usual case
+        H = rk.shape[0]
+        if (rk.shape[1] == 4 * H and kernel.shape == (X, 4 * H) and
+                (bias is None or (type(bias) is xp.ndarray and bias.dtype is dtype and bias.shape == (4 * H,)
+                                  and bias.flags.c_contiguous))):
+            return kernel, rk, bias, H
+    rk = recurrent_kernel if isinstance(recurrent_kernel, xp.ndarray) else xp.asarray(recurrent_kernel)
     if rk.ndim != 2 or rk.shape[1] != 4 * rk.shape[0]:
         raise ValueError(f"recurrent_kernel must have shape [H, 4H], got {_shape(rk.shape)}"
                          + (" (transposed? PyTorch's weight_hh is [4H, H]: pass weight_hh.T)"
                             if rk.ndim == 2 and rk.shape[0] == 4 * rk.shape[1] else ""))
     H = rk.shape[0]
-    rk = _float_array(rk, "recurrent_kernel", dtype, (H, 4 * H), "[H, 4H]")
-    k = kernel if isinstance(kernel, np.ndarray) else np.asarray(kernel)
+    rk = _float_array(xp, rk, "recurrent_kernel", dtype, (H, 4 * H), "[H, 4H]")
+    k = kernel if isinstance(kernel, xp.ndarray) else xp.asarray(kernel)
     if k.shape != (X, 4 * H):
-        hint = ""
-        if k.shape == (4 * H, X):
-            hint = " (transposed? PyTorch's weight_ih is [4H, X]: pass weight_ih.T)"
+        hint = " (transposed? PyTorch's weight_ih is [4H, X]: pass weight_ih.T)" if k.shape == (4 * H, X) else ""
         raise ValueError(f"kernel must have shape [X, 4H] = {_shape((X, 4 * H))} for x with X={X} and "
                          f"recurrent_kernel with H={H}, got {_shape(k.shape)}{hint}")
-    k = _float_array(k, "kernel", dtype, (X, 4 * H), "[X, 4H]")
-    b = _optional(bias, "bias", dtype, (4 * H,), "[4H]")
+    k = _float_array(xp, k, "kernel", dtype, (X, 4 * H), "[X, 4H]")
+    b = None if bias is None else _float_array(xp, bias, "bias", dtype, (4 * H,), "[4H]")
     return k, rk, b, H
 
 
-def _check_lengths(lengths, T: int, B: int) -> Optional[np.ndarray]:
-    if lengths is None:
-        return None
-    arr = lengths if isinstance(lengths, np.ndarray) else np.asarray(lengths)
+def _check_lengths(xp, lengths, T: int, B: int):
+    """``lengths`` as a contiguous int32 ``xp`` array; the values are checked on the host (from the
+    GPU, one small copy)."""
+    arr = lengths if isinstance(lengths, xp.ndarray) else xp.asarray(lengths)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
     if arr.shape != (B,):
         raise ValueError(f"lengths must have shape [B] = ({B},), got {_shape(arr.shape)}")
-    if B and (arr.min() < 0 or arr.max() > T):
-        bad = int(np.flatnonzero((arr < 0) | (arr > T))[0])
-        raise ValueError(f"lengths must lie in [0, T={T}], got lengths[{bad}] = {int(arr[bad])}")
-    return np.ascontiguousarray(arr, dtype=np.int32)
+    host = to_numpy(arr)
+    if B and (host.min() < 0 or host.max() > T):
+        bad = int(np.flatnonzero((host < 0) | (host > T))[0])
+        raise ValueError(f"lengths must lie in [0, T={T}], got lengths[{bad}] = {int(host[bad])}")
+    if type(arr) is xp.ndarray and arr.dtype is _I32 and arr.flags.c_contiguous:
+        return arr
+    return xp.ascontiguousarray(arr, dtype=np.int32)
 
 
 def _activation_code(recurrent_activation) -> int:
@@ -125,6 +248,15 @@ def _activation_code(recurrent_activation) -> int:
         raise ValueError(f"recurrent_activation must be one of {sorted(RECURRENT_ACTIVATIONS)}, "
                          f"got {recurrent_activation!r}")
     return RECURRENT_ACTIVATIONS[recurrent_activation]
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward and backward.
+# ---------------------------------------------------------------------------------------------
+
+_FORWARD_INPUTS = ("x", "kernel", "recurrent_kernel", "bias", "h0", "c0", "peephole", "lengths",
+                   "recurrent_dropout_mask")
+_BACKWARD_INPUTS = ("cache", "dy", "dh", "dc")
 
 
 def lstm_forward(x, kernel, recurrent_kernel, bias, h0=None, c0=None, peephole=None, lengths=None,
@@ -141,55 +273,71 @@ def lstm_forward(x, kernel, recurrent_kernel, bias, h0=None, c0=None, peephole=N
       recurrent_activation: ``"sigmoid"`` or ``"hard_sigmoid"`` (Keras 2).
       training: keep what ``lstm_backward`` needs (``out.cache``); False keeps nothing.
       recurrent_dropout_mask: ``[B,H]``, multiplies ``h_{t-1}`` in the recurrent product.
-      backend: None (follow the arrays, then ``lstmfast.get_backend()``), ``"cpu"`` or ``"cuda"``.
+      backend: None (follow the arrays, then ``get_backend()``), ``"cpu"`` or ``"cuda"``.
 
     Returns:
-      ``LSTMOutput(y [T,B,H], h [B,H], c [B,H], cache)``.
+      ``LSTMOutput(y [T,B,H], h [B,H], c [B,H], cache)``, arrays of the inputs' kind.
     """
-    inputs = dict(x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0, c0=c0, peephole=peephole,
-                  lengths=lengths, recurrent_dropout_mask=recurrent_dropout_mask)
-    if resolve_backend(backend, inputs.items()) == "cuda":
-        from .cuda import ops as cuda_ops
-        return cuda_ops.lstm_forward(**inputs, recurrent_activation=recurrent_activation, training=training)
-    x = _check_x(x)
+    inputs = (x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, recurrent_dropout_mask)
+    xp, engine = _engine(backend, _FORWARD_INPUTS, inputs)
+    if engine is _core:
+        return _checked_forward(xp, engine, *inputs, recurrent_activation, training)
+    x = _as_array(xp, x)
+    device = x.device
+    _check_one_device(xp, _FORWARD_INPUTS, inputs, device.id)
+    with device:
+        return _checked_forward(xp, engine, x, *inputs[1:], recurrent_activation, training)
+
+
+def _checked_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, mask,
+                     recurrent_activation, training) -> LSTMOutput:
+    x = _check_x(xp, x)
     T, B, X = x.shape
     dtype = x.dtype
-    kernel, recurrent_kernel, bias, H = _check_weights(kernel, recurrent_kernel, bias, X, dtype)
-    h0 = _optional(h0, "h0", dtype, (B, H), "[B, H]")
-    c0 = _optional(c0, "c0", dtype, (B, H), "[B, H]")
-    peephole = _optional(peephole, "peephole", dtype, (3, H), "[3, H]")
-    lengths = _check_lengths(lengths, T, B)
-    mask = _optional(recurrent_dropout_mask, "recurrent_dropout_mask", dtype, (B, H), "[B, H]")
+    kernel, recurrent_kernel, bias, H = _check_weights(xp, kernel, recurrent_kernel, bias, X, dtype)
+    if h0 is not None:
+        h0 = _float_array(xp, h0, "h0", dtype, (B, H), "[B, H]")
+    if c0 is not None:
+        c0 = _float_array(xp, c0, "c0", dtype, (B, H), "[B, H]")
+    if peephole is not None:
+        peephole = _float_array(xp, peephole, "peephole", dtype, (3, H), "[3, H]")
+    if lengths is not None:
+        lengths = _check_lengths(xp, lengths, T, B)
+    if mask is not None:
+        mask = _float_array(xp, mask, "recurrent_dropout_mask", dtype, (B, H), "[B, H]")
     act = _activation_code(recurrent_activation)
-    if not isinstance(training, (bool, np.bool_)):
+    if training is not True and training is not False and not isinstance(training, np.bool_):
         raise TypeError(f"training must be a bool, got {type(training).__name__}")
+    return _run_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, mask, act,
+                        bool(training))
 
-    return _forward(x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, act, bool(training), mask)
 
-
-def _forward(x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, act, training, mask) -> LSTMOutput:
-    """The engine call behind ``lstm_forward``, for callers that validated their arguments (the
-    layers): C-contiguous arrays of x's dtype, ``lengths`` int32 or None, ``act`` a code. The
-    binding checks dtypes, shapes and contiguity again, so a mistake raises instead of crashing."""
+def _run_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, recurrent_dropout_mask,
+                 recurrent_activation, training) -> LSTMOutput:
+    """Allocate the outputs with ``xp`` and let the engine fill them (checked arguments)."""
     T, B, _ = x.shape
     H = recurrent_kernel.shape[0]
     dtype = x.dtype
-    y = np.empty((T, B, H), dtype)
-    h = np.empty((B, H), dtype)
-    c = np.empty((B, H), dtype)
-    gates = np.empty((T, B, 4 * H), dtype) if training else None
-    cells = np.empty((T, B, H), dtype) if training else None
-    _ENGINE[dtype][0](x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, mask, act, y, h, c, gates, cells)
+    y = xp.empty((T, B, H), dtype)
+    h = xp.empty((B, H), dtype)
+    c = xp.empty((B, H), dtype)
+    gates = xp.empty((T, B, 4 * H), dtype) if training else None
+    cells = xp.empty((T, B, H), dtype) if training else None
+    # The engine's arguments by position, each variable named as its parameter (pybind11 spends ~4 us
+    # matching 15 keywords: as much as all the checks above).
+    engine.forward(x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, recurrent_dropout_mask,
+                   recurrent_activation, y, h, c, gates, cells)
     if not training:
         return LSTMOutput(y, h, c, None)
     cache = LSTMCache()
     cache.x, cache.kernel, cache.recurrent_kernel, cache.has_bias = x, kernel, recurrent_kernel, bias is not None
     cache.h0, cache.c0, cache.peephole, cache.lengths = h0, c0, peephole, lengths
-    cache.recurrent_dropout_mask, cache.activation = mask, act
+    cache.recurrent_dropout_mask, cache.activation = recurrent_dropout_mask, recurrent_activation
     cache.y, cache.gates, cache.cells, cache.consumed = y, gates, cells, False
-    y_out = y.view()
-    y_out.flags.writeable = False
-    return LSTMOutput(y_out, h, c, cache)
+    if xp is np:
+        y = y.view()
+        y.flags.writeable = False
+    return LSTMOutput(y, h, c, cache)
 
 
 def lstm_backward(cache, dy, dh=None, dc=None, backend=None) -> LSTMGradients:
@@ -205,26 +353,37 @@ def lstm_backward(cache, dy, dh=None, dc=None, backend=None) -> LSTMGradients:
       ``LSTMGradients(dx, dkernel, drecurrent_kernel, dbias, dh0, dc0, dpeephole)``; ``dbias``,
       ``dh0``, ``dc0`` and ``dpeephole`` are None when the forward call had no bias, h0, c0, peephole.
     """
-    if cache is None:
-        raise ValueError("lstm_backward needs the cache of a training-mode forward pass; got None "
-                         "(lstm_forward(..., training=False) keeps no cache)")
-    if not isinstance(cache, LSTMCache):
-        raise TypeError(f"cache must be the LSTMCache from lstmfast.ops.lstm_forward, got {type(cache).__name__}")
-    if resolve_backend(backend, [("cache", cache.x), ("dy", dy), ("dh", dh), ("dc", dc)]) == "cuda":
-        from .cuda import ops as cuda_ops
-        return cuda_ops.lstm_backward(cache, dy, dh, dc)
+    if type(cache) is not LSTMCache:
+        if cache is None:
+            raise ValueError("lstm_backward needs the cache of a training-mode forward pass; got None "
+                             "(lstm_forward(..., training=False) keeps no cache)")
+        if not isinstance(cache, LSTMCache):
+            raise TypeError(f"cache must be the LSTMCache from lstmfast.ops.lstm_forward, "
+                            f"got {type(cache).__name__}")
     x = cache.x
-    T, B, X = x.shape
+    xp, engine = _engine(backend, _BACKWARD_INPUTS, (x, dy, dh, dc))
+    if engine is _core:
+        return _checked_backward(xp, engine, cache, dy, dh, dc)
+    _check_one_device(xp, _BACKWARD_INPUTS[1:], (dy, dh, dc), x.device.id)
+    with x.device:
+        return _checked_backward(xp, engine, cache, dy, dh, dc)
+
+
+def _checked_backward(xp, engine, cache, dy, dh, dc) -> LSTMGradients:
+    T, B, _ = cache.x.shape
     H = cache.recurrent_kernel.shape[0]
-    dtype = x.dtype
-    dy = _optional(dy, "dy", dtype, (T, B, H), "[T, B, H]")
-    dh = _optional(dh, "dh", dtype, (B, H), "[B, H]")
-    dc = _optional(dc, "dc", dtype, (B, H), "[B, H]")
-    return _backward(cache, dy, dh, dc)
+    dtype = cache.x.dtype
+    if dy is not None:
+        dy = _float_array(xp, dy, "dy", dtype, (T, B, H), "[T, B, H]")
+    if dh is not None:
+        dh = _float_array(xp, dh, "dh", dtype, (B, H), "[B, H]")
+    if dc is not None:
+        dc = _float_array(xp, dc, "dc", dtype, (B, H), "[B, H]")
+    return _run_backward(xp, engine, cache, dy, dh, dc)
 
 
-def _backward(cache: LSTMCache, dy, dh, dc) -> LSTMGradients:
-    """The engine call behind ``lstm_backward`` for callers that validated dy, dh, dc (see _forward)."""
+def _run_backward(xp, engine, cache: LSTMCache, dy, dh, dc) -> LSTMGradients:
+    """Allocate the gradients with ``xp`` and let the engine fill them (checked dy, dh, dc)."""
     if cache.consumed:
         raise ValueError("this cache was already used by lstm_backward (backward consumes it); "
                          "run lstm_forward again before another backward pass")
@@ -232,18 +391,92 @@ def _backward(cache: LSTMCache, dy, dh, dc) -> LSTMGradients:
     T, B, X = x.shape
     H = cache.recurrent_kernel.shape[0]
     dtype = x.dtype
-    dx = np.empty((T, B, X), dtype)
-    dkernel = np.empty((X, 4 * H), dtype)
-    drecurrent_kernel = np.empty((H, 4 * H), dtype)
-    dbias = np.empty((4 * H,), dtype) if cache.has_bias else None
-    dh0 = np.empty((B, H), dtype)
-    dc0 = np.empty((B, H), dtype)
-    dpeephole = np.empty((3, H), dtype) if cache.peephole is not None else None
-    _ENGINE[dtype][1](x, cache.kernel, cache.recurrent_kernel, cache.h0, cache.c0, cache.peephole, cache.lengths,
-                      cache.recurrent_dropout_mask, cache.activation, cache.y, cache.gates, cache.cells, dy, dh, dc,
-                      dx, dkernel, drecurrent_kernel, dbias, dh0, dc0, dpeephole)
-    cache.consumed = True
+    dx = xp.empty((T, B, X), dtype)
+    dkernel = xp.empty((X, 4 * H), dtype)
+    drecurrent_kernel = xp.empty((H, 4 * H), dtype)
+    dbias = xp.empty((4 * H,), dtype) if cache.has_bias else None
+    dh0 = xp.empty((B, H), dtype)
+    dc0 = xp.empty((B, H), dtype)
+    dpeephole = xp.empty((3, H), dtype) if cache.peephole is not None else None
+    cache.consumed = True  # the engine turns the gates into gate gradients
+    # By position, in the order of the engines' signature (see _run_forward).
+    engine.backward(x, cache.kernel, cache.recurrent_kernel, cache.h0, cache.c0, cache.peephole, cache.lengths,
+                    cache.recurrent_dropout_mask, cache.activation, cache.y, cache.gates, cache.cells,
+                    dy, dh, dc, dx, dkernel, drecurrent_kernel, dbias, dh0, dc0, dpeephole)
     return LSTMGradients(dx, dkernel, drecurrent_kernel, dbias,
                          dh0 if cache.h0 is not None else None,
                          dc0 if cache.c0 is not None else None,
                          dpeephole)
+
+
+# ---------------------------------------------------------------------------------------------
+# Placement: the only device-aware helpers layers, models and optimizers use.
+# ---------------------------------------------------------------------------------------------
+
+def array_module(a):
+    """The array module of ``a``: ``cupy`` for a CuPy array, else ``numpy``."""
+    if type(a) is np.ndarray:
+        return np
+    cupy = _cupy()
+    return cupy if cupy is not None and isinstance(a, cupy.ndarray) else np
+
+
+def to_numpy(a) -> np.ndarray:
+    """``a`` as a NumPy array: a CuPy array is copied to the host, anything else goes through
+    ``np.asarray`` (a NumPy array comes back as it is)."""
+    if type(a) is np.ndarray:
+        return a
+    cupy = _cupy()
+    if cupy is not None and isinstance(a, cupy.ndarray):
+        return cupy.asnumpy(a)
+    return np.asarray(a)
+
+
+def to_device_of(like, a):
+    """``a`` (host data: a mask from the host generator, index arrays) on the device of ``like``;
+    unchanged when ``like`` is not a CuPy array."""
+    cupy = array_module(like)
+    if cupy is np:
+        return a
+    with like.device:
+        return cupy.asarray(a)
+
+
+def to_backend(a, backend: str):
+    """``a`` on ``"cpu"`` (a NumPy array) or ``"cuda"`` (a CuPy array on the current device); an
+    array already there comes back as it is; None stays None."""
+    _check_name(backend, "backend")
+    if a is None:
+        return None
+    if backend == "cpu":
+        return to_numpy(a)
+    return _cuda.require_gpu().asarray(a)
+
+
+_SCATTER_ROWS = {_F32: _core.scatter_add_rows_f32, _F64: _core.scatter_add_rows_f64}
+
+
+def scatter_add(out, index, rows) -> None:
+    """``out[index[i]] += rows[i]``, repeated indices accumulating (``np.add.at``'s meaning): the C++
+    kernel for a contiguous float32/float64 ``out [N,D]`` with int32/int64 ``index``, ``cupy.add.at``
+    on the GPU, ``np.add.at`` otherwise."""
+    if type(out) is np.ndarray:
+        add = _SCATTER_ROWS.get(out.dtype)
+        if (add is not None and out.ndim == 2 and out.flags.c_contiguous and type(index) is np.ndarray
+                and index.ndim == 1 and index.dtype.kind == "i" and index.dtype.itemsize in (4, 8)
+                and type(rows) is np.ndarray and rows.dtype == out.dtype):
+            # one pass in C++, in np.add.at's order
+            add(out, np.ascontiguousarray(index), np.ascontiguousarray(rows).reshape(len(index), out.shape[1]))
+        else:
+            np.add.at(out, index, rows)
+        return
+    array_module(out).add.at(out, index, rows)
+
+
+def segment_sum(a, starts):
+    """``np.add.reduceat(a, starts, axis=0)`` for ``a`` on its own device (CuPy has no reduceat:
+    computed on the host and copied back)."""
+    if type(a) is np.ndarray:
+        return np.add.reduceat(a, starts, axis=0)
+    return to_device_of(a, np.add.reduceat(to_numpy(a), to_numpy(starts), axis=0))
+

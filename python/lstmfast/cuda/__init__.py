@@ -1,33 +1,19 @@
-"""The GPU path: CUDA kernels (``lstm_kernels.cu``, ``lstm_pointwise.cuh``) driven through CuPy, and
-the choice between it and the C++ engine.
+"""The GPU engine: CUDA kernels (``lstm_kernels.cu``, ``lstm_pointwise.cuh``) driven through CuPy
+(``lstmfast.cuda.ops``), and whether CuPy and a GPU are there.
 
-Importing this package never imports CuPy; ``lstmfast.cuda.ops`` imports it on first use. Which
-backend an ``lstmfast.ops`` call uses (``backend=None``):
-
-1. CuPy arrays go to ``"cuda"``, NumPy arrays to ``"cpu"``; mixing the two is a TypeError (no
-   hidden copies between host and device).
-2. Inputs that are neither (lists, scalars) go to ``get_backend()``, ``"cpu"`` unless
-   ``set_backend("cuda")`` was called.
-
-An explicit ``backend="cpu"`` or ``"cuda"`` must agree with the arrays' kind.
-
-Models follow ``get_backend()``: ``fit``/``evaluate``/``predict`` first move the weights, gradients
-and optimizer state there (only when it changed), then copy each batch to the GPU once; the loss
-and the metrics run on the host on the model's outputs.
+Importing this package never imports CuPy; ``require_cupy``/``require_gpu`` import it on first use.
+Which engine a call runs on, and moving arrays between host and device, is decided in one place,
+the engine boundary ``lstmfast.ops`` (``set_backend``, ``get_backend``, ``to_backend``...).
 """
 from __future__ import annotations
 
-import sys
-from typing import Iterable, Optional, Tuple
+from typing import Optional
 
-__all__ = ["BACKENDS", "set_backend", "get_backend", "resolve_backend", "is_available", "require_cupy",
-           "require_gpu", "device_module", "to_host"]
+__all__ = ["is_available", "require_cupy", "require_gpu"]
 
-BACKENDS = ("cpu", "cuda")
 _NEEDS_CUPY = ("the CUDA backend needs CuPy: pip install lstmfast[gpu] (NVIDIA driver for CUDA 12 or newer; "
                "lstmfast[gpu-cuda13] for CUDA 13 wheels)")
 
-_backend = "cpu"
 _gpu_count: Optional[int] = None  # CUDA devices CuPy sees, cached after the first successful query
 
 
@@ -67,82 +53,3 @@ def is_available() -> bool:
         return False
     return True
 
-
-def _check_name(backend, what: str) -> str:
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"{what} must be one of {', '.join(repr(b) for b in BACKENDS)}, got {backend!r}")
-    return backend
-
-
-def set_backend(backend: str) -> None:
-    """Backend for ``lstmfast.ops`` calls whose inputs do not decide it (see the module docstring).
-    ``"cuda"`` fails here, not later, when CuPy or a GPU is missing."""
-    global _backend
-    _check_name(backend, "backend")
-    if backend == "cuda":
-        require_gpu()
-    _backend = backend
-
-
-def get_backend() -> str:
-    """The backend set by ``set_backend``: ``"cpu"`` (default) or ``"cuda"``."""
-    return _backend
-
-
-def _cupy_ndarray():
-    # Only a program that already imported CuPy can hold CuPy arrays: no import here.
-    cupy = sys.modules.get("cupy")
-    return getattr(cupy, "ndarray", None) if cupy is not None else None
-
-
-def device_module(value):
-    """The ``cupy`` module when ``value`` is a CuPy array, else None (imports nothing)."""
-    cupy_ndarray = _cupy_ndarray()
-    if cupy_ndarray is not None and isinstance(value, cupy_ndarray):
-        return sys.modules["cupy"]
-    return None
-
-
-def to_host(value):
-    """``value`` as a NumPy array when it is a CuPy array (a copy), else unchanged."""
-    cupy = device_module(value)
-    return value if cupy is None else cupy.asnumpy(value)
-
-
-def scatter_add(out, index, rows) -> None:
-    """``out[index[i]] += rows[i]`` on the GPU, repeated indices accumulating (np.add.at's meaning)."""
-    device_module(out).add.at(out, index, rows)
-
-
-def array_kind(value) -> Optional[str]:
-    """``"cuda"`` for a CuPy array, ``"cpu"`` for a NumPy array, None for anything else."""
-    cupy_ndarray = _cupy_ndarray()
-    if cupy_ndarray is not None and isinstance(value, cupy_ndarray):
-        return "cuda"
-    import numpy as np
-    return "cpu" if isinstance(value, np.ndarray) else None
-
-
-_MOVE_HINT = {"cuda": "move it to the GPU with cupy.asarray(...)", "cpu": "bring it to the host with .get()"}
-_KIND_NAME = {"cuda": "a cupy.ndarray", "cpu": "a numpy.ndarray"}
-
-
-def resolve_backend(backend, named_arrays: Iterable[Tuple[str, object]]) -> str:
-    """The backend an ops call runs on, given its ``backend=`` keyword and its (name, value) inputs."""
-    if backend is not None:
-        _check_name(backend, "backend")
-    first = {}  # kind -> name of the first input of that kind
-    for name, value in named_arrays:
-        kind = array_kind(value)
-        if kind is not None and kind not in first:
-            first[kind] = name
-    if len(first) == 2:
-        raise TypeError(f"{first['cuda']} is a cupy.ndarray but {first['cpu']} is a numpy.ndarray; pass all "
-                        f"arrays on one side ({_MOVE_HINT['cuda']}, or {_MOVE_HINT['cpu']})")
-    if backend is None:
-        return next(iter(first)) if first else _backend
-    for kind, name in first.items():
-        if kind != backend:
-            raise TypeError(f"backend={backend!r} needs {'CuPy' if backend == 'cuda' else 'NumPy'} arrays, but "
-                            f"{name} is {_KIND_NAME[kind]} ({_MOVE_HINT[backend]}, or pass backend=None)")
-    return backend

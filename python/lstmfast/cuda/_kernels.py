@@ -64,33 +64,25 @@ def _module():
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels_on(device_id: int, dtype: np.dtype) -> Kernels:
+def _functions_on(device_id: int, dtype: np.dtype, names: tuple) -> tuple:
+    """The kernels ``names`` for ``dtype`` on device ``device_id``; compiles on first use."""
     import cupy
     ctype = C_TYPES[dtype]
     with cupy.cuda.Device(device_id):
         module = _module()
-        return Kernels(*(module.get_function(f"{kernel}<{ctype}>") for kernel in KERNEL_NAMES))
-
-
-@functools.lru_cache(maxsize=None)
-def _sequence_kernels_on(device_id: int, dtype: np.dtype) -> SequenceKernels:
-    import cupy
-    ctype = C_TYPES[dtype]
-    with cupy.cuda.Device(device_id):
-        module = _module()
-        return SequenceKernels(*(module.get_function(f"{kernel}<{ctype}>") for kernel in SEQUENCE_NAMES))
+        return tuple(module.get_function(f"{kernel}<{ctype}>") for kernel in names)
 
 
 def get_sequence(dtype) -> SequenceKernels:
     """The sequence kernels for ``dtype`` on the current device; compiles on first use."""
     import cupy
-    return _sequence_kernels_on(cupy.cuda.Device().id, np.dtype(dtype))
+    return SequenceKernels(*_functions_on(cupy.cuda.Device().id, np.dtype(dtype), SEQUENCE_NAMES))
 
 
 def get(dtype) -> Kernels:
     """The kernels for ``dtype`` (float32 or float64) on the current device; compiles on first use."""
     import cupy
-    return _kernels_on(cupy.cuda.Device().id, np.dtype(dtype))
+    return Kernels(*_functions_on(cupy.cuda.Device().id, np.dtype(dtype), KERNEL_NAMES))
 
 
 def blocks(elements: int) -> int:

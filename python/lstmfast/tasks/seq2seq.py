@@ -28,8 +28,9 @@ addition run (seeds 1, 2, 3) stopped after 5, 6 and 6 epochs with 99.8%, 99.6% a
 exact match, in 2 to 4 minutes with ``--threads 1`` on a 2-core machine busy with other jobs.
 Greedy decoding feeds back the most probable token, for all held-out questions at once; beam
 decoding keeps the ``--beam`` most probable prefixes per question
-(``lstmfast.sampling.beam_search``). Decoding stops at "$" or after Ta tokens. ``exact_match`` is the fraction of held-out questions whose
-decoded answer equals the true one: beam decoding's when ``--beam`` > 1, else greedy's.
+(``lstmfast.sampling.beam_search``). Decoding stops at "$" or after Ta tokens. ``exact_match``
+is the fraction of held-out questions whose decoded answer equals the true one: beam decoding's
+when ``--beam`` > 1, else greedy's.
 """
 from __future__ import annotations
 

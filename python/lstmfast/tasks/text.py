@@ -332,7 +332,7 @@ def train(path, save, epochs: Optional[int] = None, minutes: Optional[float] = N
 
 def load(path) -> Tuple[CharLM, CharVocab, dict]:
     """``(CharLM, vocab, metadata)`` of a model saved by :func:`train`; ValueError for another kind."""
-    from .. import saving
+    from .. import models, saving
     meta = saving.read_metadata(path)
     task = meta.get("task")
     if task != TASK:
@@ -341,7 +341,7 @@ def load(path) -> Tuple[CharLM, CharVocab, dict]:
                              f"'lstmfast text train')")
         raise ValueError(f"{path} was saved by the {task!r} task, not {TASK!r}")
     vocab = CharVocab.from_list(meta.get("vocab"))
-    model = saving.load_model(path, compile=False)
+    model = models.load_model(path, compile=False)
     charlm = CharLM.from_model(model)
     if charlm.vocab_size != len(vocab):
         raise ValueError(f"{path} is damaged: the model predicts {charlm.vocab_size} characters, its vocabulary "

@@ -1,0 +1,344 @@
+"""The layer base class, the layer registry (``serialize``/``deserialize``) and the small argument
+helpers the layers share. The protocol every layer follows is in ``lstmfast.layers``'s docstring."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend, initializers, ops
+from .._naming import snake_case, unique_name
+from .graph import KerasTensor, Node, _shape_tuple
+
+__all__ = ["Layer", "LAYERS", "register", "get", "serialize", "deserialize"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes, dtypes and argument checks.
+# ---------------------------------------------------------------------------------------------
+
+def _float_dtype(dtype) -> np.dtype:
+    dt = np.dtype(backend.floatx() if dtype is None else dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"layer dtype must be 'float32' or 'float64', got {dtype!r}")
+    return dt
+
+
+def _is_shape_list(shape) -> bool:
+    """True for a list of shapes (multi-input), False for one shape."""
+    return isinstance(shape, (list, tuple)) and len(shape) > 0 and all(
+        isinstance(s, (list, tuple)) for s in shape)
+
+
+def _first_shape(shape):
+    return _shape_tuple(shape[0] if _is_shape_list(shape) else shape)
+
+
+def _as_array(value, dtype=None):
+    """``value`` as an array of ``dtype`` (None: its own) where it lives: NumPy for lists and
+    scalars, a device array stays on its device."""
+    if type(value) is np.ndarray and (dtype is None or value.dtype == dtype):
+        return value
+    return ops.array_module(value).asarray(value, dtype=dtype)
+
+
+def _contiguous(a):
+    return a if a.flags.c_contiguous else ops.array_module(a).ascontiguousarray(a)
+
+
+def _host_copy(a) -> np.ndarray:
+    """A NumPy copy of ``a``: the device-to-host copy when ``a`` lives on a device, else ``a.copy()``."""
+    host = ops.to_numpy(a)
+    return host.copy() if host is a else host
+
+
+def _cast(a, dt):
+    """``a`` in dtype ``dt`` (no copy when it already is); None stays None."""
+    if a is None or (type(a) is np.ndarray and a.dtype == dt):
+        return a
+    return _as_array(a, dt)
+
+
+def _dropout_mask(rng, shape, rate: float, dtype: np.dtype) -> np.ndarray:
+    """An inverted-dropout mask: ``1 / (1 - rate)`` with probability ``1 - rate``, else 0. Drawn on the
+    host from ``rng`` (a layer's seeded generator; None: ``backend.get_rng()``), so every device
+    sees the same masks."""
+    rng = rng if rng is not None else backend.get_rng()
+    return (rng.random(shape) >= rate).astype(dtype) * dtype.type(1 / (1 - rate))
+
+
+def _serialize_initializer(init):
+    if isinstance(init, (str, dict)):
+        return init
+    if isinstance(init, initializers.Initializer):
+        return initializers.serialize(init)
+    raise TypeError(f"cannot serialize initializer {init!r}: use a name or an lstmfast Initializer")
+
+
+def _refuse(layer_name: str, **options) -> None:
+    """Keras options lstmfast does not implement: accepted only at their 'off' value."""
+    for key, value in options.items():
+        if value is not None:
+            raise NotImplementedError(f"layer {layer_name!r}: {key} is not supported by lstmfast (got {value!r})")
+
+
+def _positive_int(value, what: str, layer: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"layer {layer!r}: {what} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _rate(value, what: str, layer: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not 0 <= value < 1:
+        raise ValueError(f"layer {layer!r}: {what} must be a float in [0, 1), got {value!r}")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Base layer.
+# ---------------------------------------------------------------------------------------------
+
+class Layer:
+    """Base class; see ``lstmfast.layers``'s docstring for the protocol.
+
+    ``weights`` and ``grads`` hold the trainable arrays and their gradients, ``buffers`` the
+    non-trainable arrays that follow the model to its device (an LSTM's stateful "h", "c").
+    """
+
+    supports_masking = False
+    _accepts_initial_state = False
+    _input_dtype_hint = None  # dtype of the data this layer expects first in a Sequential (None: floatx)
+
+    def __init__(self, name=None, trainable=True, dtype=None, input_shape=None, input_dim=None,
+                 batch_input_shape=None, batch_size=None, weights=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword argument(s): "
+                            f"{', '.join(sorted(kwargs))}")
+        if name is None:
+            name = unique_name(snake_case(type(self).__name__))
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"layer name must be a non-empty string without '/', got {name!r}")
+        self.name = name
+        self.trainable = bool(trainable)
+        self._np_dtype = _float_dtype(dtype)
+        self.dtype = self._np_dtype.name
+        if batch_input_shape is not None:
+            hint = _shape_tuple(batch_input_shape)
+        elif input_shape is not None:
+            shape = (input_shape,) if isinstance(input_shape, (int, np.integer)) else input_shape
+            hint = (batch_size,) + _shape_tuple(shape)
+        elif input_dim is not None:
+            hint = (batch_size, int(input_dim))
+        else:
+            hint = None
+        self._input_shape_hint = hint
+        self._initial_weights = weights
+        self.built = False
+        self._build_input_shape = None
+        self.weights = {}
+        self.grads = {}
+        self.buffers = {}
+        self._inbound_nodes = []
+
+    # -- weights --------------------------------------------------------------------------------
+
+    def add_weight(self, name, shape, initializer):
+        """Create weight ``name`` (and its zero gradient) from ``initializer``."""
+        shape = tuple(int(d) for d in shape)
+        value = initializers.get(initializer)(shape, self._np_dtype)
+        value = np.ascontiguousarray(value, dtype=self._np_dtype)
+        if value.shape != shape:
+            raise ValueError(f"layer {self.name!r}: initializer for {name!r} returned shape {value.shape}, "
+                             f"expected {shape}")
+        self.weights[name] = value
+        self.grads[name] = np.zeros_like(value)
+        return value
+
+    def build(self, input_shape):
+        """Create the weights for inputs of ``input_shape`` (batch dim included, may be None)."""
+        self._build_input_shape = input_shape
+        self.built = True
+        if self._initial_weights is not None:
+            initial, self._initial_weights = self._initial_weights, None
+            self.set_weights(initial)
+
+    def get_build_config(self) -> dict:
+        shape = self._build_input_shape
+        if shape is None:
+            return {}
+        if _is_shape_list(shape):
+            return {"input_shape": [list(s) for s in shape]}
+        return {"input_shape": list(shape)}
+
+    def build_from_config(self, config: dict) -> None:
+        shape = config.get("input_shape")
+        if shape is not None and not self.built:
+            self.build([tuple(s) for s in shape] if _is_shape_list(shape) else tuple(shape))
+
+    def zero_grads(self) -> None:
+        for g in self.grads.values():
+            g.fill(0)
+
+    def get_weights(self) -> list:
+        """Copies of the weights as NumPy arrays (also when they live on the GPU)."""
+        return [_host_copy(w) for w in self.weights.values()]
+
+    def set_weights(self, weights) -> None:
+        """Copy ``weights`` (Keras order) into this layer's arrays, in place."""
+        weights = list(weights)
+        params = list(self.weights.items())
+        if len(weights) != len(params):
+            if not self.built and weights:
+                raise ValueError(f"layer {self.name!r} is not built yet, so it has no weights to set: build it "
+                                 "(call it on data, or give input_shape) before set_weights")
+            raise ValueError(f"layer {self.name!r} expects {len(params)} weight arrays "
+                             f"({', '.join(k for k, _ in params) or 'none'}), got {len(weights)}")
+        checked = []
+        for index, ((key, current), new) in enumerate(zip(params, weights)):
+            new = ops.to_numpy(new)
+            if new.shape != current.shape:
+                raise ValueError(f"layer {self.name!r}: weight {index} ({key!r}) expects shape "
+                                 f"{current.shape}, got {new.shape}")
+            checked.append(new)
+        for (_, current), new in zip(params, checked):
+            current[...] = ops.to_device_of(current, new)
+
+    def count_params(self) -> int:
+        return int(sum(w.size for w in self.weights.values()))
+
+    @property
+    def trainable_weights(self) -> list:
+        return list(self.weights.values()) if self.trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list:
+        return [] if self.trainable else list(self.weights.values())
+
+    # -- computation ----------------------------------------------------------------------------
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def call(self, inputs, training=False, mask=None):
+        return self.forward(inputs, training, mask)[0]
+
+    def forward(self, inputs, training=False, mask=None):
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, cache, grad_outputs):
+        raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def compute_mask(self, inputs, mask=None):
+        return mask if self.supports_masking else None
+
+    def reset_states(self) -> None:
+        """No-op except for stateful layers."""
+
+    # -- config ---------------------------------------------------------------------------------
+
+    def get_config(self) -> dict:
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        if self._input_shape_hint is not None:
+            config["batch_input_shape"] = list(self._input_shape_hint)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # -- calling --------------------------------------------------------------------------------
+
+    def __call__(self, inputs, *, training=None, mask=None, initial_state=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"layer {self.name!r} got unexpected call argument(s): {', '.join(sorted(kwargs))}")
+        if initial_state is not None:
+            if not self._accepts_initial_state:
+                raise TypeError(f"layer {self.name!r} ({type(self).__name__}) takes no initial_state")
+            states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+            inputs = [inputs] + states
+        flat = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        if any(isinstance(t, KerasTensor) for t in flat):
+            if mask is not None:
+                raise ValueError(f"layer {self.name!r}: masks of symbolic calls are computed by the model "
+                                 "(compute_mask); do not pass mask= with KerasTensors")
+            return self._symbolic_call(list(flat), training)
+        if isinstance(inputs, (list, tuple)):
+            inputs = [_as_array(t) for t in inputs]
+            shape = [t.shape for t in inputs]
+        else:
+            inputs = _as_array(inputs)
+            shape = inputs.shape
+        if not self.built:
+            self.build(shape)
+        return self.call(inputs, training=bool(training), mask=mask)
+
+    def _symbolic_call(self, tensors, training):
+        for t in tensors:
+            if not isinstance(t, KerasTensor):
+                raise TypeError(f"layer {self.name!r}: cannot mix KerasTensors and arrays in one call, got "
+                                f"{type(t).__name__}")
+        shapes = tensors[0].shape if len(tensors) == 1 else [t.shape for t in tensors]
+        if not self.built:
+            self.build(shapes)
+        out_shapes = self.compute_output_shape(shapes)
+        multi = _is_shape_list(out_shapes) and isinstance(out_shapes, list)
+        call_kwargs = {"n_inputs": len(tensors)}
+        if training is not None:
+            call_kwargs["training"] = bool(training)
+        node_index = len(self._inbound_nodes)
+        node = Node(self, tensors, [], call_kwargs)
+        shapes_out = out_shapes if multi else [out_shapes]
+        node.outputs = [KerasTensor(s, self.dtype, history=(self, node_index, i)) for i, s in enumerate(shapes_out)]
+        self._inbound_nodes.append(node)
+        return list(node.outputs) if multi else node.outputs[0]
+
+    @property
+    def input(self):
+        """The symbolic input(s) of this layer's first call."""
+        return self._first_call_tensors("inputs")
+
+    @property
+    def output(self):
+        """The symbolic output(s) of this layer's first call."""
+        return self._first_call_tensors("outputs")
+
+    def _first_call_tensors(self, side: str):
+        """``side`` ("inputs" or "outputs") of the first node: one KerasTensor, or a list of them."""
+        if not self._inbound_nodes:
+            raise AttributeError(f"layer {self.name!r} has not been called on a KerasTensor")
+        tensors = getattr(self._inbound_nodes[0], side)
+        return tensors[0] if len(tensors) == 1 else list(tensors)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}, built={self.built}>"
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry and serialisation.
+# ---------------------------------------------------------------------------------------------
+
+LAYERS: dict = {}  # class name -> class, for lstmfast's own layers only (a file never names a new class)
+
+
+def register(cls):
+    """Class decorator: ``deserialize`` and ``get`` know ``cls`` by its class name."""
+    LAYERS[cls.__name__] = cls
+    return cls
+
+
+def get(class_name: str):
+    """The layer class called ``class_name`` ("LSTM", "Dense", ...)."""
+    if class_name not in LAYERS:
+        raise ValueError(f"unknown layer class {class_name!r}; known: {', '.join(sorted(LAYERS))}")
+    return LAYERS[class_name]
+
+
+def serialize(layer: Layer) -> dict:
+    """``{"class_name": ..., "config": layer.get_config()}`` (JSON-serialisable)."""
+    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+
+
+def deserialize(config: dict, custom_objects=None) -> Layer:
+    """A new (unbuilt) layer from ``serialize``'s output; ``custom_objects`` maps extra class names."""
+    name = config.get("class_name")
+    cls = (custom_objects or {}).get(name) or get(name)
+    return cls.from_config(dict(config.get("config", {})))

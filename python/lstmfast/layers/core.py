@@ -1,0 +1,465 @@
+"""The core layers: InputLayer (and ``Input``), Dense, Activation, Dropout, Masking, Embedding,
+RepeatVector, Flatten, Concatenate. Each computes with the array module of its inputs (NumPy, or
+CuPy when the model runs on the GPU); see ``lstmfast.layers`` for the protocol."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import activations, backend, ops
+from .base import (
+    Layer,
+    _as_array,
+    _cast,
+    _contiguous,
+    _dropout_mask,
+    _first_shape,
+    _is_shape_list,
+    _positive_int,
+    _rate,
+    _refuse,
+    _serialize_initializer,
+    register,
+)
+from .graph import KerasTensor, Node, _shape_tuple
+
+__all__ = ["InputLayer", "Input", "Dense", "Activation", "Dropout", "Masking", "Embedding", "RepeatVector",
+           "Flatten", "Concatenate"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Input.
+# ---------------------------------------------------------------------------------------------
+
+@register
+class InputLayer(Layer):
+    """The source of a functional graph: no weights; forward/backward are the identity."""
+
+    def __init__(self, shape=None, batch_size=None, dtype=None, batch_shape=None, name=None, sparse=None,
+                 input_shape=None, batch_input_shape=None, **kwargs):
+        if sparse:
+            raise NotImplementedError("sparse inputs are not supported by lstmfast")
+        for key in ("trainable", "input_dim", "weights"):
+            kwargs.pop(key, None)
+        super().__init__(name=name, **kwargs)
+        batch_shape = batch_shape if batch_shape is not None else batch_input_shape
+        shape = shape if shape is not None else input_shape
+        if batch_shape is not None:
+            batch_shape = _shape_tuple(batch_shape)
+        elif shape is not None:
+            shape = (shape,) if isinstance(shape, (int, np.integer)) else shape
+            batch_shape = (batch_size,) + _shape_tuple(shape)
+        else:
+            raise ValueError(f"InputLayer {self.name!r} needs shape= or batch_shape=")
+        self.batch_shape = batch_shape
+        self._input_shape_hint = batch_shape
+        self.dtype = np.dtype(backend.floatx() if dtype is None else dtype).name  # may be an int type
+        tensor = KerasTensor(batch_shape, self.dtype, name=self.name, history=(self, 0, 0))
+        self._inbound_nodes.append(Node(self, [], [tensor], {"n_inputs": 0}))
+        self.built = True
+        self._build_input_shape = batch_shape
+
+    def call(self, inputs, training=False, mask=None):
+        return inputs
+
+    def forward(self, inputs, training=False, mask=None):
+        return inputs, None
+
+    def backward(self, cache, grad_outputs):
+        return grad_outputs
+
+    def get_config(self):
+        return {"batch_shape": list(self.batch_shape), "dtype": self.dtype, "sparse": False, "name": self.name}
+
+
+def Input(shape=None, batch_size=None, dtype=None, name=None, batch_shape=None):
+    """A symbolic input tensor (Keras ``keras.Input``): ``shape`` excludes the batch dim."""
+    return InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, batch_shape=batch_shape,
+                      name=name).output
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense, Activation, Dropout, Masking.
+# ---------------------------------------------------------------------------------------------
+
+@register
+class Dense(Layer):
+    """``y = activation(x @ kernel + bias)`` on the last axis; ``kernel [in, units]``, ``bias [units]``."""
+
+    supports_masking = True
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = _positive_int(units, "units", self.name)
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        _refuse(self.name, kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer,
+                activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                bias_constraint=bias_constraint)
+
+    def build(self, input_shape):
+        shape = _first_shape(input_shape)
+        if len(shape) < 2 or shape[-1] is None:
+            raise ValueError(f"Dense {self.name!r} needs inputs of shape (batch, ..., features) with known "
+                             f"features, got {shape}")
+        self.add_weight("kernel", (shape[-1], self.units), self.kernel_initializer)
+        if self.use_bias:
+            self.add_weight("bias", (self.units,), self.bias_initializer)
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return _first_shape(input_shape)[:-1] + (self.units,)
+
+    def _affine(self, x):
+        kernel = self.weights["kernel"]
+        if x.shape[-1] != kernel.shape[0]:
+            raise ValueError(f"Dense {self.name!r} was built for {kernel.shape[0]} input features, "
+                             f"got input of shape {x.shape}")
+        if x.ndim > 2:
+            # One [N, X] @ [X, units] product: numpy's batched matmul of 3-D input runs many small ones.
+            z = (_contiguous(x).reshape(-1, kernel.shape[0]) @ kernel).reshape(x.shape[:-1] + (self.units,))
+        else:
+            z = x @ kernel
+        if self.use_bias:
+            z += self.weights["bias"]
+        return z
+
+    def call(self, inputs, training=False, mask=None):
+        x = _cast(inputs, self._np_dtype)
+        return self.activation(self._affine(x))
+
+    def forward(self, inputs, training=False, mask=None):
+        x = _cast(inputs, self._np_dtype)
+        z = self._affine(x)
+        y = self.activation(z)
+        return y, (x, z, y)
+
+    def backward(self, cache, grad_outputs):
+        x, z, y = cache
+        dy = np.zeros_like(y) if grad_outputs is None else _cast(grad_outputs, self._np_dtype)
+        dz = self.activation.backward(z, y, dy)
+        kernel = self.weights["kernel"]
+        if self.trainable:
+            g = self.grads
+            if x.ndim == 2:
+                g["kernel"] += x.T @ dz
+                if self.use_bias:
+                    g["bias"] += dz.sum(axis=0)
+            else:
+                dz2 = dz.reshape(-1, self.units)
+                g["kernel"] += x.reshape(-1, kernel.shape[0]).T @ dz2
+                if self.use_bias:
+                    g["bias"] += dz2.sum(axis=0)
+        if dz.ndim > 2:
+            return (dz.reshape(-1, self.units) @ kernel.T).reshape(dz.shape[:-1] + (kernel.shape[0],))
+        return dz @ kernel.T
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation.name,
+                "use_bias": self.use_bias, "kernel_initializer": _serialize_initializer(self.kernel_initializer),
+                "bias_initializer": _serialize_initializer(self.bias_initializer)}
+
+
+@register
+class Activation(Layer):
+    """Applies an activation function (see ``lstmfast.activations``)."""
+
+    supports_masking = True
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+
+    def forward(self, inputs, training=False, mask=None):
+        x = _cast(inputs, self._np_dtype)
+        y = self.activation(x)
+        return y, (x, y)
+
+    def call(self, inputs, training=False, mask=None):
+        return self.activation(_cast(inputs, self._np_dtype))
+
+    def backward(self, cache, grad_outputs):
+        x, y = cache
+        dy = np.zeros_like(y) if grad_outputs is None else _cast(grad_outputs, self._np_dtype)
+        return self.activation.backward(x, y, dy)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation.name}
+
+
+@register
+class Dropout(Layer):
+    """Inverted dropout in training: keep each entry with probability ``1 - rate``, scaled by
+    ``1 / (1 - rate)``; the identity otherwise. ``noise_shape`` (None entries = the input's) shares
+    one draw over broadcast axes. Draws from ``backend.get_rng()``, or its own generator if ``seed``."""
+
+    supports_masking = True
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = _rate(rate, "rate", self.name)
+        self.noise_shape = None if noise_shape is None else _shape_tuple(noise_shape)
+        self.seed = seed
+        self._rng = None if seed is None else np.random.default_rng(seed)
+
+    def _keep_mask(self, shape):
+        noise_shape = shape
+        if self.noise_shape is not None:
+            if len(self.noise_shape) != len(shape):
+                raise ValueError(f"Dropout {self.name!r}: noise_shape {self.noise_shape} does not match input "
+                                 f"rank {len(shape)}")
+            noise_shape = tuple(s if n is None else n for n, s in zip(self.noise_shape, shape))
+        return _dropout_mask(self._rng, noise_shape, self.rate, self._np_dtype)
+
+    def call(self, inputs, training=False, mask=None):
+        x = _cast(inputs, self._np_dtype)
+        if not training or self.rate == 0:
+            return x
+        return x * ops.to_device_of(x, self._keep_mask(x.shape))
+
+    def forward(self, inputs, training=False, mask=None):
+        x = _cast(inputs, self._np_dtype)
+        if not training or self.rate == 0:
+            return x, None
+        keep = ops.to_device_of(x, self._keep_mask(x.shape))
+        return x * keep, keep
+
+    def backward(self, cache, grad_outputs):
+        if grad_outputs is None:
+            return None
+        return grad_outputs if cache is None else grad_outputs * cache
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate,
+                "noise_shape": None if self.noise_shape is None else list(self.noise_shape), "seed": self.seed}
+
+
+@register
+class Masking(Layer):
+    """Masks time steps whose features all equal ``mask_value``: the mask is
+    ``any(x != mask_value, axis=-1)`` and masked steps' outputs are zeroed (Keras)."""
+
+    supports_masking = True
+
+    def __init__(self, mask_value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_value = float(mask_value)
+
+    def compute_mask(self, inputs, mask=None):
+        return np.any(inputs != self.mask_value, axis=-1)
+
+    def forward(self, inputs, training=False, mask=None):
+        x = _cast(inputs, self._np_dtype)
+        keep = np.any(x != self.mask_value, axis=-1, keepdims=True)
+        return x * keep, keep
+
+    def backward(self, cache, grad_outputs):
+        return None if grad_outputs is None else grad_outputs * cache
+
+    def get_config(self):
+        return {**super().get_config(), "mask_value": self.mask_value}
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedding.
+# ---------------------------------------------------------------------------------------------
+
+@register
+class Embedding(Layer):
+    """Looks up rows of ``embeddings [input_dim, output_dim]`` for integer indices ``[B, ...]``.
+
+    Float inputs are cast to integers (as Keras does). ``mask_zero``: index 0 is padding and the
+    output mask is ``x != 0``. ``input_length`` (Keras 2) only sets the input-shape hint.
+    The gradient w.r.t. the indices is None.
+    """
+
+    _input_dtype_hint = "int32"
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
+                 activity_regularizer=None, embeddings_constraint=None, mask_zero=False, input_length=None,
+                 **kwargs):
+        if input_length is not None and not any(k in kwargs for k in ("input_shape", "batch_input_shape")):
+            kwargs["input_shape"] = (input_length,)
+        super().__init__(**kwargs)
+        self.input_dim = _positive_int(input_dim, "input_dim", self.name)
+        self.output_dim = _positive_int(output_dim, "output_dim", self.name)
+        self.embeddings_initializer = embeddings_initializer
+        self.mask_zero = bool(mask_zero)
+        self.input_length = input_length
+        _refuse(self.name, embeddings_regularizer=embeddings_regularizer, activity_regularizer=activity_regularizer,
+                embeddings_constraint=embeddings_constraint)
+        if self._initial_weights is not None:  # Keras: Embedding(..., weights=[matrix]) builds at once
+            self.build(self._input_shape_hint or (None, None))
+
+    @property
+    def supports_masking(self):
+        return self.mask_zero
+
+    def build(self, input_shape):
+        self.add_weight("embeddings", (self.input_dim, self.output_dim), self.embeddings_initializer)
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return _first_shape(input_shape) + (self.output_dim,)
+
+    def _indices(self, inputs):
+        x = _as_array(inputs)
+        if x.dtype.kind not in "iu":
+            if x.dtype.kind not in "fb":
+                raise TypeError(f"Embedding {self.name!r} needs integer indices, got dtype {x.dtype}")
+            x = x.astype(np.intp)
+        if x.size:
+            lo, hi = x.min(), x.max()
+            if lo < 0 or hi >= self.input_dim:
+                bad = lo if lo < 0 else hi
+                where = tuple(int(i) for i in np.argwhere(x == bad)[0])
+                raise ValueError(f"Embedding {self.name!r}: index {int(bad)} at position {where} is out of range "
+                                 f"for input_dim={self.input_dim} (valid: 0..{self.input_dim - 1})")
+        return x
+
+    def call(self, inputs, training=False, mask=None):
+        return self.weights["embeddings"].take(self._indices(inputs), axis=0)
+
+    def forward(self, inputs, training=False, mask=None):
+        idx = self._indices(inputs)
+        return self.weights["embeddings"].take(idx, axis=0), idx
+
+    def backward(self, cache, grad_outputs):
+        if self.trainable and grad_outputs is not None:
+            rows = _contiguous(_cast(grad_outputs, self._np_dtype)).reshape(-1, self.output_dim)
+            ops.scatter_add(self.grads["embeddings"], cache.reshape(-1), rows)
+        return None
+
+    def compute_mask(self, inputs, mask=None):
+        if not self.mask_zero:
+            return None
+        return _as_array(inputs) != 0
+
+    def get_config(self):
+        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
+                "embeddings_initializer": _serialize_initializer(self.embeddings_initializer),
+                "mask_zero": self.mask_zero, "input_length": self.input_length}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reshaping and merging.
+# ---------------------------------------------------------------------------------------------
+
+@register
+class RepeatVector(Layer):
+    """``[B, X] -> [B, n, X]``."""
+
+    def __init__(self, n, **kwargs):
+        super().__init__(**kwargs)
+        self.n = _positive_int(n, "n", self.name)
+
+    def build(self, input_shape):
+        if len(_first_shape(input_shape)) != 2:
+            raise ValueError(f"RepeatVector {self.name!r} needs inputs of shape (batch, features), "
+                             f"got {input_shape}")
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        b, x = _first_shape(input_shape)
+        return (b, self.n, x)
+
+    def forward(self, inputs, training=False, mask=None):
+        x = _cast(inputs, self._np_dtype)
+        return np.repeat(x[:, None, :], self.n, axis=1), None
+
+    def backward(self, cache, grad_outputs):
+        return None if grad_outputs is None else grad_outputs.sum(axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "n": self.n}
+
+
+@register
+class Flatten(Layer):
+    """``[B, d1, d2, ...] -> [B, d1 * d2 * ...]``."""
+
+    def __init__(self, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = data_format
+
+    def compute_output_shape(self, input_shape):
+        shape = _first_shape(input_shape)
+        rest = shape[1:]
+        return (shape[0], None if any(d is None for d in rest) else math.prod(rest))
+
+    def forward(self, inputs, training=False, mask=None):
+        x = _cast(inputs, self._np_dtype)
+        return x.reshape(x.shape[0], -1), x.shape
+
+    def backward(self, cache, grad_outputs):
+        return None if grad_outputs is None else grad_outputs.reshape(cache)
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
+
+
+@register
+class Concatenate(Layer):
+    """Concatenates a list of inputs along ``axis`` (counted with the batch dim, as Keras)."""
+
+    supports_masking = True
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+
+    def build(self, input_shape):
+        if not _is_shape_list(input_shape):
+            raise ValueError(f"Concatenate {self.name!r} must be called on a list of inputs, got shape "
+                             f"{input_shape}")
+        ranks = {len(s) for s in input_shape}
+        if len(ranks) != 1:
+            raise ValueError(f"Concatenate {self.name!r}: inputs must have the same rank, got shapes {input_shape}")
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        shapes = [_shape_tuple(s) for s in input_shape] if _is_shape_list(input_shape) else [_shape_tuple(input_shape)]
+        axis = self.axis % len(shapes[0])
+        sizes = [s[axis] for s in shapes]
+        out = list(shapes[0])
+        out[axis] = None if any(d is None for d in sizes) else sum(sizes)
+        return tuple(out)
+
+    def forward(self, inputs, training=False, mask=None):
+        listed = isinstance(inputs, (list, tuple))
+        xs = [_cast(x, self._np_dtype) for x in (inputs if listed else [inputs])]
+        sizes = [x.shape[self.axis] for x in xs]
+        return np.concatenate(xs, axis=self.axis), (np.cumsum(sizes)[:-1], listed)
+
+    def backward(self, cache, grad_outputs):
+        splits, listed = cache
+        if grad_outputs is None:
+            grads = [None] * (len(splits) + 1)
+        else:
+            grads = np.split(grad_outputs, splits, axis=self.axis)
+        return grads if listed else grads[0]
+
+    def compute_mask(self, inputs, mask=None):
+        # Keras: a missing mask counts as all-True; the output mask is any() over the last axis
+        # of the concatenated per-entry masks.
+        if mask is None or not isinstance(mask, (list, tuple)) or all(m is None for m in mask):
+            return None
+        inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        full = []
+        for x, m in zip(inputs, mask):
+            if m is None:
+                full.append(np.ones(x.shape, bool))
+            else:
+                m = np.asarray(m, bool)
+                full.append(np.broadcast_to(m.reshape(m.shape + (1,) * (x.ndim - m.ndim)), x.shape))
+        return np.concatenate(full, axis=self.axis).any(axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+

@@ -1,0 +1,54 @@
+"""Symbols of the functional API: a :class:`KerasTensor` is a shape and dtype made by a layer call, a
+:class:`Node` is that call. Layers make them (``Layer.__call__`` on KerasTensors); ``lstmfast.models``
+walks them backwards from the outputs to run the graph."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+__all__ = ["KerasTensor", "Node"]
+
+_TENSOR_IDS = itertools.count()
+
+
+def _shape_tuple(shape) -> tuple:
+    """``shape`` as a tuple of ints and Nones."""
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+class KerasTensor:
+    """A symbolic tensor: a shape (batch dim None), a dtype, and the layer call that made it.
+
+    ``_history = (layer, node_index, tensor_index)``: ``layer._inbound_nodes[node_index]
+    .outputs[tensor_index]`` is this tensor.
+    """
+
+    __slots__ = ("shape", "dtype", "name", "_history")
+
+    def __init__(self, shape, dtype="float32", name=None, history=None):
+        self.shape = _shape_tuple(shape)
+        self.dtype = np.dtype(dtype).name
+        self.name = name if name is not None else f"keras_tensor_{next(_TENSOR_IDS)}"
+        self._history = history
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        origin = f", from {self._history[0].name!r}" if self._history else ""
+        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}{origin}>"
+
+
+class Node:
+    """One call of ``layer`` on symbolic ``inputs`` giving ``outputs`` (all lists of KerasTensors)."""
+
+    __slots__ = ("layer", "inputs", "outputs", "call_kwargs")
+
+    def __init__(self, layer, inputs, outputs, call_kwargs):
+        self.layer, self.inputs, self.outputs, self.call_kwargs = layer, inputs, outputs, call_kwargs
+
+    def __repr__(self) -> str:
+        return (f"<Node {self.layer.name}: {[t.name for t in self.inputs]} -> "
+                f"{[t.name for t in self.outputs]}>")

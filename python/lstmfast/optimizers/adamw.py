@@ -1,0 +1,20 @@
+"""AdamW: Adam with decoupled weight decay."""
+from __future__ import annotations
+
+from .adam import Adam
+
+__all__ = ["AdamW"]
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.004): ``var *= 1 - lr weight_decay`` before the
+    Adam step (torch.optim.AdamW's rule)."""
+
+    _default_name = "adamw"
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, clipnorm=None, clipvalue=None, global_clipnorm=None, name=None):
+        if weight_decay is None:
+            raise ValueError("AdamW needs a weight_decay (a float >= 0)")
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, clipnorm, clipvalue,
+                         global_clipnorm, name)
