@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "lstm.h"
@@ -375,16 +376,15 @@ PYBIND11_MODULE(_core, m) {
         py::arg("y"), py::arg("gates"), py::arg("cells"), py::arg("dy"), py::arg("dh"),
         py::arg("dc"), py::arg("dx"), py::arg("dkernel"), py::arg("drecurrent_kernel"),
         py::arg("dbias"), py::arg("dh0"), py::arg("dc0"), py::arg("dpeephole"));
-  m.def("optim_step_f32", &optim_step<float>,
-        "One fused optimizer step over several float32 variables (optim.h): every argument is checked before any\n"
-        "variable is touched; vars/grads/slots/scales hold one entry per variable.",
-        py::arg("rule"), py::arg("vars"), py::arg("grads"), py::arg("slots"), py::arg("lr"), py::arg("momentum"),
-        py::arg("one_minus_beta_1"), py::arg("one_minus_beta_2"), py::arg("rho"), py::arg("one_minus_rho"),
-        py::arg("epsilon"), py::arg("scales"), py::arg("clipvalue"), py::arg("decay_keep"));
-  m.def("optim_step_f64", &optim_step<double>, "optim_step_f32 for float64 variables.", py::arg("rule"),
-        py::arg("vars"), py::arg("grads"), py::arg("slots"), py::arg("lr"), py::arg("momentum"),
-        py::arg("one_minus_beta_1"), py::arg("one_minus_beta_2"), py::arg("rho"), py::arg("one_minus_rho"),
-        py::arg("epsilon"), py::arg("scales"), py::arg("clipvalue"), py::arg("decay_keep"));
+  // One signature for both dtypes (every argument is a Python object or a double).
+  for (const auto& [name, step, dtype] : {std::make_tuple("optim_step_f32", &optim_step<float>, "float32"),
+                                          std::make_tuple("optim_step_f64", &optim_step<double>, "float64")})
+    m.def(name, step,
+          (std::string("One fused optimizer step over several ") + dtype + " variables (optim.h): every argument "
+           "is checked before any\nvariable is touched; vars/grads/slots/scales hold one entry per variable.").c_str(),
+          py::arg("rule"), py::arg("vars"), py::arg("grads"), py::arg("slots"), py::arg("lr"), py::arg("momentum"),
+          py::arg("one_minus_beta_1"), py::arg("one_minus_beta_2"), py::arg("rho"), py::arg("one_minus_rho"),
+          py::arg("epsilon"), py::arg("scales"), py::arg("clipvalue"), py::arg("decay_keep"));
   m.def("scatter_add_rows_f32", &scatter_add<float>,
         "out[index[i]] += src[i] for float32 out [N,D] (in/out), index [n] int32 or int64 in [0,N), src [n,D];\n"
         "repeated indices accumulate in order (np.add.at's meaning).",
