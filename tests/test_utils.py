@@ -1,8 +1,7 @@
-"""Losses, metrics, optimizers, callbacks and data utils of the Keras-style training API.
+"""lstmfast.utils: pad_sequences and to_categorical against the Keras semantics (and Keras 3 itself).
 
-References: the formulas written out again here (loops over rows with ``math``), central finite
-differences in float64, torch.optim where its rule is the same, and Keras 3 itself when installed.
-"""
+Losses, metrics, optimizers and callbacks have their own files (test_losses.py, test_metrics.py,
+test_optimizers.py, test_callbacks.py)."""
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -11,9 +10,6 @@ from lstmfast import backend, callbacks, utils
 
 from conftest import peer
 
-# ---------------------------------------------------------------------------------------------
-# utils.
-# ---------------------------------------------------------------------------------------------
 
 def test_pad_sequences_basic():
     seqs = [[1, 2, 3], [4, 5], [], [6, 7, 8, 9]]
