@@ -169,14 +169,6 @@ class Loss:
         return self._grad(t, p, scale, grad), grad
 
 
-def _sum_classes(a, keepdims=False):
-    """The sum over the last (class) axis. For NumPy arrays through ``np.add.reduce``: ``ndarray.sum``
-    spends about 1 us more in Python per call, a third of a batch-1 loss (bench/loss_small_batch.py)."""
-    if type(a) is np.ndarray:
-        return np.add.reduce(a, -1, keepdims=keepdims)
-    return a.sum(-1, keepdims=keepdims)
-
-
 def _total(values) -> float:
     """sum(values) as a Python float; a single value needs no reduction call (batch size 1)."""
     return values.item() if values.size == 1 else float(values.sum())
@@ -285,28 +277,28 @@ def _crossentropy(t, p, from_logits, grad):
         # values = -sum t log_softmax(x); d/dx = softmax(x) sum(t) - t
         z = p - p.max(-1, keepdims=True)
         e = xp.exp(z)
-        se = _sum_classes(e, keepdims=True)
+        se = e.sum(-1, keepdims=True)
         z -= xp.log(se)                                       # log_softmax(x)
-        values = -_sum_classes(t * z)
+        values = -(t * z).sum(-1)
         if not grad:
             return values, None
         e /= se
-        e *= _sum_classes(t, keepdims=True)
+        e *= t.sum(-1, keepdims=True)
         e -= t
         return values, e
     # q = p / s, qc = clip(q); values = -sum t log(qc); u = t / qc where not clipped, else 0
     # (= -d values / d q); d values / d p = (sum_c u_c q_c - u) / s
     k = _constants(xp, p.dtype)
-    s = _sum_classes(p, keepdims=True)
+    s = p.sum(-1, keepdims=True)
     q = p / s
     qc = xp.maximum(q, k.eps)
     xp.minimum(qc, k.one_minus_eps, out=qc)
-    values = -_sum_classes(t * xp.log(qc))
+    values = -(t * xp.log(qc)).sum(-1)
     if not grad:
         return values, None
     u = xp.where(q == qc, t / qc, k.zero)
     q *= u
-    d = _sum_classes(q, keepdims=True) - u
+    d = q.sum(-1, keepdims=True) - u
     d /= s
     return values, d
 
@@ -389,7 +381,7 @@ class SparseCategoricalCrossentropy(Loss):
             # values = logsumexp(x) - x_label; d/dx = softmax(x) - one_hot(label)
             m = p.max(-1, keepdims=True)
             e = xp.exp(p - m)
-            se = _sum_classes(e, keepdims=True)
+            se = e.sum(-1, keepdims=True)
             values = (xp.log(se) + m).reshape(t.shape) - p.reshape(-1)[at_label].reshape(t.shape)
             if not grad:
                 return values, None
@@ -399,7 +391,7 @@ class SparseCategoricalCrossentropy(Loss):
         # q = p_label / s, qc = clip(q); values = -log(qc); u = 1 / (qc s) where not clipped, else 0;
         # d values / d p_c = u q - u [c == label]
         k = _constants(xp, p.dtype)
-        s = _sum_classes(p)
+        s = p.sum(-1)
         q = p.reshape(-1)[at_label].reshape(t.shape) / s
         qc = xp.maximum(q, k.eps)
         xp.minimum(qc, k.one_minus_eps, out=qc)
@@ -435,7 +427,7 @@ class BinaryCrossentropy(_SmoothedCrossentropy):
             # softplus(x) - x t, with max(x, 0) - x t first (no cancellation) and e = exp(-|x|);
             # d/dx = sigmoid(x) - t, sigmoid(x) = 1/(1+e) for x >= 0 and e/(1+e) otherwise
             e = xp.exp(-xp.abs(p))
-            values = _sum_classes(xp.maximum(p, k.zero) - p * t + xp.log1p(e)) / C
+            values = (xp.maximum(p, k.zero) - p * t + xp.log1p(e)).sum(-1) / C
             if not grad:
                 return values, None
             return values, (xp.where(p >= k.zero, k.one, e) / (k.one + e) - t) / C
@@ -443,7 +435,7 @@ class BinaryCrossentropy(_SmoothedCrossentropy):
         pc = xp.maximum(p, k.eps)
         xp.minimum(pc, k.one_minus_eps, out=pc)
         one_minus_pc = k.one - pc
-        values = -_sum_classes(t * xp.log(pc) + (k.one - t) * xp.log(one_minus_pc)) / C
+        values = -(t * xp.log(pc) + (k.one - t) * xp.log(one_minus_pc)).sum(-1) / C
         if not grad:
             return values, None
         return values, xp.where(pc == p, (pc - t) / (pc * one_minus_pc * C), k.zero)
@@ -461,7 +453,7 @@ class MeanSquaredError(Loss):
     def _formula(self, t, p, grad):
         d = p - t
         C = p.shape[-1]
-        return _sum_classes(d * d) / C, ((2.0 / C) * d if grad else None)
+        return (d * d).sum(-1) / C, ((2.0 / C) * d if grad else None)
 
 
 class MeanAbsoluteError(Loss):
@@ -473,7 +465,7 @@ class MeanAbsoluteError(Loss):
         xp = ops.array_module(p)
         d = p - t
         C = p.shape[-1]
-        return _sum_classes(xp.abs(d)) / C, (xp.sign(d) / C if grad else None)
+        return xp.abs(d).sum(-1) / C, (xp.sign(d) / C if grad else None)
 
 
 # ------------------------------------------------------------------------------------------------
