@@ -43,7 +43,7 @@ from ._results import LSTMGradients, LSTMOutput
 
 __all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTMCache", "RECURRENT_ACTIVATIONS",
            "BACKENDS", "set_backend", "get_backend", "array_module", "to_numpy", "to_device_of", "to_backend",
-           "scatter_add", "segment_sum"]
+           "scatter_add", "segment_sum", "optimizer_step_kernel"]
 
 RECURRENT_ACTIVATIONS = {"sigmoid": 0, "hard_sigmoid": 1}
 BACKENDS = ("cpu", "cuda")
@@ -454,6 +454,18 @@ def to_backend(a, backend: str):
 
 
 _SCATTER_ROWS = {_F32: _core.scatter_add_rows_f32, _F64: _core.scatter_add_rows_f64}
+_OPTIMIZER_STEPS = {_F32: _core.optim_step_f32, _F64: _core.optim_step_f64}
+
+
+def optimizer_step_kernel(variables, dtype):
+    """The C++ fused optimizer step (``_core.optim_step_f32``/``_f64``, ``cpp/optim.h``) for
+    ``variables`` of ``dtype``, or None when it cannot take them (not all C-contiguous NumPy
+    arrays, another dtype, GPU arrays): the optimizer then runs its array-module rules."""
+    kernel = _OPTIMIZER_STEPS.get(np.dtype(dtype))
+    if kernel is None or not all(type(v) is np.ndarray and v.dtype == dtype and v.flags.c_contiguous
+                                 for v in variables):
+        return None
+    return kernel
 
 
 def scatter_add(out, index, rows) -> None:

@@ -39,11 +39,6 @@ from ._checks import real, shape_str
 from .schedules import LearningRateSchedule
 from .schedules import deserialize as deserialize_schedule
 
-try:
-    from .. import _core
-except ImportError:  # pragma: no cover - a source tree without the built extension
-    _core = None
-
 __all__ = ["Optimizer"]
 
 
@@ -131,7 +126,7 @@ class Optimizer:
         # _update without its own _fused_rule keeps its rule: the NumPy path runs.
         owner = {name: next(c for c in type(self).__mro__ if name in c.__dict__)
                  for name in ("_update", "_fused_rule")}
-        self._fused = _core is not None and owner["_update"] is owner["_fused_rule"]
+        self._fused = owner["_update"] is owner["_fused_rule"]
 
     # ---- learning rate -----------------------------------------------------------------------
 
@@ -200,14 +195,12 @@ class Optimizer:
                 self._group_of[i] = (g, j)
         # The fused step: one C++ call per dtype over that dtype's variables, when every variable
         # is a C-contiguous float32/float64 array (else the NumPy rules run).
-        kernels = {np.dtype(np.float32): getattr(_core, "optim_step_f32", None),
-                   np.dtype(np.float64): getattr(_core, "optim_step_f64", None)}
+        kernels = [ops.optimizer_step_kernel([variables[i] for i in grp.index], grp.dtype) for grp in self._groups]
         self._fused_vars = None
-        if xp is np and all(type(v) is np.ndarray and kernels.get(v.dtype) is not None and v.flags.c_contiguous
-                              for v in variables):
-            self._fused_vars = [(kernels[grp.dtype], grp.index,
+        if all(k is not None for k in kernels):
+            self._fused_vars = [(kernel, grp.index,
                                  [tuple(grp.views[n][j] for n in self.slot_names) for j in range(len(grp.index))])
-                                for grp in self._groups]
+                                for kernel, grp in zip(kernels, self._groups)]
         if self._pending_slots is not None:
             slots, self._pending_slots = self._pending_slots, None
             self._load_slots(slots)
