@@ -55,7 +55,7 @@ def test_pad_sequences_dtypes_and_shapes():
 
 def test_to_categorical():
     out = utils.to_categorical([0, 2, 1])
-    assert out.dtype == np.float32 and out.shape == (3, 3)
+    assert out.dtype == np.float64 and out.shape == (3, 3)
     assert_array_equal(out, np.eye(3)[[0, 2, 1]])
     assert utils.to_categorical(np.array([[1], [0]]), num_classes=4).shape == (2, 4)   # trailing 1 dropped
     assert utils.to_categorical(np.array([[1, 2], [0, 1]])).shape == (2, 2, 3)
@@ -96,5 +96,6 @@ def test_pad_sequences_matches_keras(args):
     assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
     assert ours.tolist() == theirs.tolist()
     labels = np.array([[1], [0], [3]])
+    assert utils.to_categorical(labels).dtype == keras.utils.to_categorical(labels).dtype
     assert_array_equal(utils.to_categorical(labels), keras.utils.to_categorical(labels))
     assert_array_equal(utils.to_categorical(labels, 5), keras.utils.to_categorical(labels, 5))

@@ -11,7 +11,7 @@ from .ops import get_backend, set_backend
 __version__ = _core.__version__
 __all__ = ["ops", "reference", "build_info", "set_num_threads", "get_num_threads", "set_simd_level",
            "set_backend", "get_backend",
-           "LSTMOutput", "LSTMGradients", "load_model", "Sequential", "Model", "__version__"]
+           "LSTMOutput", "LSTMGradients", "load_model", "Sequential", "Model", "Input", "__version__"]
 
 _SIMD_LEVELS = ("portable", "avx2", "avx512", "avx512emu")
 
@@ -56,8 +56,9 @@ def _check_simd_env() -> None:
 
 _check_simd_env()
 
+# `import lstmfast as keras` reaches Keras's module surface through these (keras.layers, keras.utils, ...).
 _LAZY_SUBMODULES = ("layers", "models", "optimizers", "losses", "metrics", "callbacks", "saving", "utils",
-                    "activations", "initializers", "backend", "tasks", "cli")
+                    "activations", "initializers", "backend", "tasks", "cli", "datasets", "preprocessing")
 
 
 def __getattr__(name):
@@ -68,6 +69,9 @@ def __getattr__(name):
     if name == "load_model":
         from .models import load_model
         return load_model
+    if name == "Input":
+        from .layers import Input
+        return Input
     if name in ("Sequential", "Model"):
         return getattr(importlib.import_module(".models", __name__), name)
     raise AttributeError(f"module 'lstmfast' has no attribute {name!r}")

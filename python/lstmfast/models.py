@@ -20,6 +20,7 @@ reads and writes the file and knows models only through their public methods (``
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -475,7 +476,12 @@ class Model:
             validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
             steps_per_epoch=None, validation_batch_size=None, validation_freq=1, **kwargs):
         """Train for ``epochs`` epochs; returns the History. Keras semantics: ``validation_split``
-        takes the last fraction of the data before shuffling; ``shuffle`` reshuffles every epoch."""
+        takes the last fraction of the data before shuffling; ``shuffle`` reshuffles every epoch.
+        ``nb_epoch`` (Keras 1's spelling, accepted by Keras 2) replaces ``epochs``, with a DeprecationWarning."""
+        if "nb_epoch" in kwargs:
+            warnings.warn("fit(nb_epoch=...) is Keras 1's spelling; use fit(epochs=...)", DeprecationWarning,
+                          stacklevel=2)
+            epochs = kwargs.pop("nb_epoch")
         if kwargs:
             raise TypeError(f"fit() got unexpected arguments: {sorted(kwargs)}")
         self._check_compiled("training it (fit)")

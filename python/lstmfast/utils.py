@@ -1,19 +1,39 @@
-"""Data helpers with Keras semantics: ``to_categorical``, ``pad_sequences``, ``normalize``;
-``set_random_seed`` and ``Progbar`` re-exported."""
+"""Helpers with Keras semantics (``keras.utils``): ``to_categorical``, ``pad_sequences``,
+``normalize``, ``get_file`` (download with cache and hash check), ``PyDataset``/``Sequence``;
+``set_random_seed`` and ``Progbar`` re-exported; ``np_utils`` is Keras 2's spelling of
+``to_categorical`` and ``normalize`` (deprecated)."""
 from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import types
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+import zipfile
 
 import numpy as np
 
+from ._atomic import atomic_file
 from .backend import set_random_seed
 from .callbacks import Progbar
 
-__all__ = ["set_random_seed", "to_categorical", "pad_sequences", "normalize", "Progbar"]
+__all__ = ["set_random_seed", "to_categorical", "pad_sequences", "normalize", "Progbar", "get_file",
+           "PyDataset", "Sequence", "np_utils"]
 
 
-def to_categorical(y, num_classes=None, dtype="float32") -> np.ndarray:
+def to_categorical(y, num_classes=None, dtype="float64") -> np.ndarray:
     """One-hot encode integer labels: shape ``y.shape + (num_classes,)``, except that a trailing
     axis of size 1 is dropped first (``(N, 1)`` -> ``(N, num_classes)``), as Keras does.
-    ``num_classes`` defaults to ``max(y) + 1``."""
+    ``num_classes`` defaults to ``max(y) + 1``. float64 by default, as Keras 3 returns (Keras 2
+    gave float32: ``np_utils.to_categorical`` keeps that); ``dtype`` is lstmfast's addition."""
     arr = np.asarray(y)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"y must hold integer class labels, got dtype {arr.dtype}")
@@ -98,3 +118,251 @@ def normalize(x, axis=-1, order=2) -> np.ndarray:
     norm = np.atleast_1d(np.linalg.norm(x, order, axis))
     norm[norm == 0] = 1
     return x / np.expand_dims(norm, axis)
+
+
+# ---- Keras 2's np_utils ------------------------------------------------------------------------
+
+def _np_utils_to_categorical(y, num_classes=None, dtype="float32") -> np.ndarray:
+    warnings.warn("lstmfast.utils.np_utils.to_categorical is Keras 2's spelling; use "
+                  "lstmfast.utils.to_categorical (it returns float64 as Keras 3; pass dtype='float32' for "
+                  "Keras 2's dtype)", DeprecationWarning, stacklevel=2)
+    return to_categorical(y, num_classes, dtype)
+
+
+# A module object rather than a file, so `lstmfast.utils` stays one module: once this module has run,
+# the import system finds `lstmfast.utils.np_utils` in sys.modules (`from ...np_utils import` works).
+np_utils = types.ModuleType(f"{__name__}.np_utils", "Keras 2's keras.utils.np_utils (deprecated): "
+                            "to_categorical (float32 by default, as Keras 2) and normalize.")
+np_utils.to_categorical = _np_utils_to_categorical
+np_utils.normalize = normalize
+sys.modules[np_utils.__name__] = np_utils
+
+
+# ---- PyDataset ---------------------------------------------------------------------------------
+
+class PyDataset:
+    """Keras 3's ``keras.utils.PyDataset`` (``Sequence`` is the same class): a data set of batches.
+    Subclasses implement ``__len__`` (the number of batches) and ``__getitem__(index)`` (batch
+    ``index``: ``x``, ``(x, y)`` or ``(x, y, sample_weight)``), and may override
+    ``on_epoch_begin``/``on_epoch_end``. ``workers``, ``use_multiprocessing`` and
+    ``max_queue_size`` are stored as Keras does.
+
+    Not yet consumed by ``fit``/``evaluate``/``predict`` in this version (issue 13, item 3):
+    today iterate it yourself (``for x, y in dataset: model.train_on_batch(x, y)``)."""
+
+    def __init__(self, workers=1, use_multiprocessing=False, max_queue_size=10):
+        self.workers = workers
+        self.use_multiprocessing = use_multiprocessing
+        self.max_queue_size = max_queue_size
+
+    # Keras 2's Sequence subclasses never call super().__init__(): these class defaults cover them.
+    workers = 1
+    use_multiprocessing = False
+    max_queue_size = 10
+
+    def __getitem__(self, index):
+        raise NotImplementedError(f"{type(self).__name__} must implement __getitem__(index) (batch number index)")
+
+    @property
+    def num_batches(self):
+        """The number of batches (``len(self)``); None for an endless data set."""
+        if hasattr(self, "__len__"):
+            return len(self)
+        raise NotImplementedError(f"{type(self).__name__} must implement __len__ (the number of batches)")
+
+    def __iter__(self):
+        try:
+            n = self.num_batches
+        except NotImplementedError:
+            n = None
+        for index in (range(n) if n is not None else itertools.count()):
+            yield self[index]
+
+    def on_epoch_begin(self):
+        """Called at the start of every epoch."""
+
+    def on_epoch_end(self):
+        """Called at the end of every epoch (e.g. to reshuffle)."""
+
+
+Sequence = PyDataset
+
+
+# ---- get_file ----------------------------------------------------------------------------------
+
+_CHUNK = 1 << 16
+
+
+def _cache_root(cache_dir) -> str:
+    """``cache_dir``, else ``$LSTMFAST_HOME``, else ``~/.lstmfast``; where that is not writable, the
+    temporary directory's ``.lstmfast`` (as Keras falls back to /tmp/.keras)."""
+    if cache_dir is None:
+        cache_dir = os.environ.get("LSTMFAST_HOME") or os.path.join("~", ".lstmfast")
+    root = os.path.expanduser(os.fspath(cache_dir))
+    probe = root
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.access(probe, os.W_OK):
+        root = os.path.join(tempfile.gettempdir(), ".lstmfast")
+    return root
+
+
+def _hasher(algorithm: str, file_hash: str):
+    if algorithm == "auto":
+        algorithm = "sha256" if len(file_hash) == 64 else "md5"
+    if algorithm not in ("sha256", "md5"):
+        raise ValueError(f"hash_algorithm must be 'auto', 'sha256' or 'md5', got {algorithm!r}")
+    return hashlib.new(algorithm)
+
+
+def _hash_file(path: str, algorithm: str, file_hash: str) -> str:
+    h = _hasher(algorithm, file_hash)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+class _DownloadBar:
+    """``Downloading <origin>: 1.2 MB / 3.4 MB (35%)`` on stderr, redrawn at most every 0.2 s
+    (a quick download shows only the final line)."""
+
+    def __init__(self, origin: str, total):
+        self.origin, self.total, self.last = origin, total, time.monotonic()
+
+    def update(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < 0.2:
+            return
+        self.last = now
+        of = f" / {_size(self.total)} ({100 * done / self.total:.0f}%)" if self.total else ""
+        sys.stderr.write(f"\rDownloading {self.origin}: {_size(done)}{of}" + ("\n" if final else ""))
+        sys.stderr.flush()
+
+
+def _download(origin: str, target: str, file_hash, hash_algorithm: str) -> None:
+    """Stream ``origin`` into ``target`` atomically; with ``file_hash`` the digest must match, or
+    nothing is written."""
+    try:
+        response = urllib.request.urlopen(origin, timeout=60)
+    except urllib.error.HTTPError as e:
+        raise OSError(f"URL fetch failure on {origin}: HTTP {e.code} {e.reason}") from e
+    except urllib.error.URLError as e:
+        raise OSError(f"URL fetch failure on {origin}: {e.reason}") from e
+    with response, atomic_file(target, "wb") as out:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        bar = _DownloadBar(origin, total)
+        h = _hasher(hash_algorithm, file_hash) if file_hash is not None else None
+        done = 0
+        for chunk in iter(lambda: response.read(_CHUNK), b""):
+            out.write(chunk)
+            if h is not None:
+                h.update(chunk)
+            done += len(chunk)
+            bar.update(done)
+        bar.update(done, final=True)
+        if total is not None and done != total:
+            raise OSError(f"URL fetch failure on {origin}: got {done} of {total} bytes")
+        if h is not None and h.hexdigest() != file_hash.lower():
+            raise ValueError(f"the {h.name} hash of {origin} is {h.hexdigest()}, expected {file_hash}: the "
+                             f"download is incomplete or corrupted (nothing was kept)")
+
+
+def _extract(archive: str, dest: str, archive_format) -> bool:
+    """Extract a tar or zip ``archive`` into ``dest`` (through a temporary directory beside it, so
+    ``dest`` is complete or absent). Members may not leave ``dest``. False: not such an archive."""
+    if archive_format is None:
+        return False
+    formats = ["tar", "zip"] if archive_format == "auto" else \
+        [archive_format] if isinstance(archive_format, str) else list(archive_format)
+    for fmt in formats:
+        if fmt == "tar" and tarfile.is_tarfile(archive):
+            opener = tarfile.open
+        elif fmt == "zip" and zipfile.is_zipfile(archive):
+            opener = zipfile.ZipFile
+        else:
+            continue
+        tmp = tempfile.mkdtemp(prefix=".lstmfast-extract-", dir=os.path.dirname(dest))
+        try:
+            with opener(archive) as a:
+                if fmt == "tar" and hasattr(tarfile, "data_filter"):
+                    a.extractall(tmp, filter="data")    # refuses absolute paths, "..", links out
+                else:                                   # zip, or a Python without tar filters
+                    names = a.namelist() if fmt == "zip" else [m.name for m in a.getmembers()]
+                    if fmt == "tar" and any(m.issym() or m.islnk() for m in a.getmembers()):
+                        raise ValueError(f"archive {archive} has links; this Python cannot extract them safely")
+                    root = os.path.realpath(tmp)
+                    for name in names:
+                        where = os.path.realpath(os.path.join(root, name))
+                        if os.path.commonpath([root, where]) != root:
+                            raise ValueError(f"archive {archive} has a member outside its folder: {name!r}")
+                    a.extractall(tmp)
+            if os.path.exists(dest):
+                shutil.rmtree(dest) if os.path.isdir(dest) else os.remove(dest)
+            os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return True
+    return False
+
+
+def get_file(fname=None, origin=None, untar=False, md5_hash=None, file_hash=None, cache_subdir="datasets",
+             hash_algorithm="auto", extract=False, archive_format="auto", cache_dir=None, force_download=False):
+    """Download ``origin`` into ``<cache_dir>/<cache_subdir>/<fname>`` unless it is already there
+    (Keras 3's ``keras.utils.get_file``, same arguments); returns the file's path.
+
+    ``cache_dir`` defaults to ``$LSTMFAST_HOME`` or ``~/.lstmfast`` (Keras: ``~/.keras``);
+    ``fname`` to the last part of the URL's path. ``file_hash``: the expected sha256 (64 hex
+    digits) or md5 digest (``hash_algorithm`` 'auto', 'sha256' or 'md5'; ``md5_hash`` is Keras 1's
+    spelling): a cached file that does not match is downloaded again, and a download that does not
+    match raises ValueError and leaves no file. The file is written atomically (a reader never sees
+    half of it) with a progress line on stderr. ``extract`` (or ``untar``): unpack a tar or zip
+    archive (``archive_format`` 'auto', 'tar', 'zip' or a list) into a folder beside it and return
+    that folder: ``<name before the first dot>_extracted`` when ``fname`` has a dot, as Keras.
+    Any URL urllib opens works, ``file://`` included."""
+    if origin is None:
+        raise ValueError('get_file needs origin= (the URL of the file to download)')
+    if md5_hash is not None and file_hash is None:
+        file_hash, hash_algorithm = md5_hash, "md5"
+    if file_hash is not None:
+        _hasher(hash_algorithm, file_hash)     # check the algorithm before any download
+    datadir = os.path.join(_cache_root(cache_dir), cache_subdir)
+    os.makedirs(datadir, exist_ok=True)
+    given = fname is not None and os.fspath(fname) != ""
+    fname = os.fspath(fname) if given else os.path.basename(urllib.parse.urlsplit(origin).path)
+    if not fname:
+        raise ValueError(f"cannot take a file name from origin {origin!r}; pass fname=")
+    if os.sep in fname or (os.altsep and os.altsep in fname):
+        raise ValueError(f"fname must be a file name, not a path (use cache_dir= for the folder), got {fname!r}")
+    extraction_dir = None
+    if extract or untar:
+        if given and "." in fname:
+            target = os.path.join(datadir, fname)
+            extraction_dir = os.path.join(datadir, fname[:fname.find(".")] + "_extracted")
+        else:
+            target = os.path.join(datadir, fname + "_archive")
+            extraction_dir = os.path.join(datadir, fname)
+    else:
+        target = os.path.join(datadir, fname)
+
+    download = force_download or not os.path.exists(target)
+    if not download and file_hash is not None and _hash_file(target, hash_algorithm, file_hash) != file_hash.lower():
+        sys.stderr.write(f"{target} does not match the expected hash {file_hash}: downloading it again\n")
+        os.remove(target)                       # a failed download must not leave the stale file
+        download = True
+    if download:
+        sys.stderr.write(f"Downloading data from {origin}\n")
+        _download(origin, target, file_hash, hash_algorithm)
+
+    if extraction_dir is None:
+        return target
+    if download or not os.path.exists(extraction_dir):
+        if not _extract(target, extraction_dir, "tar" if untar else archive_format):
+            warnings.warn(f"could not extract {target}: not a {archive_format} archive", stacklevel=2)
+    return extraction_dir

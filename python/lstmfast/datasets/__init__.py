@@ -6,3 +6,11 @@ stateful truncated BPTT); ``timeseries`` (CSV columns, sliding windows, scalers,
 ``imdb`` (Keras's ``imdb.load_data`` from aclImdb, a JSONL of reviews or Keras's imdb.npz; it is
 the one module that downloads, and only when given no path and nothing is in its cache directory).
 """
+
+
+def __getattr__(name):
+    # `keras.datasets.imdb.load_data(...)` style access: the modules load on first use.
+    if name in ("imdb", "text", "timeseries"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,7 +5,8 @@ same names (Keras 3 semantics unless stated). Shapes are batch-major as in Keras
 ``[B, T, X]``; the LSTM engine (``lstmfast.ops``, time-major ``[T, B, X]``) is called inside.
 
 Layers: Input, InputLayer, Dense, Embedding, Dropout, RepeatVector, TimeDistributed, Activation,
-Flatten, Concatenate, Masking, LSTM, Bidirectional. Modules: ``base`` (Layer, the registry behind
+Flatten, Concatenate, Masking, LSTM, Bidirectional; CuDNNLSTM (Keras 2's name: builds an LSTM,
+deprecated). Modules: ``base`` (Layer, the registry behind
 ``serialize``/``deserialize``), ``graph`` (KerasTensor, Node), ``core`` (InputLayer and the simple
 layers), ``lstm`` (LSTM and its mask plan), ``wrappers`` (TimeDistributed, Bidirectional).
 
@@ -62,9 +63,9 @@ from .._naming import reset_uids
 from .base import LAYERS, Layer, deserialize, get, serialize
 from .core import Activation, Concatenate, Dense, Dropout, Embedding, Flatten, Input, InputLayer, Masking, RepeatVector
 from .graph import KerasTensor, Node
-from .lstm import LSTM
+from .lstm import LSTM, CuDNNLSTM
 from .wrappers import Bidirectional, TimeDistributed
 
 __all__ = ["Layer", "KerasTensor", "Node", "Input", "InputLayer", "Dense", "Embedding", "Dropout",
            "RepeatVector", "TimeDistributed", "Activation", "Flatten", "Concatenate", "Masking", "LSTM",
-           "Bidirectional", "serialize", "deserialize", "get", "reset_uids", "LAYERS"]
+           "CuDNNLSTM", "Bidirectional", "serialize", "deserialize", "get", "reset_uids", "LAYERS"]

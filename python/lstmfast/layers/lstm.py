@@ -3,6 +3,8 @@
 ``ops.lstm_forward`` / ``ops.lstm_backward``, on the array module of its inputs."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import activations, initializers, ops
@@ -19,7 +21,7 @@ from .base import (
     register,
 )
 
-__all__ = ["LSTM"]
+__all__ = ["LSTM", "CuDNNLSTM"]
 
 
 class _MaskPlan:
@@ -372,3 +374,30 @@ class LSTM(Layer):
                 "unroll": self.unroll, "zero_output_for_mask": self.zero_output_for_mask,
                 "peephole": self.peephole, "peephole_initializer": _serialize_initializer(self.peephole_initializer),
                 "seed": self.seed}
+
+
+def CuDNNLSTM(units, kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+              bias_initializer="zeros", unit_forget_bias=True, kernel_regularizer=None, recurrent_regularizer=None,
+              bias_regularizer=None, activity_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
+              bias_constraint=None, return_sequences=False, return_state=False, go_backwards=False, stateful=False,
+              **kwargs) -> LSTM:
+    """Keras 2's ``CuDNNLSTM`` (deprecated): an :class:`LSTM` with cuDNN's fixed cell (tanh,
+    recurrent_activation sigmoid, no dropout) and Keras 2's CuDNNLSTM arguments and defaults. It
+    builds, saves and loads as an LSTM; Keras 2's CuDNNLSTM weight files (a ``[8H]`` bias) are not
+    read."""
+    warnings.warn("CuDNNLSTM is Keras 2's spelling; use LSTM(units) (its defaults are cuDNN's cell, and "
+                  "lstmfast picks its fastest engine itself)", DeprecationWarning, stacklevel=2)
+    lstm_only = sorted(set(kwargs) & {"activation", "recurrent_activation", "use_bias", "dropout", "recurrent_dropout",
+                                      "unroll", "implementation", "use_cudnn", "time_major", "seed", "peephole",
+                                      "peephole_initializer", "zero_output_for_mask"})
+    if lstm_only:
+        raise TypeError(f"CuDNNLSTM has no argument {', '.join(lstm_only)} (cuDNN's cell is fixed, as in Keras 2); "
+                        f"use LSTM for these")
+    return LSTM(units, activation="tanh", recurrent_activation="sigmoid", kernel_initializer=kernel_initializer,
+                recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
+                unit_forget_bias=unit_forget_bias, kernel_regularizer=kernel_regularizer,
+                recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
+                activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                recurrent_constraint=recurrent_constraint, bias_constraint=bias_constraint,
+                return_sequences=return_sequences, return_state=return_state, go_backwards=go_backwards,
+                stateful=stateful, **kwargs)

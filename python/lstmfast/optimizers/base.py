@@ -25,18 +25,26 @@ Slots (moments, accumulators) are kept per variable, keyed by position in the li
 ``get_state`` returns them variable-major: for variable 0 every slot in ``slot_names`` order, then
 variable 1, and so on. Variables on the GPU (CuPy arrays) keep their slots beside them; the
 NumPy rules run there too (through CuPy's ufuncs), and ``get_state`` gives NumPy copies.
+
+Keras 2's keywords, which Keras 3 rejects, are accepted by every optimizer class with a
+DeprecationWarning naming the new spelling (``_keras2_arguments``, applied to each subclass's
+``__init__``): ``lr`` -> ``learning_rate``; ``epsilon=None`` -> the default epsilon; ``decay=d``
+-> Keras 2's time-based decay ``lr_t = lr / (1 + d * iterations)`` (iterations before the step,
+so the first step uses ``lr``), kept as ``schedules.InverseTimeDecay(lr, 1, d)``.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
+import warnings
 
 import numpy as np
 
 from .. import ops
 from ._checks import real, shape_str
-from .schedules import LearningRateSchedule
+from .schedules import InverseTimeDecay, LearningRateSchedule
 from .schedules import deserialize as deserialize_schedule
 
 __all__ = ["Optimizer"]
@@ -53,6 +61,52 @@ def _accepts_step(fn) -> bool:
         return True
     except TypeError:
         return False
+
+
+_KERAS2_KEYWORDS = frozenset({"lr", "decay", "epsilon"})
+
+
+def _keras2_arguments(cls, init, kwargs):
+    """``(kwargs in Keras 3's spelling, decay or None)`` from ``kwargs`` that may use Keras 2's
+    (rules in the module docstring), warning once per keyword mapped."""
+    kwargs = dict(kwargs)
+    name = cls.__name__
+    if "lr" in kwargs:
+        if "learning_rate" in kwargs:
+            raise TypeError(f"{name}: give learning_rate or Keras 2's lr, not both (got lr={kwargs['lr']!r}, "
+                            f"learning_rate={kwargs['learning_rate']!r})")
+        warnings.warn(f"{name}(lr=...) is Keras 2's spelling; use {name}(learning_rate=...)", DeprecationWarning,
+                      stacklevel=3)
+        kwargs["learning_rate"] = kwargs.pop("lr")
+    params = inspect.signature(init).parameters
+    if "epsilon" in kwargs and kwargs["epsilon"] is None and "epsilon" in params:
+        warnings.warn(f"{name}(epsilon=None) is Keras 2's spelling of the default; leave epsilon out (default "
+                      f"{params['epsilon'].default!r})", DeprecationWarning, stacklevel=3)
+        del kwargs["epsilon"]
+    decay = None
+    if "decay" in kwargs and "decay" not in params:
+        decay = real(kwargs.pop("decay"), "decay", 0.0)
+        warnings.warn(f"{name}(decay=...) is Keras 2's spelling; use learning_rate=keras.optimizers.schedules."
+                      f"InverseTimeDecay(learning_rate, decay_steps=1, decay_rate=decay), which is what it now "
+                      f"builds", DeprecationWarning, stacklevel=3)
+    return kwargs, decay
+
+
+def _accepting_keras2(init):
+    """``init`` taking Keras 2's keywords too (see ``_keras2_arguments``)."""
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if _KERAS2_KEYWORDS.isdisjoint(kwargs):
+            init(self, *args, **kwargs)
+            return
+        kwargs, decay = _keras2_arguments(type(self), init, kwargs)
+        init(self, *args, **kwargs)
+        if decay:
+            if self._lr_const is None:
+                raise ValueError(f"{type(self).__name__}: Keras 2's decay= needs a constant learning rate, got "
+                                 f"{self._learning_rate!r}; put the decay in the schedule")
+            self.learning_rate = InverseTimeDecay(self._lr_const, 1, decay)
+    return __init__
 
 
 # ------------------------------------------------------------------------------------------------
@@ -105,6 +159,11 @@ class Optimizer:
     it may depend on hyperparameters) with ``_slot_initial_value`` and implement ``_update``."""
 
     _default_name = "optimizer"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _accepting_keras2(cls.__dict__["__init__"])
 
     def __init__(self, learning_rate, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
                  name=None):

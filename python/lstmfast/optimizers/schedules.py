@@ -5,7 +5,8 @@ import math
 
 from ._checks import real
 
-__all__ = ["LearningRateSchedule", "ExponentialDecay", "PiecewiseConstantDecay", "CosineDecay", "deserialize"]
+__all__ = ["LearningRateSchedule", "ExponentialDecay", "InverseTimeDecay", "PiecewiseConstantDecay", "CosineDecay",
+           "deserialize"]
 
 
 class LearningRateSchedule:
@@ -22,26 +23,40 @@ class LearningRateSchedule:
         return cls(**config)
 
 
-class ExponentialDecay(LearningRateSchedule):
-    """``initial_learning_rate * decay_rate ** (step / decay_steps)``; with ``staircase`` the
-    exponent is ``floor(step / decay_steps)``."""
+class _RateDecay(LearningRateSchedule):
+    """What the exponential and inverse-time decays share: the decay rate per ``decay_steps``
+    steps, ``p = step / decay_steps`` (``floor``-ed with ``staircase``), and their config."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="ExponentialDecay"):
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name=None):
         self.initial_learning_rate = real(initial_learning_rate, "initial_learning_rate", 0.0)
         self.decay_steps = real(decay_steps, "decay_steps", 0.0, low_open=True)
         self.decay_rate = real(decay_rate, "decay_rate", 0.0)
         self.staircase = bool(staircase)
-        self.name = name
+        self.name = type(self).__name__ if name is None else name
 
-    def __call__(self, step) -> float:
+    def _progress(self, step) -> float:
         p = float(step) / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate * self.decay_rate ** p
+        return math.floor(p) if self.staircase else p
 
     def get_config(self) -> dict:
         return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
                 "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+
+
+class ExponentialDecay(_RateDecay):
+    """``initial_learning_rate * decay_rate ** (step / decay_steps)``; with ``staircase`` the
+    exponent is ``floor(step / decay_steps)``."""
+
+    def __call__(self, step) -> float:
+        return self.initial_learning_rate * self.decay_rate ** self._progress(step)
+
+
+class InverseTimeDecay(_RateDecay):
+    """``initial_learning_rate / (1 + decay_rate * step / decay_steps)``; with ``staircase`` the
+    ratio is ``floor(step / decay_steps)``. With ``decay_steps=1`` it is Keras 2's ``decay=``."""
+
+    def __call__(self, step) -> float:
+        return self.initial_learning_rate / (1.0 + self.decay_rate * self._progress(step))
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -102,7 +117,7 @@ class CosineDecay(LearningRateSchedule):
                 "warmup_steps": self.warmup_steps}
 
 
-_SCHEDULES = {cls.__name__: cls for cls in (ExponentialDecay, PiecewiseConstantDecay, CosineDecay)}
+_SCHEDULES = {cls.__name__: cls for cls in (ExponentialDecay, InverseTimeDecay, PiecewiseConstantDecay, CosineDecay)}
 
 
 def deserialize(config: dict) -> LearningRateSchedule:
