@@ -19,7 +19,6 @@ reads and writes the file and knows models only through their public methods (``
 """
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -32,6 +31,8 @@ from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from ._naming import snake_case, unique_name
 from .callbacks import CallbackList
+from .data_adapters import ArrayBatches, GeneratorBatches, PyDatasetBatches, is_batch_source
+from .utils import PyDataset
 
 __all__ = ["Model", "Sequential", "load_model", "model_from_config"]
 
@@ -343,6 +344,42 @@ class Model:
             out.append(arr)
         return out
 
+    def _batch_source(self, source, purpose: str, steps=None, shuffle=False, class_weight=None):
+        """The adapter of a generator or PyDataset for ``purpose`` ("fit", "evaluate", "predict",
+        "validation"): each batch it yields is checked here like array data."""
+        kind = "PyDataset" if isinstance(source, PyDataset) else "generator"
+        targets = purpose != "predict"
+
+        def prepare(batch, index):
+            where = f"batch {index} of the {kind}"
+            if isinstance(batch, list):
+                batch = tuple(batch)
+            elif not isinstance(batch, tuple):
+                batch = (batch,)
+            if not 1 <= len(batch) <= 3:
+                raise ValueError(f"{where} has {len(batch)} elements; a batch must be x, (x,), (x, y) or "
+                                 f"(x, y, sample_weight)")
+            xs = self._prepare_x(batch[0], f"x ({where})")
+            if not targets:
+                return xs, None, None
+            if len(batch) < 2 or batch[1] is None:
+                raise ValueError(f"{purpose} needs targets, but {where} holds x only: yield (x, y) or "
+                                 f"(x, y, sample_weight)")
+            n = xs[0].shape[0]
+            ys = self._prepare_y(batch[1], n, f"y ({where})")
+            sw = None if len(batch) < 3 or batch[2] is None else np.asarray(batch[2], np.float64)
+            if sw is not None and (sw.ndim == 0 or sw.shape[0] != n):
+                raise ValueError(f"sample_weight ({where}) has shape {sw.shape} but x has {n} samples")
+            if class_weight is not None:
+                sw = _class_weights_to_sample_weights(class_weight, ys[0], sw)
+            return xs, ys, sw
+
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if kind == "PyDataset":
+            return PyDatasetBatches(source, prepare, steps, shuffle)
+        return GeneratorBatches(source, prepare, steps)
+
     # ---- training steps ------------------------------------------------------------------------
 
     def _trainable_pairs(self) -> list:
@@ -474,9 +511,13 @@ class Model:
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
-            steps_per_epoch=None, validation_batch_size=None, validation_freq=1, **kwargs):
+            steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1, **kwargs):
         """Train for ``epochs`` epochs; returns the History. Keras semantics: ``validation_split``
         takes the last fraction of the data before shuffling; ``shuffle`` reshuffles every epoch.
+        ``x`` (and ``validation_data``) may be a generator/iterator yielding ``(x, y)`` or
+        ``(x, y, sample_weight)``, or a ``utils.PyDataset`` (see ``data_adapters``): the batches are
+        then the data's own (``batch_size`` is an error), ``steps_per_epoch``/``validation_steps``
+        count them, and only a PyDataset is shuffled (its batch order).
         ``nb_epoch`` (Keras 1's spelling, accepted by Keras 2) replaces ``epochs``, with a DeprecationWarning."""
         if "nb_epoch" in kwargs:
             warnings.warn("fit(nb_epoch=...) is Keras 1's spelling; use fit(epochs=...)", DeprecationWarning,
@@ -485,6 +526,18 @@ class Model:
         if kwargs:
             raise TypeError(f"fit() got unexpected arguments: {sorted(kwargs)}")
         self._check_compiled("training it (fit)")
+        if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+        verbose = 1 if verbose == "auto" else int(verbose)
+        shuffle = bool(shuffle) and shuffle != "batch"
+        if is_batch_source(x):
+            _check_source_args(x, y, batch_size, sample_weight)
+            if validation_split:
+                raise ValueError("validation_split is only supported for arrays; give a generator or PyDataset "
+                                 "validation_data instead")
+            data = self._batch_source(x, "fit", steps_per_epoch, shuffle, class_weight)
+            val = self._validation_source(validation_data, validation_steps, validation_batch_size or 32)
+            return self._fit_batches(data, val, epochs, verbose, callbacks, initial_epoch, validation_freq)
         xs = self._prepare_x(x)
         n = _batch_count(xs)
         ys = self._prepare_y(y, n)
@@ -494,19 +547,10 @@ class Model:
         if class_weight is not None:
             sw = _class_weights_to_sample_weights(class_weight, ys[0], sw)
         batch_size = _check_batch_size(batch_size)
-        if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-        verbose = 1 if verbose == "auto" else int(verbose)
 
         val = None
         if validation_data is not None:
-            vd = tuple(validation_data)
-            if len(vd) not in (2, 3):
-                raise ValueError("validation_data must be (x_val, y_val) or (x_val, y_val, sample_weight)")
-            vx = self._prepare_x(vd[0], "validation_data x")
-            vy = self._prepare_y(vd[1], _batch_count(vx), "validation_data y")
-            vsw = None if len(vd) == 2 or vd[2] is None else np.asarray(vd[2], np.float64)
-            val = (vx, vy, vsw)
+            val = self._validation_source(validation_data, validation_steps, validation_batch_size or batch_size)
         elif validation_split:
             if not 0.0 < validation_split < 1.0:
                 raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
@@ -514,34 +558,46 @@ class Model:
             if split == 0 or split == n:
                 raise ValueError(f"validation_split={validation_split} leaves no training or no validation "
                                  f"samples out of {n}")
-            val = ([a[split:] for a in xs], [a[split:] for a in ys], None if sw is None else sw[split:])
+            val = ArrayBatches([a[split:] for a in xs], [a[split:] for a in ys], None if sw is None else sw[split:],
+                               validation_batch_size or batch_size)
             xs, ys = [a[:split] for a in xs], [a[:split] for a in ys]
             sw = None if sw is None else sw[:split]
-            n = split
 
-        steps = (steps_per_epoch or max(1, math.ceil(n / batch_size))) if n else 0
+        data = ArrayBatches(xs, ys, sw, batch_size, steps_per_epoch, shuffle)
+        return self._fit_batches(data, val, epochs, verbose, callbacks, initial_epoch, validation_freq)
+
+    def _validation_source(self, validation_data, steps, batch_size):
+        """fit's validation data as an adapter: a generator/PyDataset, or (x, y[, sample_weight]) arrays."""
+        if validation_data is None:
+            return None
+        if is_batch_source(validation_data):
+            return self._batch_source(validation_data, "validation", steps)
+        vd = tuple(validation_data)
+        if len(vd) not in (2, 3):
+            raise ValueError("validation_data must be (x_val, y_val) or (x_val, y_val, sample_weight), "
+                             "a generator or a PyDataset")
+        vx = self._prepare_x(vd[0], "validation_data x")
+        vy = self._prepare_y(vd[1], _batch_count(vx), "validation_data y")
+        vsw = None if len(vd) == 2 or vd[2] is None else np.asarray(vd[2], np.float64)
+        return ArrayBatches(vx, vy, vsw, batch_size)
+
+    def _fit_batches(self, data, val, epochs, verbose, callbacks, initial_epoch, validation_freq):
+        """fit's loop over the batches of ``data`` (an adapter of ``data_adapters``), validating on ``val``."""
         cbs = CallbackList(callbacks, model=self, add_history=True, add_progbar=verbose != 0, verbose=verbose,
-                           epochs=epochs, steps=steps)
+                           epochs=epochs, steps=data.num_batches)
         self.stop_training = False
         cbs.on_train_begin()
-        rng = backend.get_rng()
         logs: Dict[str, float] = {}
         batch_logs_wanted = cbs.wants("on_train_batch_end")  # e.g. a progress bar; else build logs per epoch
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
             cbs.on_epoch_begin(epoch)
-            order = rng.permutation(n) if (shuffle and shuffle != "batch" and n > 1) else None
+            data.on_epoch_begin()
             loss_sum, seen = 0.0, 0
-            for step in range(steps):
-                lo = (step * batch_size) % n if n else 0
-                hi = min(lo + batch_size, n)
-                idx = slice(lo, hi) if order is None else order[lo:hi]
-                bx = [a[idx] for a in xs]
-                by = [a[idx] for a in ys]
-                bsw = None if sw is None else sw[idx]
+            for step, (bx, by, bsw) in enumerate(data.batches()):
                 cbs.on_train_batch_begin(step)
                 loss = self._train_batch(bx, by, bsw)
-                count = hi - lo
+                count = bx[0].shape[0]
                 loss_sum += loss * count
                 seen += count
                 self._update_metrics(by, bsw)
@@ -550,46 +606,48 @@ class Model:
                     cbs.on_train_batch_end(step, logs)
                 if self.stop_training:
                     break
+            data.on_epoch_end()
             if seen:
                 logs = self._logs(loss_sum / seen)
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
                 # Keras: validation drives the test hooks of fit's callbacks (the progress bar stays quiet)
-                val_logs = self._evaluate_arrays(val[0], val[1], val[2], validation_batch_size or batch_size, cbs)
+                val_logs = self._evaluate_batches(val, cbs)
                 epoch_logs.update({"val_" + k: v for k, v in val_logs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
+            if data.stop_after_epoch(epoch + 1 < epochs):
+                self.stop_training = True
             if self.stop_training:
                 break
         cbs.on_train_end(logs)
         return self.history  # CallbackList.set_model attached this fit's History
 
-    def _evaluate_arrays(self, xs, ys, sw, batch_size, callbacks=None) -> Dict[str, float]:
-        """Loss and metrics over the data, batch by batch. ``callbacks`` (a CallbackList) get the test
+    def _evaluate_batches(self, data, callbacks=None) -> Dict[str, float]:
+        """Loss and metrics over the batches of ``data`` (an adapter). ``callbacks`` (a CallbackList) get the test
         hooks as in Keras: ``on_test_begin()``, per batch ``on_test_batch_begin(step)`` and
         ``on_test_batch_end(step, running logs)``, then ``on_test_end(logs)``; a callback may set
         ``model.stop_evaluating`` to end after the current batch."""
-        n = _batch_count(xs)
         self._reset_metrics()
         self.stop_evaluating = False
         batch_logs_wanted = callbacks is not None and callbacks.wants("on_test_batch_end")
         if callbacks is not None:
             callbacks.on_test_begin()
         loss_sum, seen = 0.0, 0
-        for step, lo in enumerate(range(0, n, batch_size)):
+        data.on_epoch_begin()
+        for step, (bx, by, bsw) in enumerate(data.batches()):
             if callbacks is not None:
                 callbacks.on_test_batch_begin(step)
-            hi = min(lo + batch_size, n)
-            bx, by = [a[lo:hi] for a in xs], [a[lo:hi] for a in ys]
-            bsw = None if sw is None else sw[lo:hi]
             self._predict_batch(bx)
             loss, _ = self._loss_and_grads(by, self._last_values, self._last_masks, bsw)
-            loss_sum += loss * (hi - lo)
-            seen += hi - lo
+            count = bx[0].shape[0]
+            loss_sum += loss * count
+            seen += count
             self._update_metrics(by, bsw)
             if batch_logs_wanted:
                 callbacks.on_test_batch_end(step, self._logs(loss_sum / seen))
             if self.stop_evaluating:
                 break
+        data.on_epoch_end()
         logs = self._logs(loss_sum / seen if seen else float("nan"))
         if callbacks is not None:
             callbacks.on_test_end(logs)
@@ -600,22 +658,27 @@ class Model:
         logs.update(self._metric_logs())
         return logs
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, return_dict=False,
-                 callbacks=None, **kwargs):
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                 callbacks=None, return_dict=False, **kwargs):
         """Loss and metrics on the given data (a float, or a list [loss, metrics...], or a dict).
-        ``callbacks`` get the test hooks (see ``Callback``); ``verbose`` shows Keras's progress bar."""
+        ``callbacks`` get the test hooks (see ``Callback``); ``verbose`` shows Keras's progress bar.
+        ``x`` may be a generator or PyDataset (as in ``fit``); ``steps`` then caps the batches."""
         if kwargs:
             raise TypeError(f"evaluate() got unexpected arguments: {sorted(kwargs)}")
         self._check_compiled("evaluating it")
-        xs = self._prepare_x(x)
-        ys = self._prepare_y(y, _batch_count(xs))
-        sw = None if sample_weight is None else np.asarray(sample_weight, np.float64)
-        batch_size = _check_batch_size(batch_size)
+        if is_batch_source(x):
+            _check_source_args(x, y, batch_size, sample_weight)
+            data = self._batch_source(x, "evaluate", steps)
+        else:
+            xs = self._prepare_x(x)
+            ys = self._prepare_y(y, _batch_count(xs))
+            sw = None if sample_weight is None else np.asarray(sample_weight, np.float64)
+            data = ArrayBatches(xs, ys, sw, _check_batch_size(batch_size))
         verbose = 1 if verbose == "auto" else int(verbose)
         if not isinstance(callbacks, CallbackList):
             callbacks = CallbackList(callbacks, model=self, add_progbar=verbose != 0, verbose=verbose, epochs=1,
-                                     steps=math.ceil(_batch_count(xs) / batch_size))
-        logs = self._evaluate_arrays(xs, ys, sw, batch_size, callbacks)
+                                     steps=data.num_batches)
+        logs = self._evaluate_batches(data, callbacks)
         if return_dict:
             return logs
         vals = list(logs.values())
@@ -626,27 +689,32 @@ class Model:
         hooks as in Keras: ``on_predict_begin()``, per batch ``on_predict_batch_begin(step)`` and
         ``on_predict_batch_end(step, {"outputs": the batch's outputs})``, then ``on_predict_end()``;
         a callback may set ``model.stop_predicting`` to end after the current batch (the outputs
-        then cover the batches run). ``verbose`` shows Keras's progress bar."""
-        xs = self._prepare_x(x)
-        n = _batch_count(xs)
-        batch_size = _check_batch_size(batch_size)
+        then cover the batches run). ``verbose`` shows Keras's progress bar. ``x`` may be a
+        generator or PyDataset yielding ``x`` or ``(x,)`` (targets are ignored); ``steps`` caps the batches."""
+        if is_batch_source(x):
+            _check_source_args(x, None, batch_size, None)
+            data = self._batch_source(x, "predict", steps)
+        else:
+            data = ArrayBatches(self._prepare_x(x), None, None, _check_batch_size(batch_size))
         verbose = 1 if verbose == "auto" else int(verbose)
         if not isinstance(callbacks, CallbackList):
             callbacks = CallbackList(callbacks, model=self, add_progbar=verbose != 0, verbose=verbose, epochs=1,
-                                     steps=math.ceil(n / batch_size))
+                                     steps=data.num_batches)
         batch_logs_wanted = callbacks.wants("on_predict_batch_end")
         self.stop_predicting = False
         callbacks.on_predict_begin()
         chunks: List[list] = [[] for _ in self._output_ids]
-        for step, lo in enumerate(range(0, n, batch_size)):
+        data.on_epoch_begin()
+        for step, (bx, _, _) in enumerate(data.batches()):
             callbacks.on_predict_batch_begin(step)
-            outs = self._predict_batch([a[lo:lo + batch_size] for a in xs])
+            outs = self._predict_batch(bx)
             for k, o in enumerate(outs):
                 chunks[k].append(o)
             if batch_logs_wanted:
                 callbacks.on_predict_batch_end(step, {"outputs": outs[0] if len(outs) == 1 else list(outs)})
             if self.stop_predicting:
                 break
+        data.on_epoch_end()
         callbacks.on_predict_end()
         if not chunks[0]:
             results = [np.zeros((0,) + tuple(d or 0 for d in t.shape[1:]), backend.floatx())
@@ -673,7 +741,7 @@ class Model:
         xs = self._prepare_x(x)
         ys = self._prepare_y(y, _batch_count(xs))
         sw = None if sample_weight is None else np.asarray(sample_weight, np.float64)
-        logs = self._evaluate_arrays(xs, ys, sw, max(1, _batch_count(xs)))
+        logs = self._evaluate_batches(ArrayBatches(xs, ys, sw, max(1, _batch_count(xs))))
         return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
 
     def predict_on_batch(self, x):
@@ -1003,6 +1071,19 @@ def _check_batch_size(batch_size) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     return int(batch_size)
+
+
+def _check_source_args(x, y, batch_size, sample_weight) -> None:
+    """The arguments a generator or PyDataset brings itself (Keras rejects them too)."""
+    kind = "a PyDataset" if isinstance(x, PyDataset) else "a generator"
+    if batch_size is not None:
+        raise ValueError(f"do not give batch_size when x is {kind}: the data determines the batch size "
+                         f"(each batch it yields is one step); got batch_size={batch_size!r}")
+    if y is not None:
+        raise ValueError(f"do not give y when x is {kind}: it must yield the targets with each batch, (x, y)")
+    if sample_weight is not None:
+        raise ValueError(f"do not give sample_weight when x is {kind}: it must yield them with each batch, "
+                         f"(x, y, sample_weight)")
 
 
 def _class_weights_to_sample_weights(class_weight: dict, y: np.ndarray, sw) -> np.ndarray:

@@ -147,8 +147,9 @@ class PyDataset:
     ``on_epoch_begin``/``on_epoch_end``. ``workers``, ``use_multiprocessing`` and
     ``max_queue_size`` are stored as Keras does.
 
-    Not yet consumed by ``fit``/``evaluate``/``predict`` in this version (issue 13, item 3):
-    today iterate it yourself (``for x, y in dataset: model.train_on_batch(x, y)``)."""
+    ``fit``, ``evaluate`` and ``predict`` take it as ``x`` (see ``lstmfast.data_adapters``): its
+    batches are used as given, ``fit(shuffle=True)`` reorders them each epoch, and
+    ``on_epoch_begin``/``on_epoch_end`` run around every epoch."""
 
     def __init__(self, workers=1, use_multiprocessing=False, max_queue_size=10):
         self.workers = workers
