@@ -97,11 +97,7 @@ def main() -> int:
         raise SystemExit(f"{args.data} not found (tiny-shakespeare, 1,115,394 characters)")
     args.out.mkdir(parents=True, exist_ok=True)
     model, train_json, gen_json = args.out / "shakespeare.lstmfast", args.out / "train.json", args.out / "gen.json"
-    env = dict(os.environ)
-    # Engine threads sleep at barriers instead of spinning, and NumPy's few small products stay on
-    # one thread: on a 2-vCPU VM both kept the engine from being slowed by other threads.
-    env.setdefault("OMP_WAIT_POLICY", "passive")
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    env = dict(os.environ)  # the user's defaults: lstmfast keeps a step on one thread pool itself
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "python"), env.get("PYTHONPATH")) if p)
     train_cmd = lstmfast_cmd(["text", "train", str(args.data), "--save", str(model), "--minutes", f"{args.minutes:g}",
                               *CONFIG, *args.extra, "--metrics-json", str(train_json)])

@@ -120,11 +120,8 @@ class Dense(Layer):
         if x.shape[-1] != kernel.shape[0]:
             raise ValueError(f"Dense {self.name!r} was built for {kernel.shape[0]} input features, "
                              f"got input of shape {x.shape}")
-        if x.ndim > 2:
-            # One [N, X] @ [X, units] product: numpy's batched matmul of 3-D input runs many small ones.
-            z = (_contiguous(x).reshape(-1, kernel.shape[0]) @ kernel).reshape(x.shape[:-1] + (self.units,))
-        else:
-            z = x @ kernel
+        # One [N, X] @ [X, units] product on the engine's GEMM (one thread pool per step).
+        z = ops.matmul(_contiguous(x).reshape(-1, kernel.shape[0]), kernel).reshape(x.shape[:-1] + (self.units,))
         if self.use_bias:
             z += self.weights["bias"]
         return z
@@ -144,20 +141,12 @@ class Dense(Layer):
         dy = np.zeros_like(y) if grad_outputs is None else _cast(grad_outputs, self._np_dtype)
         dz = self.activation.backward(z, y, dy)
         kernel = self.weights["kernel"]
+        dz2 = dz.reshape(-1, self.units)
         if self.trainable:
-            g = self.grads
-            if x.ndim == 2:
-                g["kernel"] += x.T @ dz
-                if self.use_bias:
-                    g["bias"] += dz.sum(axis=0)
-            else:
-                dz2 = dz.reshape(-1, self.units)
-                g["kernel"] += x.reshape(-1, kernel.shape[0]).T @ dz2
-                if self.use_bias:
-                    g["bias"] += dz2.sum(axis=0)
-        if dz.ndim > 2:
-            return (dz.reshape(-1, self.units) @ kernel.T).reshape(dz.shape[:-1] + (kernel.shape[0],))
-        return dz @ kernel.T
+            ops.matmul(x.reshape(-1, kernel.shape[0]), dz2, trans_a=True, out=self.grads["kernel"], accumulate=True)
+            if self.use_bias:
+                self.grads["bias"] += dz2.sum(axis=0)
+        return ops.matmul(dz2, kernel, trans_b=True).reshape(dz.shape[:-1] + (kernel.shape[0],))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "activation": self.activation.name,

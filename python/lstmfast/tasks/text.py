@@ -117,7 +117,9 @@ class CharLM:
                                    training=False)
             x = out.y                                                        # [T, K, H]
             new_state += [out.h, out.c]
-        z = x.transpose(1, 0, 2) @ self.dense_kernel + self.dense_bias      # [K, T, V]
+        T, K, H = x.shape
+        z = ops.matmul(x.transpose(1, 0, 2).reshape(K * T, H), self.dense_kernel).reshape(K, T, -1)  # [K, T, V]
+        z += self.dense_bias
         z -= z.max(axis=-1, keepdims=True)
         z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))                  # log-softmax
         return z, new_state
