@@ -108,7 +108,7 @@ def peer(module: str):
         raise ValueError(f"peer: module must be one of {sorted(PEERS)} or a submodule of one, got {module!r}")
     for name in PEERS[top]:
         if importlib.util.find_spec(name) is None:
-            pytest.skip(f"{name} is not installed (pip install '.[test]' installs the test peers)")
+            _peer_unusable(f"{name} is not installed (pip install '.[test]' installs the test peers)")
     saved = os.environ.get("KERAS_BACKEND")
     if top == "keras" and "keras" not in sys.modules:
         os.environ["KERAS_BACKEND"] = KERAS_BACKEND
@@ -122,8 +122,17 @@ def peer(module: str):
         else:
             os.environ["KERAS_BACKEND"] = saved
     if top == "keras" and (backend := sys.modules["keras"].backend.backend()) != KERAS_BACKEND:
-        pytest.skip(f"keras was already imported with the {backend!r} backend; the parity tests need {KERAS_BACKEND!r}")
+        _peer_unusable(f"keras was already imported with the {backend!r} backend; the parity tests need "
+                       f"{KERAS_BACKEND!r}")
     return imported
+
+
+def _peer_unusable(why: str):
+    """Skip, saying why; fail instead where the peers must be there (.ci/run sets LSTMFAST_REQUIRE_PEERS=1:
+    CI installs the test extra, so a parity test that skips there hides a broken install)."""
+    if os.environ.get("LSTMFAST_REQUIRE_PEERS") == "1":
+        pytest.fail(f"LSTMFAST_REQUIRE_PEERS=1 but {why}", pytrace=False)
+    pytest.skip(why)
 
 
 @pytest.fixture(scope="session")

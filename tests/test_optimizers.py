@@ -354,3 +354,15 @@ def test_optimizer_matches_keras(name, cfg):
         opt.apply_gradients(zip(g, params))
     for p, e in zip(params, expected):
         assert_allclose(p, e, **KERAS32)
+
+
+def test_keras2_lr_attribute_reads_and_sets_learning_rate():
+    """Keras 2 tutorials read and set ``model.optimizer.lr``; it is ``learning_rate`` with a warning."""
+    opt = optimizers.Adam(learning_rate=0.01)
+    with pytest.warns(DeprecationWarning, match="learning_rate"):
+        assert opt.lr == 0.01
+    with pytest.warns(DeprecationWarning, match="learning_rate"):
+        opt.lr = 0.002
+    assert opt.learning_rate == 0.002 and opt.current_learning_rate() == 0.002
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="learning_rate"):
+        opt.lr = -1.0

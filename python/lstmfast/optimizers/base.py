@@ -205,6 +205,19 @@ class Optimizer:
             self._lr_const = value
         self._learning_rate = value
 
+    @property
+    def lr(self):
+        """Keras 2's name for ``learning_rate`` (``model.optimizer.lr = 1e-4``), with a DeprecationWarning."""
+        warnings.warn("optimizer.lr is Keras 2's spelling; use optimizer.learning_rate", DeprecationWarning,
+                      stacklevel=2)
+        return self.learning_rate
+
+    @lr.setter
+    def lr(self, value):
+        warnings.warn("optimizer.lr is Keras 2's spelling; use optimizer.learning_rate", DeprecationWarning,
+                      stacklevel=2)
+        self.learning_rate = value
+
     def current_learning_rate(self) -> float:
         """The learning rate the next step uses (a schedule evaluated at ``iterations``)."""
         if self._lr_const is not None:
