@@ -50,13 +50,16 @@ def _batch_count(arrays: List[np.ndarray]) -> int:
 class _Step:
     """One layer call in the graph: which tensors go in and come out, and in which structure."""
 
-    __slots__ = ("layer", "inputs", "outputs", "multi_in", "multi_out", "training", "node")
+    __slots__ = ("layer", "inputs", "outputs", "multi_in", "multi_out", "training", "node", "kwargs",
+                 "grad_in")
 
     def __init__(self, layer, inputs, outputs, multi_in, multi_out, training, node):
         self.layer, self.inputs, self.outputs = layer, inputs, outputs
         self.multi_in, self.multi_out = multi_in, multi_out
         self.training = training  # None, or a flag forced at call time (e.g. Dropout(0.5)(x, training=True))
         self.node = node
+        self.kwargs = node.layer_kwargs  # the layer's own call-time arguments (Attention's use_causal_mask)
+        self.grad_in = True  # whether some input depends on a layer with weights (see _build_graph)
 
 
 class Model:
@@ -147,6 +150,13 @@ class Model:
             steps.append(_Step(node.layer, in_ids, out_ids, multi_in, multi_out, training, node))
             if node.layer not in layer_list:
                 layer_list.append(node.layer)
+        # Backward can skip a weightless step whose inputs depend on no weights: nobody needs its
+        # input gradients (a Lambda preprocessing the model's input need not be differentiable).
+        with_grad = set()
+        for step in steps:
+            step.grad_in = any(i in with_grad for i in step.inputs)
+            if step.grad_in or len(step.layer.weights):
+                with_grad.update(step.outputs)
         self._steps = steps
         self._layers = layer_list
         self._output_ids = [tid(t) for t in outputs]
@@ -192,11 +202,11 @@ class Model:
             layer = step.layer
             flag = training if step.training is None else step.training
             if keep_caches:
-                out, cache = layer.forward(x, training=flag, mask=m)
+                out, cache = layer.forward(x, training=flag, mask=m, **step.kwargs)
                 caches.append(cache)
             else:
-                out = layer.call(x, training=flag, mask=m)
-            out_mask = layer.compute_mask(x, m)
+                out = layer.call(x, training=flag, mask=m, **step.kwargs)
+            out_mask = layer.compute_mask(x, m, **step.kwargs)
             if step.multi_out:
                 out_masks = out_mask if isinstance(out_mask, (list, tuple)) else [out_mask] * len(out)
                 for i, v, mk in zip(step.outputs, out, out_masks):
@@ -211,6 +221,8 @@ class Model:
         for i, g in output_grads.items():
             grads[i] = g
         for step, cache in zip(reversed(self._steps), reversed(caches)):
+            if not step.grad_in and not len(step.layer.weights):
+                continue
             if step.multi_out:
                 g_out = [grads[i] for i in step.outputs]
                 if all(g is None for g in g_out):
@@ -383,14 +395,10 @@ class Model:
     # ---- training steps ------------------------------------------------------------------------
 
     def _trainable_pairs(self) -> list:
+        """(gradient, weight) pairs the optimizer updates: each layer's ``trainable_pairs()``, which
+        leave out frozen layers and non-trainable weights (BatchNormalization's moving statistics)."""
         if self._train_pairs is None:
-            pairs = []
-            for layer in self._layers:
-                if not layer.trainable:
-                    continue
-                for key, w in layer.weights.items():
-                    pairs.append((layer.grads[key], w))
-            self._train_pairs = pairs
+            self._train_pairs = [pair for layer in self._layers for pair in layer.trainable_pairs()]
         return self._train_pairs
 
     def _loss_and_grads(self, ys, values, masks, sample_weight):
@@ -779,6 +787,10 @@ class Model:
     def trainable_weights(self) -> List[np.ndarray]:
         return [w for _, w in self._trainable_pairs()]
 
+    @property
+    def non_trainable_weights(self) -> List[np.ndarray]:
+        return [w for layer in self._layers for w in layer.non_trainable_weights]
+
     def count_params(self) -> int:
         return int(sum(layer.count_params() for layer in self._layers))
 
@@ -806,7 +818,7 @@ class Model:
                 print_fn("")
         print_fn("=" * line_length)
         total = self.count_params()
-        trainable = sum(layer.count_params() for layer in self._layers if layer.trainable)
+        trainable = sum(int(w.size) for layer in self._layers for w in layer.trainable_weights)
         print_fn(f"Total params: {total:,}")
         print_fn(f"Trainable params: {trainable:,}")
         print_fn(f"Non-trainable params: {total - trainable:,}")
@@ -843,7 +855,9 @@ class Model:
         inputs = [{"id": i, "batch_shape": list(t.shape), "dtype": t.dtype, "name": t._history[0].name}
                   for i, t in zip(self._input_ids, self._input_tensors)]
         steps = [{"layer": step.layer.name, "inputs": list(step.inputs), "outputs": list(step.outputs),
-                  "multi_in": step.multi_in, "training": step.training} for step in self._steps]
+                  "multi_in": step.multi_in, "training": step.training, **({"kwargs": dict(step.kwargs)}
+                                                                           if step.kwargs else {})}
+                 for step in self._steps]
         return {"class_name": "Model", "name": self.name, "inputs": inputs,
                 "layers": [_layer_entry(layer) for layer in self._layers], "steps": steps,
                 "outputs": list(self._output_ids), "single_input": bool(self._single_input),
@@ -1014,7 +1028,8 @@ def model_from_config(config: dict) -> Model:
                 raise ValueError(f"the model file calls layer {step['layer']!r}, which it does not define")
             args = [tensors[i] for i in step["inputs"]]
             # A multi-input call (an LSTM's [x, h0, c0] included) replays as a list.
-            out = layer(args if step["multi_in"] else args[0], training=step.get("training"))
+            out = layer(args if step["multi_in"] else args[0], training=step.get("training"),
+                        **step.get("kwargs", {}))
             outs = out if isinstance(out, (list, tuple)) else [out]
             if len(outs) != len(step["outputs"]):
                 raise ValueError(f"layer {layer.name!r} produced {len(outs)} outputs, the file expects "

@@ -39,7 +39,7 @@ __all__ = ["save_model", "save_weights", "load_weights", "read_metadata", "open_
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    np.save(buf, np.asarray(arr, order="C"), allow_pickle=False)  # not ascontiguousarray: 0-d stays 0-d
     return buf.getvalue()
 
 

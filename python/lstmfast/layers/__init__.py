@@ -5,10 +5,12 @@ same names (Keras 3 semantics unless stated). Shapes are batch-major as in Keras
 ``[B, T, X]``; the LSTM engine (``lstmfast.ops``, time-major ``[T, B, X]``) is called inside.
 
 Layers: Input, InputLayer, Dense, Embedding, Dropout, RepeatVector, TimeDistributed, Activation,
-Flatten, Concatenate, Masking, LSTM, Bidirectional; CuDNNLSTM (Keras 2's name: builds an LSTM,
-deprecated). Modules: ``base`` (Layer, the registry behind
+Flatten, Concatenate, Masking, LSTM, Bidirectional, BatchNormalization, LayerNormalization, Add,
+Subtract, Multiply, Average, Maximum, Minimum, Attention, AdditiveAttention, Lambda; CuDNNLSTM
+(Keras 2's name: builds an LSTM, deprecated). Modules: ``base`` (Layer, the registry behind
 ``serialize``/``deserialize``), ``graph`` (KerasTensor, Node), ``core`` (InputLayer and the simple
-layers), ``lstm`` (LSTM and its mask plan), ``wrappers`` (TimeDistributed, Bidirectional).
+layers), ``lstm`` (LSTM and its mask plan), ``wrappers`` (TimeDistributed, Bidirectional),
+``normalization``, ``merging`` (the element-wise merges), ``attention``, ``lambda_layer``.
 
 The layer protocol (what ``lstmfast.models`` relies on)
 -------------------------------------------------------
@@ -18,7 +20,21 @@ grad_outputs) -> grad_inputs`` are pure in the cache, so one layer may appear at
 in a graph; ``backward`` ADDS the weight gradients into ``grads`` (call ``zero_grads()`` before
 a step) and leaves them alone when ``layer.trainable`` is False. ``call`` is the inference path
 (no cache). A cache may be used by one ``backward`` only (the LSTM engine consumes it).
-``buffers`` is a dict of non-trainable arrays (a stateful LSTM's ``"h"``, ``"c"``).
+``buffers`` is a dict of arrays that are not weights (a stateful LSTM's ``"h"``, ``"c"``).
+
+* Non-trainable weights: ``layer.non_trainable`` is the set of keys of ``weights`` that are state,
+  not parameters (``add_weight(..., trainable=False)``; BatchNormalization's ``moving_mean``,
+  ``moving_variance``). They stay in ``weights`` (so ``get_weights``/``set_weights``, saving,
+  placement and ``count_params`` include them, in Keras order) and have a ``grads`` entry that stays
+  zero; the layer updates them in place during ``forward``. ``layer.trainable_pairs()`` lists the
+  ``(grad, weight)`` pairs the optimizer may update: none when ``trainable`` is False, never a
+  non-trainable key (a wrapper's come from its sublayers). ``trainable_weights`` /
+  ``non_trainable_weights`` and the model's summary count follow it.
+* Call-time arguments: a layer names the extra keyword arguments its ``__call__`` accepts in
+  ``_extra_call_kwargs`` (Attention: ``return_attention_scores``, ``use_causal_mask``); given at call
+  time, they are passed as keywords to ``forward``, ``call``, ``compute_mask`` and
+  ``compute_output_shape`` (eagerly, and for each functional node, which keeps them in
+  ``call_kwargs``; ``node.layer_kwargs`` lists them).
 
 * Devices: a layer computes with the array module of its inputs (``ops.array_module``) and never
   asks which device it is on. The model's placement step puts ``weights``, ``grads`` and
@@ -44,28 +60,40 @@ Calling a layer on KerasTensors builds it from their shapes, appends a :class:`N
 tensor_index)``. To run a node: pass ``node.inputs[0]``'s value alone when ``len(node.inputs) ==
 1`` and the list of values otherwise, i.e. ``layer.forward(v[0] if len(v) == 1 else v, ...)``;
 ``node.call_kwargs`` holds ``n_inputs`` and, when the user gave it at call time, ``training``
-(a forced training flag, e.g. Monte-Carlo dropout: ``Dropout(0.5)(x, training=True)``).
+(a forced training flag, e.g. Monte-Carlo dropout: ``Dropout(0.5)(x, training=True)``), and the
+layer's own call-time arguments (``Attention()([q, v], use_causal_mask=True)``; saved with the model).
 An InputLayer's node has no inputs; its ``forward`` is the identity.
 
 Masks follow Keras: Embedding(mask_zero=True) and Masking make one; layers with
 ``supports_masking`` pass it on (Dense, Dropout, Activation, Masking, TimeDistributed);
 LSTM/Bidirectional consume it (and pass it on with ``return_sequences``); others drop it.
+BatchNormalization (its batch statistics skip masked steps) and LayerNormalization pass it on;
+the element-wise merges give the OR of their inputs' masks when every input has one (Multiply,
+Maximum and Minimum also let masked entries lose, as Keras 3); Attention consumes
+``[query_mask, value_mask]`` and passes the query mask on; a Lambda's is its ``mask`` argument.
 As in Keras, an LSTM with ``go_backwards=True, return_sequences=True`` passes the input mask on
 unreversed although its output sequence is reversed.
 
 Serialisation: ``serialize(layer) -> {"class_name", "config"}``, ``deserialize(dict)``; every
 ``get_config()`` is JSON-serialisable and ``cls.from_config(config)`` rebuilds the layer (unbuilt;
-``get_build_config()`` gives the shape to build it with).
+``get_build_config()`` gives the shape to build it with). The exception is Lambda: its function
+is code, so its ``get_config``/``from_config`` raise ValueError (lstmfast never saves or runs code).
 """
 from __future__ import annotations
 
 from .._naming import reset_uids
+from .attention import AdditiveAttention, Attention
 from .base import LAYERS, Layer, deserialize, get, serialize
 from .core import Activation, Concatenate, Dense, Dropout, Embedding, Flatten, Input, InputLayer, Masking, RepeatVector
 from .graph import KerasTensor, Node
+from .lambda_layer import Lambda
 from .lstm import LSTM, CuDNNLSTM
+from .merging import Add, Average, Maximum, Minimum, Multiply, Subtract
+from .normalization import BatchNormalization, LayerNormalization
 from .wrappers import Bidirectional, TimeDistributed
 
 __all__ = ["Layer", "KerasTensor", "Node", "Input", "InputLayer", "Dense", "Embedding", "Dropout",
            "RepeatVector", "TimeDistributed", "Activation", "Flatten", "Concatenate", "Masking", "LSTM",
-           "CuDNNLSTM", "Bidirectional", "serialize", "deserialize", "get", "reset_uids", "LAYERS"]
+           "CuDNNLSTM", "Bidirectional", "serialize", "deserialize", "get", "reset_uids", "LAYERS",
+           "BatchNormalization", "LayerNormalization", "Add", "Subtract", "Multiply", "Average", "Maximum",
+           "Minimum", "Attention", "AdditiveAttention", "Lambda"]

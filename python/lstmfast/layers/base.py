@@ -100,12 +100,16 @@ def _rate(value, what: str, layer: str) -> float:
 class Layer:
     """Base class; see ``lstmfast.layers``'s docstring for the protocol.
 
-    ``weights`` and ``grads`` hold the trainable arrays and their gradients, ``buffers`` the
-    non-trainable arrays that follow the model to its device (an LSTM's stateful "h", "c").
+    ``weights`` and ``grads`` hold the weight arrays (Keras ``get_weights`` order) and their
+    gradients; the keys in ``non_trainable`` name weights that are state, not parameters
+    (BatchNormalization's moving statistics): saved, loaded and counted like the others, but never
+    given to the optimizer, their gradients left zero. ``buffers`` holds non-weight arrays that
+    follow the model to its device (an LSTM's stateful "h", "c").
     """
 
     supports_masking = False
     _accepts_initial_state = False
+    _extra_call_kwargs: tuple = ()  # call-time keyword arguments passed on to forward/call/compute_mask
     _input_dtype_hint = None  # dtype of the data this layer expects first in a Sequential (None: floatx)
 
     def __init__(self, name=None, trainable=True, dtype=None, input_shape=None, input_dim=None,
@@ -136,21 +140,25 @@ class Layer:
         self._build_input_shape = None
         self.weights = {}
         self.grads = {}
+        self.non_trainable = set()  # keys of ``weights`` the optimizer never updates
         self.buffers = {}
         self._inbound_nodes = []
 
     # -- weights --------------------------------------------------------------------------------
 
-    def add_weight(self, name, shape, initializer):
-        """Create weight ``name`` (and its zero gradient) from ``initializer``."""
+    def add_weight(self, name, shape, initializer, trainable=True):
+        """Create weight ``name`` (and its zero gradient) from ``initializer``; ``trainable=False``
+        makes it state the optimizer never updates (its key goes into ``non_trainable``)."""
         shape = tuple(int(d) for d in shape)
         value = initializers.get(initializer)(shape, self._np_dtype)
-        value = np.ascontiguousarray(value, dtype=self._np_dtype)
+        value = np.array(value, dtype=self._np_dtype, order="C")  # a fresh C array (0-d stays 0-d)
         if value.shape != shape:
             raise ValueError(f"layer {self.name!r}: initializer for {name!r} returned shape {value.shape}, "
                              f"expected {shape}")
         self.weights[name] = value
         self.grads[name] = np.zeros_like(value)
+        if not trainable:
+            self.non_trainable.add(name)
         return value
 
     def build(self, input_shape):
@@ -203,15 +211,32 @@ class Layer:
             current[...] = ops.to_device_of(current, new)
 
     def count_params(self) -> int:
+        """All weights' entries, trainable or not (as Keras)."""
         return int(sum(w.size for w in self.weights.values()))
+
+    def _sublayers(self) -> list:
+        """The layers whose weights this layer's ``weights`` shows (wrappers); none here."""
+        return []
+
+    def trainable_pairs(self) -> list:
+        """``(gradient, weight)`` for each weight the optimizer updates, in ``weights`` order: none
+        when ``trainable`` is False, never those in ``non_trainable``; a wrapper's come from its
+        sublayers."""
+        if not self.trainable:
+            return []
+        sublayers = self._sublayers()
+        if sublayers:
+            return [pair for layer in sublayers for pair in layer.trainable_pairs()]
+        return [(self.grads[key], w) for key, w in self.weights.items() if key not in self.non_trainable]
 
     @property
     def trainable_weights(self) -> list:
-        return list(self.weights.values()) if self.trainable else []
+        return [w for _, w in self.trainable_pairs()]
 
     @property
     def non_trainable_weights(self) -> list:
-        return [] if self.trainable else list(self.weights.values())
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights.values() if id(w) not in trainable]
 
     # -- computation ----------------------------------------------------------------------------
 
@@ -248,8 +273,12 @@ class Layer:
     # -- calling --------------------------------------------------------------------------------
 
     def __call__(self, inputs, *, training=None, mask=None, initial_state=None, **kwargs):
-        if kwargs:
-            raise TypeError(f"layer {self.name!r} got unexpected call argument(s): {', '.join(sorted(kwargs))}")
+        unexpected = sorted(set(kwargs) - set(self._extra_call_kwargs))
+        if unexpected:
+            accepted = ", ".join(("training", "mask") + self._extra_call_kwargs
+                                 + (("initial_state",) if self._accepts_initial_state else ()))
+            raise TypeError(f"layer {self.name!r} got unexpected call argument(s): {', '.join(unexpected)} "
+                            f"(it accepts {accepted})")
         if initial_state is not None:
             if not self._accepts_initial_state:
                 raise TypeError(f"layer {self.name!r} ({type(self).__name__}) takes no initial_state")
@@ -260,7 +289,7 @@ class Layer:
             if mask is not None:
                 raise ValueError(f"layer {self.name!r}: masks of symbolic calls are computed by the model "
                                  "(compute_mask); do not pass mask= with KerasTensors")
-            return self._symbolic_call(list(flat), training)
+            return self._symbolic_call(list(flat), training, kwargs)
         if isinstance(inputs, (list, tuple)):
             inputs = [_as_array(t) for t in inputs]
             shape = [t.shape for t in inputs]
@@ -269,9 +298,9 @@ class Layer:
             shape = inputs.shape
         if not self.built:
             self.build(shape)
-        return self.call(inputs, training=bool(training), mask=mask)
+        return self.call(inputs, training=bool(training), mask=mask, **kwargs)
 
-    def _symbolic_call(self, tensors, training):
+    def _symbolic_call(self, tensors, training, kwargs=None):
         for t in tensors:
             if not isinstance(t, KerasTensor):
                 raise TypeError(f"layer {self.name!r}: cannot mix KerasTensors and arrays in one call, got "
@@ -279,11 +308,13 @@ class Layer:
         shapes = tensors[0].shape if len(tensors) == 1 else [t.shape for t in tensors]
         if not self.built:
             self.build(shapes)
-        out_shapes = self.compute_output_shape(shapes)
+        kwargs = kwargs or {}
+        out_shapes = self.compute_output_shape(shapes, **kwargs)
         multi = _is_shape_list(out_shapes) and isinstance(out_shapes, list)
         call_kwargs = {"n_inputs": len(tensors)}
         if training is not None:
             call_kwargs["training"] = bool(training)
+        call_kwargs.update(kwargs)  # the layer's own call-time arguments (Node.layer_kwargs)
         node_index = len(self._inbound_nodes)
         node = Node(self, tensors, [], call_kwargs)
         shapes_out = out_shapes if multi else [out_shapes]

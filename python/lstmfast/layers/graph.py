@@ -49,6 +49,12 @@ class Node:
     def __init__(self, layer, inputs, outputs, call_kwargs):
         self.layer, self.inputs, self.outputs, self.call_kwargs = layer, inputs, outputs, call_kwargs
 
+    @property
+    def layer_kwargs(self) -> dict:
+        """The layer's own call-time arguments of this call (``call_kwargs`` less ``n_inputs`` and
+        ``training``), to pass as keywords to its forward, call and compute_mask."""
+        return {k: v for k, v in self.call_kwargs.items() if k not in ("n_inputs", "training")}
+
     def __repr__(self) -> str:
         return (f"<Node {self.layer.name}: {[t.name for t in self.inputs]} -> "
                 f"{[t.name for t in self.outputs]}>")
