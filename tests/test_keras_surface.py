@@ -54,6 +54,7 @@ def test_import_forms_in_a_fresh_interpreter():
         "from lstmfast.preprocessing import sequence",
         "from lstmfast.preprocessing.text import Tokenizer",
         "from lstmfast.utils import np_utils, get_file, PyDataset",
+        "from lstmfast.utils.data_utils import get_file",
         "import lstmfast.utils.np_utils",
         "from lstmfast.utils.np_utils import to_categorical",
         "assert lstmfast.datasets.imdb.load_data",
@@ -85,6 +86,17 @@ def test_np_utils_to_categorical_is_keras2s():
     assert out.dtype == np.float32                                       # Keras 2's default
     assert_array_equal(out, [[0, 1, 0], [1, 0, 0]])
     assert utils.np_utils.normalize is utils.normalize
+
+
+def test_data_utils_get_file_is_keras2s(tmp_path):
+    # Keras 2's text examples (and tests/programs/macbeth_text_generation.py) import get_file from
+    # keras.utils.data_utils, which Keras 3 dropped: it is get_file, with a DeprecationWarning.
+    from lstmfast.utils.data_utils import Sequence, get_file
+    assert Sequence is utils.PyDataset
+    path, data = _source(tmp_path)
+    with pytest.deprecated_call(match=r"lstmfast\.utils\.get_file") as rec:
+        got = get_file("copy.bin", origin=path.as_uri(), cache_dir=tmp_path / "cache")
+    assert rec[0].filename == __file__ and _read(got) == data               # the warning points at the caller
 
 
 # ---- Tokenizer (Keras 2's keras_preprocessing.text; expectations worked out by hand) --------------

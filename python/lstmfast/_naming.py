@@ -24,4 +24,4 @@ def reset_uids() -> None:
 def snake_case(name: str) -> str:
     """A class name as a name prefix: "TimeDistributed" -> "time_distributed", "LSTM" -> "lstm"."""
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()

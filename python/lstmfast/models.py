@@ -849,6 +849,15 @@ class Model:
     def load_weights(self, filepath) -> None:
         saving.load_weights(self, filepath)
 
+    def export(self, filepath, format: str = "onnx", verbose: bool = False, **kwargs) -> None:
+        """Export for inference elsewhere (Keras 3's spelling). ``format="onnx"``: a standard ONNX graph
+        with the LSTM operator (needs ``pip install onnx``); keyword arguments (``opset``,
+        ``dynamic_time``) go to ``lstmfast.interop.onnx_export.export_onnx``."""
+        if format != "onnx":
+            raise ValueError(f"export: format must be 'onnx' (the one lstmfast writes), got {format!r}")
+        from .interop.onnx_export import export_onnx
+        export_onnx(self, filepath, verbose=bool(verbose), **kwargs)
+
     def get_config(self) -> dict:
         """The architecture as a JSON-serialisable dict: the inputs, each layer's config, and the
         layer calls that connect them (``model_from_config`` rebuilds the model from it)."""

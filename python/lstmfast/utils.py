@@ -1,7 +1,7 @@
 """Helpers with Keras semantics (``keras.utils``): ``to_categorical``, ``pad_sequences``,
 ``normalize``, ``get_file`` (download with cache and hash check), ``PyDataset``/``Sequence``;
 ``set_random_seed`` and ``Progbar`` re-exported; ``np_utils`` is Keras 2's spelling of
-``to_categorical`` and ``normalize`` (deprecated)."""
+``to_categorical`` and ``normalize``, ``data_utils`` of ``get_file`` and ``Sequence`` (deprecated)."""
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +26,7 @@ from .backend import set_random_seed
 from .callbacks import Progbar
 
 __all__ = ["set_random_seed", "to_categorical", "pad_sequences", "normalize", "Progbar", "get_file",
-           "PyDataset", "Sequence", "np_utils"]
+           "PyDataset", "Sequence", "np_utils", "data_utils"]
 
 
 def to_categorical(y, num_classes=None, dtype="float64") -> np.ndarray:
@@ -138,6 +138,20 @@ np_utils.normalize = normalize
 sys.modules[np_utils.__name__] = np_utils
 
 
+def _data_utils_get_file(*args, **kwargs):
+    warnings.warn("lstmfast.utils.data_utils.get_file is Keras 2's spelling; use lstmfast.utils.get_file",
+                  DeprecationWarning, stacklevel=2)
+    return get_file(*args, **kwargs)
+
+
+# Keras 2's keras.utils.data_utils (`from keras.utils.data_utils import get_file`, as Keras 2's text
+# examples wrote it); a module object for the same reason as np_utils.
+data_utils = types.ModuleType(f"{__name__}.data_utils", "Keras 2's keras.utils.data_utils (deprecated): "
+                              "get_file, and Sequence (lstmfast.utils.PyDataset).")
+data_utils.get_file = _data_utils_get_file
+sys.modules[data_utils.__name__] = data_utils
+
+
 # ---- PyDataset ---------------------------------------------------------------------------------
 
 class PyDataset:
@@ -187,6 +201,7 @@ class PyDataset:
 
 
 Sequence = PyDataset
+data_utils.Sequence = Sequence
 
 
 # ---- get_file ----------------------------------------------------------------------------------

@@ -6,11 +6,14 @@ same names (Keras 3 semantics unless stated). Shapes are batch-major as in Keras
 
 Layers: Input, InputLayer, Dense, Embedding, Dropout, RepeatVector, TimeDistributed, Activation,
 Flatten, Concatenate, Masking, LSTM, Bidirectional, BatchNormalization, LayerNormalization, Add,
-Subtract, Multiply, Average, Maximum, Minimum, Attention, AdditiveAttention, Lambda; CuDNNLSTM
+Subtract, Multiply, Average, Maximum, Minimum, Attention, AdditiveAttention, Lambda, Conv1D,
+MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D, GlobalAveragePooling1D, Reshape, Permute,
+SpatialDropout1D; CuDNNLSTM
 (Keras 2's name: builds an LSTM, deprecated). Modules: ``base`` (Layer, the registry behind
 ``serialize``/``deserialize``), ``graph`` (KerasTensor, Node), ``core`` (InputLayer and the simple
 layers), ``lstm`` (LSTM and its mask plan), ``wrappers`` (TimeDistributed, Bidirectional),
-``normalization``, ``merging`` (the element-wise merges), ``attention``, ``lambda_layer``.
+``normalization``, ``merging`` (the element-wise merges), ``attention``, ``lambda_layer``,
+``convolutional`` (Conv1D), ``pooling``, ``reshaping``, ``regularization`` (SpatialDropout1D).
 
 The layer protocol (what ``lstmfast.models`` relies on)
 -------------------------------------------------------
@@ -71,6 +74,8 @@ BatchNormalization (its batch statistics skip masked steps) and LayerNormalizati
 the element-wise merges give the OR of their inputs' masks when every input has one (Multiply,
 Maximum and Minimum also let masked entries lose, as Keras 3); Attention consumes
 ``[query_mask, value_mask]`` and passes the query mask on; a Lambda's is its ``mask`` argument.
+SpatialDropout1D passes it on; GlobalAveragePooling1D averages over unmasked steps and drops it;
+Conv1D, the other pooling layers, Reshape and Permute drop it (as Keras 3).
 As in Keras, an LSTM with ``go_backwards=True, return_sequences=True`` passes the input mask on
 unreversed although its output sequence is reversed.
 
@@ -84,16 +89,22 @@ from __future__ import annotations
 from .._naming import reset_uids
 from .attention import AdditiveAttention, Attention
 from .base import LAYERS, Layer, deserialize, get, serialize
+from .convolutional import Conv1D
 from .core import Activation, Concatenate, Dense, Dropout, Embedding, Flatten, Input, InputLayer, Masking, RepeatVector
 from .graph import KerasTensor, Node
 from .lambda_layer import Lambda
 from .lstm import LSTM, CuDNNLSTM
 from .merging import Add, Average, Maximum, Minimum, Multiply, Subtract
 from .normalization import BatchNormalization, LayerNormalization
+from .pooling import AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D, MaxPooling1D
+from .regularization import SpatialDropout1D
+from .reshaping import Permute, Reshape
 from .wrappers import Bidirectional, TimeDistributed
 
 __all__ = ["Layer", "KerasTensor", "Node", "Input", "InputLayer", "Dense", "Embedding", "Dropout",
            "RepeatVector", "TimeDistributed", "Activation", "Flatten", "Concatenate", "Masking", "LSTM",
            "CuDNNLSTM", "Bidirectional", "serialize", "deserialize", "get", "reset_uids", "LAYERS",
+           "Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D", "GlobalAveragePooling1D",
+           "Reshape", "Permute", "SpatialDropout1D",
            "BatchNormalization", "LayerNormalization", "Add", "Subtract", "Multiply", "Average", "Maximum",
            "Minimum", "Attention", "AdditiveAttention", "Lambda"]

@@ -1,0 +1,24 @@
+"""Model interchange: PyTorch's ``nn.LSTM`` weights in and out, safetensors files, ONNX export.
+
+* :func:`from_torch_lstm` / :func:`to_torch_state_dict` / :func:`torch_lstm_kwargs`
+  (``interop.torch_lstm``): an ``nn.LSTM`` (any ``num_layers``, ``bidirectional``) as an lstmfast
+  model, and back.
+* ``interop.safetensors_io``: ``load_file`` / ``save_file`` of the safetensors format in NumPy,
+  with hostile-file checks before any allocation.
+* :func:`export_onnx` (``interop.onnx_export``; also ``model.export(path, format="onnx")``): a
+  standard ONNX graph with the ``LSTM`` operator; needs the ``onnx`` package (``pip install onnx``).
+
+Nothing here runs code from a file it reads.
+"""
+from __future__ import annotations
+
+from . import safetensors_io
+from .torch_lstm import from_torch_lstm, to_torch_state_dict, torch_lstm_kwargs
+
+__all__ = ["from_torch_lstm", "to_torch_state_dict", "torch_lstm_kwargs", "export_onnx", "safetensors_io"]
+
+
+def export_onnx(model, filepath, **kwargs) -> None:
+    """Write ``model`` as an ONNX file (see :func:`lstmfast.interop.onnx_export.export_onnx`)."""
+    from .onnx_export import export_onnx as export
+    export(model, filepath, **kwargs)
