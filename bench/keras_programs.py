@@ -22,6 +22,7 @@ import datetime
 import importlib.util
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -137,7 +138,12 @@ def main() -> int:
             work = args.out / "runs" / f"{name}-{library}"
             for old in work.glob("weights-improvement-*"):     # the Macbeth program loads its newest checkpoint
                 old.unlink()
-            proc, values = harness.run_program(name, library, sizes[name], homes, work, args.seed, args.timeout)
+            try:
+                proc, values = harness.run_program(name, library, sizes[name], homes, work, args.seed, args.timeout)
+            except subprocess.TimeoutExpired:  # recorded, so one slow run does not lose the others
+                results["notes"][library] = f"timed out: fit did not finish within --timeout {args.timeout:g} s"
+                print(f"  timed out after {args.timeout:g} s", file=sys.stderr, flush=True)
+                continue
             (work / "stdout.txt").write_text(proc.stdout)
             (work / "stderr.txt").write_text(proc.stderr)
             if proc.returncode != 0 or "FIT_SECONDS" not in values:
