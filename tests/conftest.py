@@ -83,6 +83,16 @@ def engine(request, monkeypatch):
     yield test_cuda.device_side(request.param, request, monkeypatch)
 
 
+@pytest.fixture
+def float64():
+    """New layers are float64 for the duration of the test (the finite-difference checks need it)."""
+    from lstmfast import backend
+    previous = backend.floatx()
+    backend.set_floatx("float64")
+    yield
+    backend.set_floatx(previous)
+
+
 @pytest.fixture(scope="session")
 def host_library(tmp_path_factory):
     """The CUDA step kernels' per-element functions compiled by g++ for the host (test_cuda.py)."""

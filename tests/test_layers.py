@@ -42,15 +42,6 @@ B, T, X, H = 3, 5, 3, 4
 
 
 @pytest.fixture
-def float64():
-    """New layers are float64 for the duration of the test."""
-    previous = backend.floatx()
-    backend.set_floatx("float64")
-    yield
-    backend.set_floatx(previous)
-
-
-@pytest.fixture
 def rng():
     backend.set_random_seed(1234)
     return np.random.default_rng(20240601)

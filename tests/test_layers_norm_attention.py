@@ -43,14 +43,6 @@ MERGES = [Add, Subtract, Multiply, Average, Maximum, Minimum]
 
 
 @pytest.fixture
-def float64():
-    previous = backend.floatx()
-    backend.set_floatx("float64")
-    yield
-    backend.set_floatx(previous)
-
-
-@pytest.fixture
 def rng():
     backend.set_random_seed(1234)
     return np.random.default_rng(20240607)

@@ -25,14 +25,6 @@ FD_RTOL = 1e-5
 FD_ATOL = 1e-8
 
 
-@pytest.fixture
-def float64():
-    old = backend.floatx()
-    backend.set_floatx("float64")
-    yield
-    backend.set_floatx(old)
-
-
 def loss_and_grads(model, xs, ys, seed=7):
     """Loss and the gradient of every weight, from the model's training path (fixed dropout masks)."""
     backend.set_random_seed(seed)
