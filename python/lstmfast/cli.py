@@ -1,4 +1,5 @@
-"""The ``lstmfast`` command. Each sample task registers its own sub-command(s).
+"""The ``lstmfast`` command. Each sample task registers its own sub-command(s); ``convert``
+(``lstmfast.convert``) is registered here.
 
 A task module in ``lstmfast.tasks`` provides ``register(subparsers, common)``: it adds its
 sub-command parsers (passing ``parents=[common]``, which brings ``--metrics-json``) and sets
@@ -34,9 +35,41 @@ def positive_int(text: str) -> int:
     return value
 
 
+def run_convert(args) -> dict:
+    """``lstmfast convert``: convert, then print one line saying what was done."""
+    from .convert import convert
+    summary = convert(args.input, args.output, overwrite=args.overwrite, return_sequences=args.return_sequences,
+                      prefix=args.prefix)
+    print(f"converted {summary['source']} ({summary['source_format']}, {summary['layers']} layers) -> "
+          f"{summary['destination']} ({summary['destination_format']}), {summary['params']:,} parameters")
+    return summary
+
+
+def register_convert(subparsers) -> None:
+    """The ``lstmfast convert`` sub-command."""
+    from .convert import OUTPUT_FORMATS
+    p = subparsers.add_parser(
+        "convert", help="convert a model file to another format",
+        description="Convert the model in IN to OUT. IN's format comes from its content: an lstmfast or Keras "
+                    "model (what lstmfast.load_model reads), or torch.nn.LSTM weights (a torch.save state "
+                    "dict, .pt/.pth, or a .safetensors file). OUT's format comes from its extension: "
+                    f"{', '.join(OUTPUT_FORMATS)}; .pt/.pth/.safetensors hold the nn.LSTM state dict "
+                    "(the model must be a stack of LSTM layers).")
+    p.add_argument("input", metavar="IN", help="the model file to read")
+    p.add_argument("output", metavar="OUT", help="the file to write; its extension names the format")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (refused otherwise)")
+    p.add_argument("--return-sequences", action=argparse.BooleanOptionalAction, default=None,
+                   help="nn.LSTM input only: output every step, PyTorch's y [B, T, D*H] (the default), or "
+                        "only the last one [B, D*H]")
+    p.add_argument("--prefix", help="nn.LSTM input only: the keys' prefix when the state dict holds several "
+                                    "LSTMs (e.g. 'encoder.lstm.')")
+    p.set_defaults(func=run_convert)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    parser = argparse.ArgumentParser(prog="lstmfast", description="Fast LSTMs: the classic sample tasks.")
+    parser = argparse.ArgumentParser(prog="lstmfast", description="Fast LSTMs: the classic sample tasks, and "
+                                                                "model conversion.")
     parser.add_argument("--version", action="version", version=f"lstmfast {__version__}")
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
     common = argparse.ArgumentParser(add_help=False)
@@ -51,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a task not written yet
             raise
         module.register(sub, common)
+    register_convert(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ reads and writes the file and knows models only through their public methods (``
 """
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -839,9 +840,15 @@ class Model:
     # ---- saving ---------------------------------------------------------------------------------
 
     def save(self, filepath, overwrite: bool = True, metadata: Optional[dict] = None) -> None:
-        """Save architecture, weights and optimizer state to one file (a zip of JSON and .npy; no
-        pickle), written atomically. ``metadata``: an optional JSON-serialisable dict kept with it."""
-        saving.save_model(self, filepath, overwrite=overwrite, metadata=metadata)
+        """Save architecture, weights, compile settings and optimizer state to one file, written
+        atomically. By extension: ``.keras`` a Keras 3 file and ``.h5``/``.hdf5`` a legacy Keras HDF5
+        file (``keras.saving.load_model`` opens both; needs h5py), anything else lstmfast's own zip of
+        JSON and .npy. ``metadata``: an optional JSON-serialisable dict kept with it (all formats)."""
+        if os.fspath(filepath).lower().endswith((".keras", ".h5", ".hdf5")):
+            from .interop import keras_format
+            keras_format.save(self, filepath, overwrite=overwrite, metadata=metadata)
+        else:
+            saving.save_model(self, filepath, overwrite=overwrite, metadata=metadata)
 
     def save_weights(self, filepath, overwrite: bool = True) -> None:
         saving.save_weights(self, filepath, overwrite=overwrite)
@@ -995,7 +1002,12 @@ class Sequential(Model):
 
 def load_model(filepath, compile: bool = True) -> Model:
     """Load a model saved with ``model.save``: architecture, weights and (if compiled) the optimizer
-    with its state, so ``fit`` continues where it stopped."""
+    with its state, so ``fit`` continues where it stopped. Keras files (a Keras 3 ``.keras`` zip, a
+    legacy ``.h5`` from Keras 1, 2 or 3), recognised by their content, are read too
+    (``lstmfast.interop.keras_format``)."""
+    from .interop import keras_format
+    if os.path.isfile(filepath) and keras_format.is_keras_file(filepath):
+        return keras_format.load(filepath, compile=compile)
     with saving.open_model(filepath) as f:
         try:
             model = model_from_config(f.config)

@@ -196,7 +196,11 @@ def save_model(model, filepath, overwrite: bool = True, metadata: Optional[dict]
 
 def read_metadata(filepath) -> dict:
     """The metadata dict saved with ``model.save(..., metadata=...)`` ({} if none); raises the same
-    clear errors as ``load_model`` for files that are not lstmfast models."""
+    clear errors as ``load_model`` for files that are not lstmfast models. A Keras file lstmfast
+    wrote keeps its metadata too (``interop.keras_format.read_metadata``)."""
+    from .interop import keras_format  # a lazy import: keras_format builds models
+    if os.path.isfile(filepath) and keras_format.is_keras_file(filepath):
+        return keras_format.read_metadata(filepath)
     with open_model(filepath) as f:
         return f.metadata
 

@@ -7,6 +7,10 @@
   with hostile-file checks before any allocation.
 * :func:`export_onnx` (``interop.onnx_export``; also ``model.export(path, format="onnx")``): a
   standard ONNX graph with the ``LSTM`` operator; needs the ``onnx`` package (``pip install onnx``).
+* ``interop.keras_format``: Keras 3 ``.keras`` and legacy HDF5 ``.h5`` files in
+  (``lstmfast.load_model`` recognises them by content) and out (``model.save("x.keras")``,
+  ``model.save("x.h5")``); ``interop.keras_legacy``: Keras 1's and Keras 2 CuDNNLSTM's weight
+  layouts. Needs h5py.
 
 Nothing here runs code from a file it reads.
 """

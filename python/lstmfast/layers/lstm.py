@@ -383,8 +383,8 @@ def CuDNNLSTM(units, kernel_initializer="glorot_uniform", recurrent_initializer=
               **kwargs) -> LSTM:
     """Keras 2's ``CuDNNLSTM`` (deprecated): an :class:`LSTM` with cuDNN's fixed cell (tanh,
     recurrent_activation sigmoid, no dropout) and Keras 2's CuDNNLSTM arguments and defaults. It
-    builds, saves and loads as an LSTM; Keras 2's CuDNNLSTM weight files (a ``[8H]`` bias) are not
-    read."""
+    builds, saves and loads as an LSTM; ``lstmfast.load_model`` converts the weights of Keras 2
+    files that hold CuDNNLSTM layers (a ``[8H]`` bias; ``interop.keras_legacy``)."""
     warnings.warn("CuDNNLSTM is Keras 2's spelling; use LSTM(units) (its defaults are cuDNN's cell, and "
                   "lstmfast picks its fastest engine itself)", DeprecationWarning, stacklevel=2)
     lstm_only = sorted(set(kwargs) & {"activation", "recurrent_activation", "use_bias", "dropout", "recurrent_dropout",
