@@ -450,3 +450,58 @@ def test_model_config_of_a_file_keras_wrote_is_read_by_its_weight_names(keras, t
         config = json.loads(f.attrs["model_config"])
     assert config["class_name"] == "Sequential"
     assert_allclose(lstmfast.load_model(path).predict(x, verbose=0), keras_predict(model, x), rtol=RTOL, atol=ATOL)
+
+
+# ---- the optimizer state goes both ways: fit continues as it would have ---------------------------
+
+def continuation_data():
+    rng = np.random.default_rng(6)
+    return rng.standard_normal((32, 6, 3)).astype("float32"), rng.standard_normal((32, 2)).astype("float32")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop_centered_momentum", "sgd_momentum"])
+@pytest.mark.parametrize("extension", [".keras", ".h5"])
+def test_training_started_in_keras_continues_in_lstmfast(keras, tmp_path, extension, optimizer):
+    x, y = continuation_data()
+    make = {"adam": lambda: keras.optimizers.Adam(0.01),
+            "rmsprop_centered_momentum": lambda: keras.optimizers.RMSprop(0.01, momentum=0.5, centered=True),
+            "sgd_momentum": lambda: keras.optimizers.SGD(0.05, momentum=0.9)}[optimizer]
+    model = quiet(keras.Sequential, [keras.Input((6, 3)), keras.layers.LSTM(5), keras.layers.Dense(2)])
+    model.compile(optimizer=make(), loss="mse")
+    quiet(model.fit, x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    path = str(tmp_path / f"k{extension}")
+    quiet(model.save, path)
+    loaded = lstmfast.load_model(path)
+    iterations = quiet(lambda: int(keras.ops.convert_to_numpy(model.optimizer.iterations)))
+    assert loaded.optimizer.iterations == iterations == 8
+    quiet(model.fit, x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    loaded.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    fresh = lstmfast.load_model(path, compile=False)  # the same weights, a new optimizer: not the same steps
+    fresh.compile(optimizer=type(loaded.optimizer).from_config(loaded.optimizer.get_config()), loss="mse")
+    fresh.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    theirs = [np.asarray(w) for w in quiet(model.get_weights)]
+    for a, b in zip(loaded.get_weights(), theirs):
+        assert_allclose(a, b, rtol=1e-4, atol=2e-6)
+    assert max(np.abs(a - b).max() for a, b in zip(fresh.get_weights(), theirs)) > 1e-4
+
+
+@pytest.mark.parametrize("extension", [".keras", ".h5"])
+def test_training_started_in_lstmfast_continues_in_keras(keras, tmp_path, extension):
+    """Exactly from a .keras file; from an .h5 file with a fresh optimizer (Keras 3 cannot step
+    the optimizer state it loads from .h5 files, its own included)."""
+    x, y = continuation_data()
+    model = lstmfast.Sequential([L.Input((6, 3)), L.LSTM(5), L.Dense(2)])
+    model.compile(optimizer=lstmfast.optimizers.Adam(0.01), loss="mse")
+    model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    path = str(tmp_path / f"m{extension}")
+    model.save(path)
+    theirs = quiet(keras.saving.load_model, path)
+    iterations = quiet(lambda: int(keras.ops.convert_to_numpy(theirs.optimizer.iterations)))
+    quiet(theirs.fit, x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    if extension == ".keras":
+        assert iterations == model.optimizer.iterations - 4 == 8
+        for a, b in zip(model.get_weights(), quiet(theirs.get_weights)):
+            assert_allclose(a, np.asarray(b), rtol=1e-4, atol=2e-6)
+    else:
+        assert iterations == 0 and type(theirs.optimizer).__name__ == "Adam"

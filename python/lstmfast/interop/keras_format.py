@@ -124,10 +124,14 @@ def _load_keras_zip(path: str, compile: bool):
                 raise ValueError(f"{path} is damaged: {_KERAS_WEIGHTS} is not a readable HDF5 file ({e})") from None
             with f:
                 builder.set_weights(model, _Keras3Weights(f, path))
+                optimizer_group = f.get("optimizer/vars")
+                keras_state = _optimizer_arrays(
+                    model, [optimizer_group[k] for k in sorted(optimizer_group, key=_int_key)]
+                    if optimizer_group is not None else [], path)
         extras, slots = _zip_extras(z, model, path)
     if compile:
         _compile(model, config.get("compile_config"), "keras3", path)
-        _restore_optimizer(model, extras, slots)
+        _restore_optimizer(model, extras, slots, keras_state)
     return model
 
 
@@ -153,10 +157,15 @@ def _load_h5(path: str, compile: bool):
         builder.set_weights(model, _LegacyWeights(group, path))
         training = _attr_text(f, "training_config", path)
         extras, slots = _h5_extras(f, model, path)
+        keras_state = []
+        if dialect == "keras3" and "optimizer_weights" in f:  # Keras 2 ordered its slots differently
+            group = f["optimizer_weights"]
+            names = _attr_names(group, "weight_names", path)
+            keras_state = _optimizer_arrays(model, [group[n] for n in names if n in group], path)
     if compile and training:
         training = _json(training, f"{path}: training_config")
         _compile(model, _compile_config_of_training(training), dialect, path)
-        _restore_optimizer(model, extras, slots)
+        _restore_optimizer(model, extras, slots, keras_state)
     return model
 
 
@@ -231,12 +240,33 @@ def _h5_extras(f, model, path: str) -> Tuple[Optional[dict], list]:
     return extras, [np.asarray(d[()]) for d in datasets]
 
 
-def _restore_optimizer(model, extras: Optional[dict], slots: list) -> None:
+def _optimizer_arrays(model, datasets: list, path: str) -> list:
+    """Keras's optimizer variables read from ``datasets``, after checking they hold no more values
+    than an optimizer of this model can ([] when there are none)."""
+    limit = 4 * sum(int(w.size) for w in model.weights) + 64
+    if not all(hasattr(d, "shape") and d.dtype.kind in "fiu" for d in datasets):
+        raise ValueError(f"{path}: an optimizer variable is not a numeric array")
+    if sum(math.prod(d.shape) for d in datasets) > limit:
+        raise ValueError(f"{path}: the optimizer variables hold more values than a model of this size can have")
+    return [np.asarray(d[()]) for d in datasets]
+
+
+def _restore_optimizer(model, extras: Optional[dict], slots: list, keras_arrays: list) -> None:
+    """The optimizer's state: lstmfast's own when the file has it, else Keras's variables when
+    they fit (so ``fit`` continues as it would have in Keras), else a fresh optimizer."""
+    if model.optimizer is None:
+        return
     state = (extras or {}).get("optimizer_state")
-    if not state or not slots or model.optimizer is None:
+    if state and slots:
+        restored = {"iterations": int(state.get("iterations", 0)), "slots": slots}
+    elif keras_arrays:
+        restored = _state_from_keras(model, keras_arrays)
+        if restored is None:
+            return
+    else:
         return
     model.optimizer.build(model.trainable_weights)
-    model.optimizer.set_state({"iterations": int(state.get("iterations", 0)), "slots": slots})
+    model.optimizer.set_state(restored)
 
 
 def _read_member(z: zipfile.ZipFile, name: str, limit: int, path: str) -> bytes:
@@ -760,6 +790,68 @@ def _initializer(value):
         return "zeros"
 
 
+# ---- optimizer state ------------------------------------------------------------------------------
+
+# Keras 3 keeps an optimizer's variables as [iteration, learning_rate (absent for a schedule), then
+# its slots]: each ``add_optimizer_variables`` call below adds, for every trainable variable in
+# turn, one slot per name. lstmfast's slots have Keras's names; ``get_state`` lists them variable-major.
+_KERAS_SLOT_GROUPS = {"Adam": (("momentum", "velocity"), ("velocity_hat",)),
+                      "AdamW": (("momentum", "velocity"), ("velocity_hat",)),
+                      "RMSprop": (("velocity",), ("momentum",), ("average_gradient",)),
+                      "SGD": (("momentum",),), "Adagrad": (("accumulator",),)}
+
+
+def _keras_slot_order(optimizer, n_variables: int) -> Optional[List[int]]:
+    """For each Keras slot variable in order, its index in lstmfast's ``get_state()["slots"]``
+    (None for an optimizer whose Keras layout is not known here)."""
+    groups = _KERAS_SLOT_GROUPS.get(type(optimizer).__name__)
+    if groups is None:
+        return None
+    names = list(optimizer.slot_names)
+    order = []
+    for group in groups:
+        present = [n for n in group if n in names]
+        order += [j * len(names) + names.index(n) for j in range(n_variables) for n in present]
+    return order if len(order) == n_variables * len(names) else None
+
+
+def _state_from_keras(model, arrays: list) -> Optional[dict]:
+    """lstmfast's optimizer state from Keras 3's optimizer variables; None (nothing restored) when
+    they do not fit this model and optimizer."""
+    variables = model.trainable_weights
+    order = _keras_slot_order(model.optimizer, len(variables))
+    if order is None or not order:
+        return None
+    head = len(arrays) - len(order)
+    if head not in (1, 2) or any(np.shape(a) != () for a in arrays[:head]):
+        return None
+    slots: list = [None] * len(order)
+    per_variable = len(order) // len(variables)
+    for k, position in zip(range(head, len(arrays)), order):
+        want = variables[position // per_variable]
+        if tuple(arrays[k].shape) != want.shape:
+            return None
+        slots[position] = np.asarray(arrays[k], dtype=want.dtype)
+    return {"iterations": int(arrays[0]), "slots": slots}
+
+
+def _state_to_keras(model) -> list:
+    """``[(name, array)]``: the optimizer's state as Keras 3's optimizer variables, for ``.keras``
+    files ([] when there is no state yet or Keras's layout for this optimizer is not known here)."""
+    optimizer = model.optimizer
+    state = optimizer.get_state()
+    order = _keras_slot_order(optimizer, len(model.trainable_weights))
+    if order is None or len(state["slots"]) != len(order) or not order:
+        return []
+    out = [("iteration", np.asarray(state["iterations"], dtype=np.int64))]
+    rate = optimizer.get_config().get("learning_rate")
+    if not isinstance(rate, dict):  # a schedule has no variable
+        out.append(("learning_rate", np.asarray(rate, dtype=np.float32)))
+    names = list(optimizer.slot_names)
+    return out + [(f"slot_{k}_{names[position % len(names)]}", np.asarray(state["slots"][position]))
+                  for k, position in enumerate(order)]
+
+
 # ---- compile settings ---------------------------------------------------------------------------
 
 def _compile_config_of_training(training: dict) -> dict:
@@ -991,6 +1083,11 @@ class _KerasWriter:
                         f.create_dataset(var_path, data=array)
                     for sub_path, sub_name in _sublayer_groups(layer, base):
                         f.require_group(sub_path + "/vars").attrs["name"] = sub_name
+                if compiled is not None:
+                    group = f.create_group("optimizer/vars")
+                    group.attrs["name"] = self.model.optimizer.name
+                    for k, (_, array) in enumerate(_state_to_keras(self.model)):
+                        group.create_dataset(str(k), data=array)
             with atomic_file(path, "wb", overwrite=overwrite) as out:
                 with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as z:
                     z.writestr(_KERAS_METADATA, json.dumps(metadata))
@@ -1032,6 +1129,8 @@ class _KerasWriter:
                         layer_group.create_dataset(weight_name, data=np.asarray(layer.weights[key]))
                 group.attrs["layer_names"] = np.array([n.encode() for n in names], dtype="S")
                 group.create_group("top_level_model_weights").attrs["weight_names"] = np.array([], dtype="S")
+                # No "optimizer_weights": Keras 3.15 loads them into an optimizer that then refuses to
+                # step ("Unknown variable"), for its own .h5 files too; a fresh optimizer trains.
                 manifest, slots = self.extras()
                 f.attrs[_EXTRAS_JSON] = json.dumps(manifest)
                 extras = f.create_group(_EXTRAS_SLOTS)

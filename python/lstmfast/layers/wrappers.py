@@ -152,7 +152,8 @@ class Bidirectional(_Wrapper):
     """Runs a recurrent layer forwards and a ``go_backwards`` copy, and merges the outputs.
 
     The forward layer is rebuilt from ``layer``'s config as "forward_<name>", the backward one
-    (unless ``backward_layer`` is given) as "backward_<name>" with ``go_backwards=True``. With
+    (unless ``backward_layer`` is given) as "backward_<name>" with ``go_backwards`` flipped (True
+    for the usual forwards layer; Keras 2 flipped it too, Keras 3 refuses a backwards ``layer``). With
     ``return_sequences`` both get ``zero_output_for_mask=True`` (Keras), and the backward outputs
     are reversed back in time before merging. Weights: the forward layer's, then the backward
     layer's (keys "forward_lstm/kernel", ...). ``return_state`` gives ``[out, h_fw, c_fw, h_bw,
@@ -180,7 +181,7 @@ class Bidirectional(_Wrapper):
             config = layer.get_config()
             config.pop("batch_input_shape", None)
             config["name"] = "backward_" + _remove_prefix(layer.name, "backward_")
-            config["go_backwards"] = True
+            config["go_backwards"] = not layer.go_backwards  # Keras 2 flips it (Keras 3 refuses a backwards layer)
             self.backward_layer = type(layer).from_config(config)
         else:
             self.backward_layer = _layer_from(backward_layer)
