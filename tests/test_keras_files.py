@@ -505,3 +505,75 @@ def test_training_started_in_lstmfast_continues_in_keras(keras, tmp_path, extens
             assert_allclose(a, np.asarray(b), rtol=1e-4, atol=2e-6)
     else:
         assert iterations == 0 and type(theirs.optimizer).__name__ == "Adam"
+
+
+def test_keras3_mask_dropped_with_initial_state_is_warned(keras, tmp_path):
+    """Keras 3 passes no mask to a layer called with an initial_state; lstmfast applies it. The
+    loader says so, and the steps before the padding agree."""
+    inp = keras.Input((None,), dtype="int32")
+    seq, h, c = keras.layers.LSTM(4, return_state=True, return_sequences=True)(
+        keras.layers.Embedding(20, 3, mask_zero=True)(inp))
+    out = keras.layers.LSTM(4, return_sequences=True)(seq, initial_state=[h, c])
+    model = keras.Model(inp, out)
+    randomize(model)
+    quiet(model.save, str(tmp_path / "m.keras"))
+    with pytest.warns(UserWarning, match="without a mask.*initial_state"):
+        loaded = lstmfast.load_model(str(tmp_path / "m.keras"))
+    x = np.array([[3, 4, 5, 0, 0], [1, 2, 3, 4, 5]], dtype="int32")  # padded at the end
+    ours, theirs = loaded.predict(x, verbose=0), keras_predict(model, x)
+    assert_allclose(ours[:, :3], theirs[:, :3], rtol=RTOL, atol=ATOL)
+    assert_allclose(ours[1], theirs[1], rtol=RTOL, atol=ATOL)
+
+
+def test_oversized_hdf5_attribute_is_refused(tmp_path, monkeypatch):
+    h5py = peer("h5py")
+    path = str(tmp_path / "m.h5")
+    small_model().save(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "pad": "x" * (2 << 20)})
+    monkeypatch.setattr(keras_format, "_MAX_JSON_BYTES", 1 << 20)
+    with pytest.raises(ValueError, match="attribute 'model_config' holds .* bytes; refusing"):
+        lstmfast.load_model(path)
+
+
+# ---- weights only ---------------------------------------------------------------------------------
+
+def keras_and_lstmfast_twins(keras):
+    """The same architecture in both libraries, with layer names that do not match."""
+    theirs = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4, return_sequences=True),
+                               keras.layers.Bidirectional(keras.layers.LSTM(3)), keras.layers.Dense(2)])
+    ours = lstmfast.Sequential([L.Input((5, 3)), L.LSTM(4, return_sequences=True, name="first"),
+                                L.Bidirectional(L.LSTM(3), name="both_ways"), L.Dense(2, name="head")])
+    return theirs, ours
+
+
+def test_keras_weights_files_load_into_an_lstmfast_model(keras, tmp_path):
+    theirs, ours = keras_and_lstmfast_twins(keras)
+    randomize(theirs)
+    x = np.random.default_rng(7).standard_normal((2, 5, 3)).astype("float32")
+    want = keras_predict(theirs, x)
+    quiet(theirs.save_weights, str(tmp_path / "w.weights.h5"))  # Keras 3: matched by Keras's paths
+    ours.load_weights(str(tmp_path / "w.weights.h5"))
+    assert_allclose(ours.predict(x, verbose=0), want, rtol=RTOL, atol=ATOL)
+    for source in ("m.h5", "m.keras"):  # a whole model's file: legacy matched in order, .keras by path
+        perturb(ours, seed=9)
+        quiet(theirs.save, str(tmp_path / source))
+        ours.load_weights(str(tmp_path / source))
+        assert_allclose(ours.predict(x, verbose=0), want, rtol=RTOL, atol=ATOL)
+
+
+def test_lstmfast_weights_file_loads_into_keras(keras, tmp_path):
+    theirs, ours = keras_and_lstmfast_twins(keras)
+    perturb(ours, seed=8)
+    x = np.random.default_rng(7).standard_normal((2, 5, 3)).astype("float32")
+    ours.save_weights(str(tmp_path / "w.weights.h5"))
+    quiet(theirs.load_weights, str(tmp_path / "w.weights.h5"))
+    assert_allclose(keras_predict(theirs, x), ours.predict(x, verbose=0), rtol=RTOL, atol=ATOL)
+
+
+def test_weights_of_another_architecture_are_refused(keras, tmp_path):
+    theirs, _ = keras_and_lstmfast_twins(keras)
+    quiet(theirs.save, str(tmp_path / "m.h5"))
+    other = lstmfast.Sequential([L.Input((5, 3)), L.LSTM(4), L.Dense(2)])
+    with pytest.raises(ValueError, match="weights for 3 layers, the model has 2"):
+        other.load_weights(str(tmp_path / "m.h5"))

@@ -851,10 +851,22 @@ class Model:
             saving.save_model(self, filepath, overwrite=overwrite, metadata=metadata)
 
     def save_weights(self, filepath, overwrite: bool = True) -> None:
-        saving.save_weights(self, filepath, overwrite=overwrite)
+        """Write the weights only: ``.h5``/``.hdf5`` (Keras 3 wants ``.weights.h5``) as Keras 3's
+        ``save_weights`` (needs h5py), anything else in lstmfast's own format."""
+        if os.fspath(filepath).lower().endswith((".h5", ".hdf5")):
+            from .interop import keras_format
+            keras_format.save_weights(self, filepath, overwrite=overwrite)
+        else:
+            saving.save_weights(self, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath) -> None:
-        saving.load_weights(self, filepath)
+        """Set the weights from a file of ``save_weights`` or ``save``, lstmfast's or Keras's
+        (recognised by content: Keras 3 ``.weights.h5`` and ``.keras``, legacy ``.h5``)."""
+        from .interop import keras_format
+        if os.path.isfile(filepath) and keras_format.is_keras_file(filepath):
+            keras_format.load_weights(self, filepath)
+        else:
+            saving.load_weights(self, filepath)
 
     def export(self, filepath, format: str = "onnx", verbose: bool = False, **kwargs) -> None:
         """Export for inference elsewhere (Keras 3's spelling). ``format="onnx"``: a standard ONNX graph

@@ -23,6 +23,7 @@ Keras and TensorFlow are never imported; h5py is needed (``pip install h5py``).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import inspect
 import json
@@ -42,7 +43,7 @@ from .._atomic import atomic_file
 from .._naming import snake_case
 from . import keras_legacy
 
-__all__ = ["load", "save", "is_keras_file"]
+__all__ = ["load", "save", "load_weights", "save_weights", "read_metadata", "is_keras_file"]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _KERAS_CONFIG, _KERAS_METADATA, _KERAS_WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
@@ -99,30 +100,12 @@ def load(path, compile: bool = True):
 
 
 def _load_keras_zip(path: str, compile: bool):
-    h5py = _h5py()
+    _h5py()  # before any work: without h5py the message says how to install it
     with zipfile.ZipFile(path) as z:
         config = _json(_read_member(z, _KERAS_CONFIG, _MAX_JSON_BYTES, path), f"{path}: {_KERAS_CONFIG}")
-        try:
-            weights_info = z.getinfo(_KERAS_WEIGHTS)
-        except KeyError:
-            raise ValueError(f"{path} is damaged: it has no {_KERAS_WEIGHTS}") from None
         builder = _Builder(path, "keras3")
         model = builder.model(config)
-        # The weights file can hold no more than the model's arrays and HDF5's bookkeeping: a member
-        # that declares more is refused before anything is extracted (a zip bomb stops here).
-        limit = 2 * sum(int(w.nbytes) for w in model.weights) + (16 << 20)
-        if weights_info.file_size > limit:
-            raise ValueError(f"{path}: {_KERAS_WEIGHTS} declares {weights_info.file_size} bytes; the model it "
-                             f"describes needs at most {limit}; refusing to extract it")
-        with tempfile.TemporaryDirectory(prefix="lstmfast-keras-") as tmp:
-            local = os.path.join(tmp, "weights.h5")
-            with z.open(weights_info) as src, open(local, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            try:
-                f = h5py.File(local, "r")
-            except OSError as e:
-                raise ValueError(f"{path} is damaged: {_KERAS_WEIGHTS} is not a readable HDF5 file ({e})") from None
-            with f:
+        with _weights_of_zip(z, model, path) as f:
                 builder.set_weights(model, _Keras3Weights(f, path))
                 optimizer_group = f.get("optimizer/vars")
                 keras_state = _optimizer_arrays(
@@ -133,6 +116,64 @@ def _load_keras_zip(path: str, compile: bool):
         _compile(model, config.get("compile_config"), "keras3", path)
         _restore_optimizer(model, extras, slots, keras_state)
     return model
+
+
+@contextlib.contextmanager
+def _weights_of_zip(z: zipfile.ZipFile, model, path: str):
+    """The ``model.weights.h5`` of a ``.keras`` zip, extracted to a temporary file and opened.
+
+    It holds the model's arrays, an optimizer's (up to three slots per weight) and HDF5's
+    bookkeeping: a member that declares more bytes is refused before anything is extracted (a zip
+    bomb stops here), and extraction stops at the declared size."""
+    h5py = _h5py()
+    try:
+        info = z.getinfo(_KERAS_WEIGHTS)
+    except KeyError:
+        raise ValueError(f"{path} is damaged: it has no {_KERAS_WEIGHTS}") from None
+    limit = 5 * sum(int(w.nbytes) for w in model.weights) + (16 << 20)
+    if info.file_size > limit:
+        raise ValueError(f"{path}: {_KERAS_WEIGHTS} declares {info.file_size} bytes; the model it describes "
+                         f"needs at most {limit}; refusing to extract it")
+    with tempfile.TemporaryDirectory(prefix="lstmfast-keras-") as tmp:
+        local = os.path.join(tmp, _KERAS_WEIGHTS)
+        try:
+            with z.open(info) as src, open(local, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (zipfile.BadZipFile, EOFError, OSError) as e:
+            raise ValueError(f"{path} is damaged: cannot extract {_KERAS_WEIGHTS} ({e})") from None
+        try:
+            f = h5py.File(local, "r")
+        except OSError as e:
+            raise ValueError(f"{path} is damaged: {_KERAS_WEIGHTS} is not a readable HDF5 file ({e})") from None
+        with f:
+            yield f
+
+
+def load_weights(model, path) -> None:
+    """Set ``model``'s weights from a Keras file: a ``.weights.h5`` of Keras 3's ``save_weights``
+    (layers matched by Keras's attribute paths, as Keras does), a legacy ``.h5`` of weights or of a
+    whole model (layers with weights matched in order, as Keras 2 did), or a ``.keras`` zip."""
+    path = os.fspath(path)
+    kind = is_keras_file(path)
+    if kind == "keras":
+        with zipfile.ZipFile(path) as z, _weights_of_zip(z, model, path) as f:
+            _Builder(path, "keras3").set_weights(model, _Keras3Weights(f, path, model))
+        return
+    if kind != "h5":
+        raise ValueError(f"{path} is not a Keras weights file (neither HDF5 nor a .keras zip)")
+    try:
+        f = _h5py().File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path} is not a readable HDF5 file ({e})") from None
+    with f:
+        if "layers" in f and "layer_names" not in f.attrs:
+            _Builder(path, "keras3").set_weights(model, _Keras3Weights(f, path, model))
+            return
+        group = f["model_weights"] if "model_weights" in f else f
+        version = _attr_text(group, "keras_version", path) or _attr_text(f, "keras_version", path)
+        dialect = "keras1" if keras_legacy.is_keras1(version) else \
+            "keras3" if version is not None and version.startswith("3") else "keras2"
+        _Builder(path, dialect).set_weights(model, _LegacyWeights(group, path, model))
 
 
 def _load_h5(path: str, compile: bool):
@@ -293,13 +334,20 @@ def _json(raw, what: str):
     return value
 
 
+def _check_attr_size(obj, key: str, path: str) -> None:
+    """Refuse an attribute larger than any model description before reading it. A fixed-size
+    attribute says its size; a variable-length string's bytes sit in the file's heap, so what
+    reading it can allocate is bounded by the file's size, and it is measured after reading."""
+    size = obj.attrs.get_id(key).get_storage_size()
+    if size > _MAX_JSON_BYTES:
+        raise ValueError(f"{path}: attribute {key!r} holds {size} bytes; refusing to read it")
+
+
 def _attr_text(obj, key: str, path: str) -> Optional[str]:
-    """A string attribute of an HDF5 object (None when absent), its size checked before reading."""
+    """A string attribute of an HDF5 object (None when absent), its size checked."""
     if key not in obj.attrs:
         return None
-    attr = obj.attrs.get_id(key)
-    if attr.get_storage_size() > _MAX_JSON_BYTES:
-        raise ValueError(f"{path}: attribute {key!r} holds {attr.get_storage_size()} bytes; refusing to read it")
+    _check_attr_size(obj, key, path)
     value = obj.attrs[key]
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value[()]
@@ -307,6 +355,8 @@ def _attr_text(obj, key: str, path: str) -> Optional[str]:
         value = value.decode("utf-8", "replace")
     if not isinstance(value, str):
         raise ValueError(f"{path}: attribute {key!r} is not text")
+    if len(value) > _MAX_JSON_BYTES:
+        raise ValueError(f"{path}: attribute {key!r} holds {len(value)} bytes; refusing to read it")
     return value
 
 
@@ -314,9 +364,7 @@ def _attr_names(obj, key: str, path: str) -> List[str]:
     """A list-of-names attribute (``layer_names``, ``weight_names``); [] when absent."""
     if key not in obj.attrs:
         return []
-    attr = obj.attrs.get_id(key)
-    if attr.get_storage_size() > _MAX_JSON_BYTES:
-        raise ValueError(f"{path}: attribute {key!r} holds {attr.get_storage_size()} bytes; refusing to read it")
+    _check_attr_size(obj, key, path)
     values = np.asarray(obj.attrs[key]).reshape(-1)
     if values.dtype.kind == "f" and values.size == 0:  # how h5py stores an empty list
         return []
@@ -329,10 +377,18 @@ class _Keras3Weights:
     """The arrays of each layer in a Keras 3 ``model.weights.h5``: the layer's own ``vars/<k>``,
     then those of the objects it holds (``cell``, ``layer``, ``forward_layer``, ``backward_layer``)."""
 
-    def __init__(self, f, path: str):
+    def __init__(self, f, path: str, model=None):
+        """Layers are found by their name (the ``name`` attribute of each ``vars``); given
+        ``model``, by Keras's path for each of its layers instead (a weights file written for a
+        model whose layers may be named otherwise)."""
         self.path = path
         self.groups = {}
         root = f.get("layers")
+        if model is not None:
+            for layer, base in _keras_paths(model):
+                if base in f:
+                    self.groups[layer.name] = f[base]
+            return
         for key in (root.keys() if root is not None else []):
             group = root[key]
             name = _attr_text(group["vars"], "name", path) if "vars" in group else None
@@ -364,14 +420,25 @@ def _int_key(text: str):
 class _LegacyWeights:
     """The arrays of each layer in a legacy HDF5 file, in the order of its ``weight_names``."""
 
-    def __init__(self, group, path: str):
+    def __init__(self, group, path: str, model=None):
+        """Layers are found by name; given ``model``, in order: the file's layers that have weights
+        go to the model's layers that have weights (as Keras 2's ``load_weights`` matched them)."""
         self.group, self.path = group, path
-        self.names = set(_attr_names(group, "layer_names", path))
+        names = _attr_names(group, "layer_names", path)
+        self.names = {name: name for name in names}
+        if model is not None:
+            with_weights = [n for n in names if n in group and _attr_names(group[n], "weight_names", path)]
+            layers = [layer for layer in model.layers if layer.weights]
+            if len(with_weights) != len(layers):
+                raise ValueError(f"{path} has weights for {len(with_weights)} layers, the model has "
+                                 f"{len(layers)} layers with weights")
+            self.names = {layer.name: name for layer, name in zip(layers, with_weights)}
 
     def datasets(self, layer_name: str) -> list:
-        if layer_name not in self.names or layer_name not in self.group:
+        name = self.names.get(layer_name)
+        if name is None or name not in self.group:
             raise ValueError(f"{self.path}: the file has no weights for layer {layer_name!r}")
-        layer_group = self.group[layer_name]
+        layer_group = self.group[name]
         out = []
         for name in _attr_names(layer_group, "weight_names", self.path):
             if name not in layer_group:
@@ -389,6 +456,7 @@ class _Builder:
     def __init__(self, path: str, dialect: str):
         self.path, self.dialect = path, dialect
         self.file_class: Dict[str, str] = {}  # layer name -> its class in the file ("CuDNNLSTM")
+        self.masking = False
 
     # -- models --
 
@@ -435,6 +503,10 @@ class _Builder:
         mask_only: set = set()
         pending = []
         built = {}
+        # Whether any layer makes a mask (Embedding(mask_zero=True), Masking).
+        self.masking = any(self._class_of(e) == "Masking" or (self._class_of(e) == "Embedding"
+                                                               and (e.get("config") or {}).get("mask_zero"))
+                           for e in entries)
         for entry in entries:
             cls = self._class_of(entry)
             name = entry.get("name") or (entry.get("config") or {}).get("name")
@@ -533,6 +605,10 @@ class _Builder:
                 call_kwargs[key] = value
         if any(t is None for t in tensors):
             return None
+        if isinstance(node, dict) and "initial_state" in kwargs and not kwargs.get("mask") and self.masking:
+            warnings.warn(f"{self.path}: Keras 3 ran layer {name!r} without a mask (it drops the mask of a call "
+                          f"given an initial_state); lstmfast applies the mask, so predictions can differ at "
+                          f"padded steps", stacklevel=4)
         return (tensors if multi else tensors[0]), call_kwargs
 
     # -- layers --
@@ -1057,12 +1133,23 @@ class _KerasWriter:
     def layer_weights(self) -> List[Tuple[Any, str, list]]:
         """``(layer, path in model.weights.h5, [(weight path, array)])`` for each layer in Keras's
         ``model.layers`` order, with Keras's attribute-path names (``layers/lstm/cell/vars/0``)."""
-        used: Dict[str, int] = {}
-        out = []
-        for layer in self.model.layers:  # a functional model's input layers first, as in Keras
-            base = _unique("layers/" + snake_case(type(layer).__name__), used)
-            out.append((layer, base, _variables(layer, base)))
-        return out
+        return [(layer, base, _variables(layer, base)) for layer, base in _keras_paths(self.model)]
+
+    def write_weights(self, f, optimizer: bool) -> None:
+        """The content of Keras 3's ``model.weights.h5`` (also its ``save_weights`` file) into ``f``."""
+        f.create_group("vars").attrs["name"] = self.model.name
+        f.create_group("layers")
+        for layer, base, variables in self.layer_weights():
+            f.require_group(base).create_group("vars").attrs["name"] = layer.name
+            for var_path, array in variables:
+                f.create_dataset(var_path, data=array)
+            for sub_path, sub_name in _sublayer_groups(layer, base):
+                f.require_group(sub_path + "/vars").attrs["name"] = sub_name
+        if optimizer:
+            group = f.create_group("optimizer/vars")
+            group.attrs["name"] = self.model.optimizer.name
+            for k, (_, array) in enumerate(_state_to_keras(self.model)):
+                group.create_dataset(str(k), data=array)
 
     def write_keras(self, path: str, overwrite: bool) -> None:
         h5py = _h5py()
@@ -1074,20 +1161,7 @@ class _KerasWriter:
         with tempfile.TemporaryDirectory(prefix="lstmfast-keras-") as tmp:
             local = os.path.join(tmp, _KERAS_WEIGHTS)
             with h5py.File(local, "w") as f:
-                f.create_group("vars").attrs["name"] = self.model.name
-                f.create_group("layers")
-                for layer, base, variables in self.layer_weights():
-                    group = f.require_group(base)
-                    group.create_group("vars").attrs["name"] = layer.name
-                    for var_path, array in variables:
-                        f.create_dataset(var_path, data=array)
-                    for sub_path, sub_name in _sublayer_groups(layer, base):
-                        f.require_group(sub_path + "/vars").attrs["name"] = sub_name
-                if compiled is not None:
-                    group = f.create_group("optimizer/vars")
-                    group.attrs["name"] = self.model.optimizer.name
-                    for k, (_, array) in enumerate(_state_to_keras(self.model)):
-                        group.create_dataset(str(k), data=array)
+                self.write_weights(f, optimizer=compiled is not None)
             with atomic_file(path, "wb", overwrite=overwrite) as out:
                 with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as z:
                     z.writestr(_KERAS_METADATA, json.dumps(metadata))
@@ -1140,6 +1214,29 @@ class _KerasWriter:
                 raise FileExistsError(f"{path} exists and overwrite=False")
             with open(local, "rb") as src, atomic_file(path, "wb", overwrite=overwrite) as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def save_weights(model, path, overwrite: bool = True) -> None:
+    """Write ``model``'s weights as Keras 3's ``save_weights`` does (an HDF5 file that Keras's
+    ``model.load_weights`` reads, for a Keras model with the same layers)."""
+    path = os.fspath(path)
+    if not model.built:
+        raise ValueError("cannot save the weights of a model that is not built yet")
+    writer = _KerasWriter(model)
+    with tempfile.TemporaryDirectory(prefix="lstmfast-h5-", dir=os.path.dirname(os.path.abspath(path))) as tmp:
+        local = os.path.join(tmp, "weights.h5")
+        with _h5py().File(local, "w") as f:
+            writer.write_weights(f, optimizer=False)
+        with open(local, "rb") as src, atomic_file(path, "wb", overwrite=overwrite) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _keras_paths(model) -> list:
+    """``[(layer, path)]``: where Keras 3 keeps each layer of ``model`` in a weights file, by class
+    (the second LSTM is ``layers/lstm_1``), in ``model.layers`` order (a functional model's input
+    layers first, as in Keras)."""
+    used: Dict[str, int] = {}
+    return [(layer, _unique("layers/" + snake_case(type(layer).__name__), used)) for layer in model.layers]
 
 
 def _check_writable_layer(layer) -> None:
