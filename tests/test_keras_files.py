@@ -577,3 +577,26 @@ def test_weights_of_another_architecture_are_refused(keras, tmp_path):
     other = lstmfast.Sequential([L.Input((5, 3)), L.LSTM(4), L.Dense(2)])
     with pytest.raises(ValueError, match="weights for 3 layers, the model has 2"):
         other.load_weights(str(tmp_path / "m.h5"))
+
+
+def test_tf_keras_training_config_compiles(keras, tmp_path):
+    """tf.keras 2.x wrote metrics per output as MeanMetricWrapper dicts and Adam with lr/decay."""
+    model, x = stack(keras, np.random.default_rng(0))
+    path = str(tmp_path / "m.h5")
+    quiet(model.save, path)
+    training = {"loss": "mse", "loss_weights": None, "weighted_metrics": None, "metrics": [[
+        {"class_name": "MeanMetricWrapper", "config": {"name": "mae", "dtype": "float32",
+                                                       "fn": "mean_absolute_error"}}]],
+        "optimizer_config": {"class_name": "Adam", "config": {"name": "Adam", "lr": 0.002, "decay": 0.01,
+                                                              "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07,
+                                                              "amsgrad": False}}}
+    with peer("h5py").File(path, "r+") as f:
+        f.attrs["training_config"] = json.dumps(training)
+        f.attrs["keras_version"] = "2.9.0"
+        f["model_weights"].attrs["keras_version"] = "2.9.0"
+    loaded = lstmfast.load_model(path)
+    schedule = loaded.optimizer.learning_rate
+    assert isinstance(schedule, lstmfast.optimizers.schedules.InverseTimeDecay)
+    assert schedule(0) == pytest.approx(0.002) and schedule(100) == pytest.approx(0.002 / 2)
+    y = np.zeros((len(x), 2), "float32")
+    assert "mae" in loaded.fit(x, y, epochs=1, verbose=0).history

@@ -944,6 +944,8 @@ def _compile(model, compile_config, dialect: str, path: str) -> None:
         optimizer = _optimizer(compile_config.get("optimizer"))
         loss = _loss(compile_config.get("loss"))
         metrics = _metrics(compile_config.get("metrics"))
+        if metrics and len(model._output_ids) == 1 and len(metrics) == 1 and isinstance(metrics[0], list):
+            metrics = metrics[0]  # tf.keras nests a single output's metrics in a list of their own
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
                       loss_weights=compile_config.get("loss_weights"))
     except (ValueError, TypeError, KeyError, NotImplementedError) as e:
