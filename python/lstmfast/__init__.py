@@ -58,7 +58,8 @@ _check_simd_env()
 
 # `import lstmfast as keras` reaches Keras's module surface through these (keras.layers, keras.utils, ...).
 _LAZY_SUBMODULES = ("layers", "models", "optimizers", "losses", "metrics", "callbacks", "saving", "utils",
-                    "activations", "initializers", "backend", "tasks", "cli", "datasets", "preprocessing")
+                    "activations", "initializers", "backend", "tasks", "cli", "datasets", "preprocessing",
+                    "distributed", "interop")
 
 
 def __getattr__(name):

@@ -46,6 +46,7 @@ class ArrayBatches:
 
     def __init__(self, xs, ys, sw, batch_size: int, steps=None, shuffle=False):
         self.xs, self.ys, self.sw = xs, ys, sw
+        self.permutation = None  # the shuffle's draw; None: lstmfast's generator's (data-parallel fit shares rank 0's)
         self.batch_size = batch_size
         n = xs[0].shape[0] if xs else 0
         self.n = n
@@ -63,7 +64,7 @@ class ArrayBatches:
 
     def batches(self):
         xs, ys, sw, n, bs = self.xs, self.ys, self.sw, self.n, self.batch_size
-        order = backend.get_rng().permutation(n) if self.shuffle else None
+        order = (self.permutation or backend.get_rng().permutation)(n) if self.shuffle else None
         for step in range(self.num_batches):
             lo = (step * bs) % n
             hi = min(lo + bs, n)
@@ -133,6 +134,7 @@ class PyDatasetBatches:
         self.steps = steps
         self.num_batches = steps or n
         self.shuffle = bool(shuffle) and n is not None
+        self.permutation = None  # as ArrayBatches's
         self._order = None  # the current pass: indices, or None before a new one
         self._pos = 0
 
@@ -153,7 +155,7 @@ class PyDatasetBatches:
                 self._pos += 1
             return
         if self._order is None or self.steps is None:
-            self._order = backend.get_rng().permutation(n) if self.shuffle else range(n)
+            self._order = (self.permutation or backend.get_rng().permutation)(n) if self.shuffle else range(n)
             self._pos = 0
         for _ in range(self.num_batches):
             if self._pos >= n:

@@ -57,6 +57,15 @@ class Metric:
     def result(self) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def get_state(self) -> list:
+        """The running sums behind ``result()``, as floats that add up over parts of the data
+        (data-parallel training sums them over the ranks); ``set_state`` restores them."""
+        raise NotImplementedError(f"metric {self.name!r} ({type(self).__name__}) has no get_state/set_state: "
+                                  f"data-parallel training needs them to sum it over the ranks")
+
+    def set_state(self, values) -> None:
+        raise NotImplementedError(f"metric {self.name!r} ({type(self).__name__}) has no get_state/set_state")
+
     def __call__(self, *args, **kwargs) -> float:
         """Update with one batch and return the running result (as Keras metric objects do)."""
         self.update_state(*args, **kwargs)
@@ -83,6 +92,12 @@ class Mean(Metric):
     def reset_state(self) -> None:
         self.total = 0.0
         self.count = 0.0
+
+    def get_state(self) -> list:
+        return [self.total, self.count]
+
+    def set_state(self, values) -> None:
+        self.total, self.count = (float(v) for v in values)
 
     def result(self) -> float:
         return self.total / self.count if self.count else 0.0
@@ -374,6 +389,14 @@ class _AutoMetric(Metric):
 
     def result(self) -> float:
         return self._metric.result() if self._metric is not None else 0.0
+
+    def get_state(self) -> list:
+        # Before its first update it has no metric yet, but the same two sums (zero) as the Mean it becomes.
+        return self._metric.get_state() if self._metric is not None else [0.0, 0.0]
+
+    def set_state(self, values) -> None:
+        if self._metric is not None:
+            self._metric.set_state(values)
 
     @property
     def resolved(self):

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import backend, ops, saving
+from . import backend, distributed, ops, saving
 from . import layers as layers_module
 from . import losses as losses_module
 from . import metrics as metrics_module
@@ -402,27 +402,34 @@ class Model:
             self._train_pairs = [pair for layer in self._layers for pair in layer.trainable_pairs()]
         return self._train_pairs
 
-    def _loss_and_grads(self, ys, values, masks, sample_weight):
+    def _output_losses(self, ys, values, masks, sample_weight) -> list:
+        """``[(loss, gradient w.r.t. the output, count)]`` per output, the loss weights applied.
+        ``count`` is what the loss is a mean over: the rows, or a masked sequence output's
+        unmasked steps (data-parallel training weights each rank's part by it)."""
         losses = self._losses_per_output()
-        total = 0.0
-        out_grads = {}
+        out = []
         weights = self._loss_weights
         for k, (oid, loss) in enumerate(zip(self._output_ids, losses)):
             pred = values[oid]
             sw = sample_weight
             mask = masks[oid]
+            count = float(pred.shape[0])
             if mask is not None and pred.ndim == 3:
                 m = mask.astype(pred.dtype)
                 denom = m.sum()
+                count = float(denom)
                 m *= (m.size / denom) if denom > 0 else 0.0
                 sw = m if sw is None else m * (sw[:, None] if np.ndim(sw) == 1 else sw)
             value, grad = loss.value_and_grad(ys[k], pred, sw)
             if weights is not None:
                 value *= weights[k]
                 grad = grad * weights[k]
-            total += value
-            out_grads[oid] = grad
-        return total, out_grads
+            out.append((value, grad, count))
+        return out
+
+    def _loss_and_grads(self, ys, values, masks, sample_weight):
+        parts = self._output_losses(ys, values, masks, sample_weight)
+        return sum(value for value, _, _ in parts), {oid: grad for oid, (_, grad, _) in zip(self._output_ids, parts)}
 
     # ---- where the model runs -----------------------------------------------------------------
 
@@ -469,21 +476,53 @@ class Model:
         return values, masks
 
     def _train_batch(self, xs, ys, sample_weight=None) -> float:
+        """One step on one batch: forward, loss, backward, the metrics' update, the optimizer's
+        step; returns the batch's loss. In data-parallel training (``lstmfast.distributed``) the
+        batch is this rank's slice of the global batch (it may be empty), and the step sums the
+        ranks' gradients, losses and metric updates before the optimizer steps."""
         where = self._place()
+        world = distributed.data_parallel()
         for layer in self._layers:
             if layer.trainable:
                 layer.zero_grads()
-        if where != "cpu":
-            xs = [ops.to_backend(a, where) for a in xs]  # the batch moves to the device once
-        values, masks, caches = self._run(xs, training=True, keep_caches=True)
-        if where != "cpu":
-            values, masks = self._outputs_to_host(values, masks)
-        loss, out_grads = self._loss_and_grads(ys, values, masks, sample_weight)
-        if where != "cpu":
-            out_grads = {i: ops.to_backend(g, where) for i, g in out_grads.items()}
-        self._backward(caches, out_grads)
-        self.optimizer.apply_gradients(self._trainable_pairs())
-        self._last_values, self._last_masks = values, masks
+        rows = xs[0].shape[0]
+        if rows:
+            if where != "cpu":
+                xs = [ops.to_backend(a, where) for a in xs]  # the batch moves to the device once
+            values, masks, caches = self._run(xs, training=True, keep_caches=True)
+            if where != "cpu":
+                values, masks = self._outputs_to_host(values, masks)
+            parts = self._output_losses(ys, values, masks, sample_weight)
+        else:  # a rank whose slice of a short last batch is empty still takes part in the sums
+            parts = [(0.0, None, 0.0) for _ in self._output_ids]
+        if world is not None:
+            shares = world.output_shares([count for _, _, count in parts])
+            parts = [(value * share, None if grad is None else grad * share, count)
+                     for (value, grad, count), share in zip(parts, shares)]
+        loss = sum(value for value, _, _ in parts)
+        if rows:
+            out_grads = {oid: grad for oid, (_, grad, _) in zip(self._output_ids, parts)}
+            if where != "cpu":
+                out_grads = {i: ops.to_backend(g, where) for i, g in out_grads.items()}
+            self._backward(caches, out_grads)
+            self._last_values, self._last_masks = values, masks
+        pairs = self._trainable_pairs()
+        if world is None:
+            if rows:
+                self._update_metrics(ys, sample_weight)
+        else:
+            before = self._metric_states()
+            if rows:
+                self._update_metrics(ys, sample_weight)
+            after = self._metric_states()
+            before = before if len(before) == len(after) else [0.0] * len(after)  # built by this batch
+            summed, values_sum = world.reduce_step([ops.to_numpy(g) for g, _ in pairs],
+                                                   [loss] + [a - b for a, b in zip(after, before)])
+            for (grad, _), total in zip(pairs, summed):
+                grad[...] = ops.to_backend(total, where) if where != "cpu" else total
+            loss = float(values_sum[0])
+            self._set_metric_states([b + d for b, d in zip(before, values_sum[1:])])
+        self.optimizer.apply_gradients(pairs)
         return loss
 
     def _predict_batch(self, xs) -> list:
@@ -504,6 +543,17 @@ class Model:
             return
         for k, _, metric in self._metrics_built:
             metric.update_state(ys[k], values[self._output_ids[k]], sample_weight)
+
+    def _metric_states(self) -> List[float]:
+        """The compiled metrics' running sums, flattened (``Metric.get_state``)."""
+        return [v for _, _, metric in self._metrics_built or () for v in metric.get_state()]
+
+    def _set_metric_states(self, values) -> None:
+        at = 0
+        for _, _, metric in self._metrics_built or ():
+            n = len(metric.get_state())
+            metric.set_state([float(v) for v in values[at:at + n]])
+            at += n
 
     def _reset_metrics(self) -> None:
         for _, _, metric in self._metrics_built or ():
@@ -591,7 +641,18 @@ class Model:
         return ArrayBatches(vx, vy, vsw, batch_size)
 
     def _fit_batches(self, data, val, epochs, verbose, callbacks, initial_epoch, validation_freq):
-        """fit's loop over the batches of ``data`` (an adapter of ``data_adapters``), validating on ``val``."""
+        """fit's loop over the batches of ``data`` (an adapter of ``data_adapters``), validating on ``val``.
+        Data-parallel (``lstmfast.distributed``): each global batch is split over the ranks, and only
+        rank 0 shows the progress bar and runs the callbacks that write files."""
+        world = distributed.data_parallel()
+        if world is not None:
+            self._place()
+            world.start_fit(self)
+            if hasattr(data, "permutation"):
+                data.permutation = world.permutation  # rank 0 draws each epoch's order
+            if not distributed.is_chief():
+                verbose = 0
+                callbacks = [cb for cb in callbacks or [] if not getattr(cb, "chief_only", False)]
         cbs = CallbackList(callbacks, model=self, add_history=True, add_progbar=verbose != 0, verbose=verbose,
                            epochs=epochs, steps=data.num_batches)
         self.stop_training = False
@@ -605,11 +666,10 @@ class Model:
             loss_sum, seen = 0.0, 0
             for step, (bx, by, bsw) in enumerate(data.batches()):
                 cbs.on_train_batch_begin(step)
-                loss = self._train_batch(bx, by, bsw)
                 count = bx[0].shape[0]
+                loss = self._train_batch(*_local_slice(world, bx, by, bsw, self))
                 loss_sum += loss * count
                 seen += count
-                self._update_metrics(by, bsw)
                 if batch_logs_wanted:
                     logs = self._logs(loss_sum / seen)
                     cbs.on_train_batch_end(step, logs)
@@ -642,16 +702,15 @@ class Model:
         if callbacks is not None:
             callbacks.on_test_begin()
         loss_sum, seen = 0.0, 0
+        world = distributed.data_parallel()
         data.on_epoch_begin()
         for step, (bx, by, bsw) in enumerate(data.batches()):
             if callbacks is not None:
                 callbacks.on_test_batch_begin(step)
-            self._predict_batch(bx)
-            loss, _ = self._loss_and_grads(by, self._last_values, self._last_masks, bsw)
             count = bx[0].shape[0]
+            loss = self._test_batch(*_local_slice(world, bx, by, bsw, self))
             loss_sum += loss * count
             seen += count
-            self._update_metrics(by, bsw)
             if batch_logs_wanted:
                 callbacks.on_test_batch_end(step, self._logs(loss_sum / seen))
             if self.stop_evaluating:
@@ -661,6 +720,28 @@ class Model:
         if callbacks is not None:
             callbacks.on_test_end(logs)
         return logs
+
+    def _test_batch(self, xs, ys, sample_weight=None) -> float:
+        """The loss of one batch, the metrics updated; data-parallel, this rank's slice of it, the
+        loss and metric updates summed over the ranks as in ``_train_batch``."""
+        world = distributed.data_parallel()
+        before = self._metric_states() if world is not None else None
+        rows = xs[0].shape[0]
+        if rows:
+            self._predict_batch(xs)
+            parts = self._output_losses(ys, self._last_values, self._last_masks, sample_weight)
+            self._update_metrics(ys, sample_weight)
+        else:
+            parts = [(0.0, None, 0.0) for _ in self._output_ids]
+        if world is None:
+            return sum(value for value, _, _ in parts)
+        shares = world.output_shares([count for _, _, count in parts])
+        after = self._metric_states()
+        before = before if len(before) == len(after) else [0.0] * len(after)  # built by this batch
+        summed = world.reduce_values([sum(v * s for (v, _, _), s in zip(parts, shares))]
+                                     + [a - b for a, b in zip(after, before)])
+        self._set_metric_states([b + d for b, d in zip(before, summed[1:])])
+        return float(summed[0])
 
     def _logs(self, loss: float) -> Dict[str, float]:
         logs = {"loss": loss}
@@ -714,9 +795,15 @@ class Model:
         callbacks.on_predict_begin()
         chunks: List[list] = [[] for _ in self._output_ids]
         data.on_epoch_begin()
+        world = distributed.data_parallel()
         for step, (bx, _, _) in enumerate(data.batches()):
             callbacks.on_predict_batch_begin(step)
-            outs = self._predict_batch(bx)
+            if world is None:
+                outs = self._predict_batch(bx)
+            else:  # each rank predicts its slice; every rank gets the whole batch's outputs
+                local, _, _ = _local_slice(world, bx, None, None)
+                outs = self._predict_batch(local) if local[0].shape[0] else self._empty_outputs()
+                outs = [world.gather_rows(np.asarray(o)) for o in outs]
             for k, o in enumerate(outs):
                 chunks[k].append(o)
             if batch_logs_wanted:
@@ -726,11 +813,14 @@ class Model:
         data.on_epoch_end()
         callbacks.on_predict_end()
         if not chunks[0]:
-            results = [np.zeros((0,) + tuple(d or 0 for d in t.shape[1:]), backend.floatx())
-                       for t in self._output_tensors]
+            results = self._empty_outputs()
         else:
             results = [np.concatenate(c, axis=0) if len(c) > 1 else c[0] for c in chunks]
         return results[0] if len(results) == 1 else results
+
+    def _empty_outputs(self) -> list:
+        """The outputs of zero rows."""
+        return [np.zeros((0,) + tuple(d or 0 for d in t.shape[1:]), backend.floatx()) for t in self._output_tensors]
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         """One gradient update on one batch; returns the loss (and metrics, Keras-style)."""
@@ -742,7 +832,6 @@ class Model:
             sw = _class_weights_to_sample_weights(class_weight, ys[0], sw)
         self._reset_metrics()
         loss = self._train_batch(xs, ys, sw)
-        self._update_metrics(ys, sw)
         return self._batch_result(loss, return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
@@ -1111,6 +1200,20 @@ def _metric_names(metrics):
 
 def _shape_str(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _local_slice(world, xs, ys, sw, model=None):
+    """``(xs, ys, sw)`` of one batch, or this rank's slice of it in data-parallel training. The
+    first batch must give every rank a row: the metrics take their form from it."""
+    if world is None:
+        return xs, ys, sw
+    rows = xs[0].shape[0]
+    if model is not None and rows < world.size and model._metrics_built is None and model._metric_specs:
+        raise ValueError(f"data-parallel: the first batch has {rows} rows for {world.size} ranks; every rank "
+                         f"needs at least one (use a batch_size of at least {world.size})")
+    part = world.shard(rows)
+    return ([a[part] for a in xs], None if ys is None else [a[part] for a in ys],
+            None if sw is None else sw[part])
 
 
 def _check_batch_size(batch_size) -> int:

@@ -12,13 +12,20 @@ LEGACY_ALIASES = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end"
 
 
 def write(message: str) -> None:
-    """Print ``message`` as is (no newline added) and flush: the callbacks' one way to talk."""
+    """Print ``message`` as is (no newline added) and flush: the callbacks' one way to talk. In
+    data-parallel training only rank 0 talks."""
+    from .. import distributed
+    if not distributed.is_chief():
+        return
     sys.stdout.write(message)
     sys.stdout.flush()
 
 
 class Callback:
-    """Base class: every hook does nothing. ``model`` and ``params`` are set by the CallbackList."""
+    """Base class: every hook does nothing. ``model`` and ``params`` are set by the CallbackList.
+    ``chief_only``: in data-parallel training, only rank 0 runs it (the callbacks that write files)."""
+
+    chief_only = False
 
     def __init__(self):
         self.params = None

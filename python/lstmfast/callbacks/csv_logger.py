@@ -16,6 +16,8 @@ class CSVLogger(Callback):
     epoch has no ``val_`` keys, ``val_`` columns are added for every key and filled with "NA" until
     validation runs). ``append=True`` continues an existing file without repeating the header."""
 
+    chief_only = True  # data-parallel training: only rank 0 runs it (lstmfast.distributed)
+
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
         self.filename = os.fspath(filename)

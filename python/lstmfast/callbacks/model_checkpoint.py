@@ -17,6 +17,8 @@ class ModelCheckpoint(Callback):
     ``save_best_only`` it saves only when ``monitor`` improves on the best so far (or on
     ``initial_value_threshold``)."""
 
+    chief_only = True  # data-parallel training: only rank 0 runs it (lstmfast.distributed)
+
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
                  mode="auto", save_freq="epoch", initial_value_threshold=None):
         super().__init__()

@@ -1,0 +1,250 @@
+"""Data-parallel training on MPI (mpi4py): ``mpiexec -n N python train.py`` trains one model on N
+processes, on one machine or several.
+
+    import lstmfast
+    rank, size = lstmfast.distributed.init()   # (0, 1) without mpiexec
+    model.fit(x, y, batch_size=256)             # 256 is the global batch: each rank takes its slice
+
+After ``init()`` with more than one rank, ``fit`` works as Keras's data parallelism does: every
+global batch is split into contiguous slices, one per rank (``np.array_split``'s sizes), each rank
+computes the gradients of its slice, one allreduce per step sums all gradients (packed in one
+buffer, with the batch's loss and metric updates), and every rank takes the same optimizer step,
+so the weights stay identical everywhere. The gradients are weighted so that the sum is the
+gradient of the global batch's loss: a slice's share is its rows (or its unmasked steps, for a
+masked sequence output; those counts take one small extra allreduce) over the global batch's, so
+sample weights and an uneven last batch come out as in one process. When ``fit`` starts, the
+ranks check that they hold the same model (architecture and weight shapes), rank 0's weights and
+optimizer state are broadcast; each epoch's shuffle is drawn on rank 0 (from lstmfast's generator,
+as one process draws it) and broadcast. ``evaluate`` and ``predict`` shard every batch and reduce
+(loss, metrics) or gather (outputs) over the ranks. Metrics and logs are therefore the same on
+every rank, so EarlyStopping and ReduceLROnPlateau decide the same everywhere; only rank 0 shows
+the progress bar and runs the callbacks that write files (ModelCheckpoint, CSVLogger).
+
+The allreduce has a fixed order: each rank sums one chunk of the buffer over the ranks in rank
+order (an all-to-all), then all chunks are gathered. Every rank gets bitwise the same sums, and the
+same rank count gives bitwise the same training run after run. It moves ``2 (N-1)/N`` of the
+buffer per rank, as a ring allreduce does.
+
+An exception that reaches the top of a program on one rank prints that rank's traceback and aborts
+every rank (``MPI_Abort``), so no rank hangs in a collective.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import traceback
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["init", "rank", "size", "is_chief", "DataParallel", "data_parallel", "shard"]
+
+# Environment variables a launcher (MPICH's Hydra, Open MPI, PMIx, Slurm's PMI) sets for its processes.
+_LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                       "MPI_LOCALRANKID", "HYDI_CONTROL_FD")
+_INSTALL = "pip install 'lstmfast[mpi]' (mpi4py and the MPICH runtime, both wheels)"
+
+
+class DataParallel:
+    """The ranks of one training job and the collectives ``fit``, ``evaluate`` and ``predict`` use."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+
+    # -- collectives ------------------------------------------------------------------------------
+
+    def allreduce(self, buffer: np.ndarray) -> np.ndarray:
+        """The sum over ranks of the 1-D ``buffer``, the same bits on every rank (see the module
+        docstring): each rank sums one chunk in rank order, then the chunks are gathered."""
+        buffer = np.ascontiguousarray(buffer).reshape(-1)
+        n, ranks = buffer.size, self.size
+        chunk = -(-n // ranks)
+        send = np.zeros(chunk * ranks, buffer.dtype)
+        send[:n] = buffer
+        received = np.empty((ranks, chunk), buffer.dtype)
+        self.comm.Alltoall(send.reshape(ranks, chunk), received)
+        mine = received[0].copy()
+        for r in range(1, ranks):
+            mine += received[r]
+        gathered = np.empty((ranks, chunk), buffer.dtype)
+        self.comm.Allgather(mine, gathered)
+        return gathered.reshape(-1)[:n]
+
+    def broadcast(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
+        """Rank 0's ``arrays`` on every rank (same shapes and dtypes required everywhere)."""
+        out = []
+        for a in arrays:
+            a = np.ascontiguousarray(a)
+            self.comm.Bcast(a, root=0)
+            out.append(a)
+        return out
+
+    def gather_rows(self, local: np.ndarray) -> np.ndarray:
+        """The ranks' row blocks of one array, concatenated in rank order, on every rank. A rank
+        with no rows may not know the others' trailing dimensions (an unknown time axis): they are
+        taken from the first rank that has rows."""
+        local = np.ascontiguousarray(local)
+        shape = np.array(local.shape, np.int64)
+        shapes = np.empty((self.size, shape.size), np.int64)
+        self.comm.Allgather(shape, shapes)
+        counts = shapes[:, 0]
+        if local.shape[0] == 0 and counts.any():
+            local = np.empty((0,) + tuple(int(d) for d in shapes[int(np.flatnonzero(counts)[0])][1:]), local.dtype)
+        row_size = int(np.prod(local.shape[1:], dtype=np.int64))
+        out = np.empty((int(counts.sum()),) + local.shape[1:], local.dtype)
+        sizes = [int(c) * row_size for c in counts]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
+        self.comm.Allgatherv(local.reshape(-1), [out.reshape(-1), sizes, offsets, _mpi_type(local.dtype)])
+        return out
+
+    def same_everywhere(self, text: str, what: str) -> None:
+        """ValueError on every rank, naming the ranks that differ from rank 0, unless ``text`` is
+        the same on all ranks."""
+        digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8).copy()
+        all_digests = np.empty((self.size, digest.size), np.uint8)
+        self.comm.Allgather(digest, all_digests)
+        differ = [r for r in range(self.size) if not np.array_equal(all_digests[r], all_digests[0])]
+        if differ:
+            raise ValueError(f"data-parallel fit: rank(s) {differ} hold a different {what} than rank 0 "
+                             f"(every rank must build the same model)")
+
+    # -- fit, evaluate, predict -------------------------------------------------------------------
+
+    def shard(self, rows: int) -> slice:
+        """This rank's contiguous slice of a global batch of ``rows`` rows."""
+        return shard(rows, self.rank, self.size)
+
+    def permutation(self, n: int) -> np.ndarray:
+        """A shuffle's order, drawn on rank 0 from lstmfast's generator (as one process draws it)
+        and broadcast."""
+        from . import backend
+        order = backend.get_rng().permutation(n) if self.rank == 0 else np.empty(n, np.int64)
+        return self.broadcast([order.astype(np.int64)])[0]
+
+    def start_fit(self, model) -> None:
+        """Check every rank holds the same model; broadcast rank 0's weights and optimizer state."""
+        config = json.dumps(model.get_config(), sort_keys=True, default=str)
+        self.same_everywhere(config, "model architecture")
+        shapes = [(w.shape, str(w.dtype)) for w in model.weights]
+        self.same_everywhere(repr(shapes), "set of weight shapes")
+        model.set_weights(self.broadcast([np.asarray(w) for w in model.get_weights()]))
+        optimizer = model.optimizer
+        if not optimizer.built:
+            optimizer.build(model.trainable_weights)
+        state = optimizer.get_state()
+        self.same_everywhere(repr([np.shape(s) for s in state["slots"]]), "optimizer state")
+        iterations = self.broadcast([np.array([state["iterations"]], np.int64)])[0]
+        slots = self.broadcast([np.asarray(s) for s in state["slots"]])
+        optimizer.set_state({"iterations": int(iterations[0]), "slots": slots})
+
+    def output_shares(self, counts: List[float]) -> List[float]:
+        """Each output's share of the global loss that this rank's part carries: its count (rows,
+        or unmasked steps) over the sum of the ranks' counts (0 where all are 0)."""
+        totals = self.allreduce(np.asarray(counts, np.float64))
+        return [c / t if t > 0 else 0.0 for c, t in zip(counts, totals)]
+
+    def reduce_step(self, grads: List[np.ndarray], values: List[float]) -> Tuple[List[np.ndarray], np.ndarray]:
+        """One allreduce of all ``grads`` (packed in one buffer, their dtype) and the float
+        ``values`` (the batch's loss and metric updates); returns the summed grads and values."""
+        dtype = grads[0].dtype if grads else np.float64
+        sizes = [g.size for g in grads]
+        buffer = np.empty(sum(sizes) + len(values), dtype)
+        at = 0
+        for g, s in zip(grads, sizes):
+            buffer[at:at + s] = np.asarray(g).reshape(-1)
+            at += s
+        buffer[at:] = values
+        summed = self.allreduce(buffer)
+        out, at = [], 0
+        for g, s in zip(grads, sizes):
+            out.append(summed[at:at + s].reshape(g.shape))
+            at += s
+        return out, summed[at:].astype(np.float64)
+
+    def reduce_values(self, values: List[float]) -> np.ndarray:
+        return self.allreduce(np.asarray(values, np.float64))
+
+
+def shard(rows: int, rank: int, size: int) -> slice:
+    """Rank ``rank`` of ``size``'s contiguous slice of ``rows`` rows (``np.array_split``'s sizes:
+    the first ``rows % size`` ranks take one row more)."""
+    base, extra = divmod(int(rows), int(size))
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def _mpi_type(dtype):
+    from mpi4py import MPI
+    return MPI._typedict[np.dtype(dtype).char]
+
+
+# ---- the job --------------------------------------------------------------------------------------
+
+_WORLD: Optional[DataParallel] = None
+_STARTED = False
+
+
+def init() -> Tuple[int, int]:
+    """Join the MPI job this process was launched in (``mpiexec -n N``) and return ``(rank, size)``.
+    Without a launcher and without mpi4py it returns ``(0, 1)``; calling it again returns the same.
+    Under a launcher, a missing or broken mpi4py/MPI raises ImportError/RuntimeError saying what is
+    missing and how to install it."""
+    global _WORLD, _STARTED
+    if _STARTED:
+        return rank(), size()
+    launched = [k for k in _LAUNCHER_VARIABLES if k in os.environ]
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        if launched:
+            raise ImportError(f"this process was started by an MPI launcher ({launched[0]} is set) but mpi4py "
+                              f"cannot be imported ({e}); {_INSTALL}") from None
+        _STARTED = True
+        return 0, 1
+    except (RuntimeError, OSError) as e:  # mpi4py is there, the MPI library it needs is not
+        raise RuntimeError(f"MPI could not start: {e}. mpi4py needs an MPI library: {_INSTALL}, or point "
+                           f"mpi4py to a system MPI") from None
+    comm = MPI.COMM_WORLD
+    _STARTED = True
+    if comm.Get_size() > 1:
+        _WORLD = DataParallel(comm)
+        _abort_all_ranks_on_uncaught_exceptions(comm)
+    return comm.Get_rank(), comm.Get_size()
+
+
+def rank() -> int:
+    """This process's rank (0 before ``init`` and in a single process)."""
+    return _WORLD.rank if _WORLD is not None else 0
+
+
+def size() -> int:
+    """The number of ranks (1 before ``init`` and in a single process)."""
+    return _WORLD.size if _WORLD is not None else 1
+
+
+def is_chief() -> bool:
+    """True on rank 0, the rank that prints and writes files."""
+    return rank() == 0
+
+
+def data_parallel() -> Optional[DataParallel]:
+    """The job when ``init`` found more than one rank, else None (fit runs as one process)."""
+    return _WORLD
+
+
+def _abort_all_ranks_on_uncaught_exceptions(comm) -> None:
+    previous = sys.excepthook
+
+    def abort(kind, value, tb):
+        message = "".join(traceback.format_exception(kind, value, tb))
+        sys.stderr.write(f"[lstmfast rank {comm.Get_rank()} of {comm.Get_size()}] {message}")
+        sys.stderr.flush()
+        if kind is KeyboardInterrupt:
+            previous(kind, value, tb)
+        comm.Abort(1)
+
+    sys.excepthook = abort
