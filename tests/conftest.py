@@ -106,7 +106,7 @@ def host_library(tmp_path_factory):
 
 PEERS = {"torch": ("torch",), "keras": ("torch", "keras")}  # what each peer needs installed
 PEERS.update(onnx=("onnx",), onnxruntime=("onnxruntime", "onnx"), safetensors=("safetensors",),  # interop tests
-             h5py=("h5py",))
+             h5py=("h5py",), mpi4py=("mpi4py",))
 KERAS_BACKEND = "torch"  # the Keras backend the parity tests run on: the one the test extra installs
 
 

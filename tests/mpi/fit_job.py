@@ -1,11 +1,17 @@
-"""A data-parallel training job for tests/test_distributed.py: ``mpiexec -n N python fit_job.py OUT
+"""Data-parallel training jobs for tests/test_distributed.py: ``mpiexec -n N python fit_job.py OUT
 CASE``, or plain ``python fit_job.py OUT CASE`` for the one-process baseline. Every rank writes its
-final weights, history and predictions to ``OUT.rank<r>.npz``."""
+final weights, history, evaluation and predictions to ``OUT.rank<r>.npz``.
+
+Cases: "plain" (sample weights, an uneven last batch, shuffled), "masked" (a masked sequence
+output: each rank's share is its unmasked steps), "generator" (fit and evaluate from a
+generator), "files" (progress bar, ModelCheckpoint, CSVLogger, EarlyStopping), "mismatch" (rank 1
+builds another model), "fault" (rank 1 fails in the middle of training)."""
 import sys
 
 import numpy as np
 
 import lstmfast
+from lstmfast import callbacks
 from lstmfast import layers as L
 
 
@@ -24,29 +30,45 @@ def data(case):
     return x, y, sw
 
 
-def model(case):
+def model(case, units=5):
     lstmfast.utils.set_random_seed(5)
     if case == "masked":
         m = lstmfast.Sequential([L.Input((None,), dtype="int32"), L.Embedding(20, 4, mask_zero=True),
-                                 L.LSTM(5, return_sequences=True), L.Dense(2)])
+                                 L.LSTM(units, return_sequences=True), L.Dense(2)])
         m.compile(optimizer=lstmfast.optimizers.Adam(0.01), loss="mse", metrics=["mae"])
     else:
-        m = lstmfast.Sequential([L.Input((6, 3)), L.LSTM(5), L.Dense(3, activation="softmax")])
+        m = lstmfast.Sequential([L.Input((6, 3)), L.LSTM(units), L.Dense(3, activation="softmax")])
         m.compile(optimizer=lstmfast.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     return m
 
 
-SHUFFLE = True
+def batches(x, y, size):
+    while True:
+        for lo in range(0, len(x), size):
+            yield x[lo:lo + size], y[lo:lo + size]
 
 
 def main(out, case):
     rank, size = lstmfast.distributed.init()
     x, y, sw = data(case)
-    m = model(case)
-    history = m.fit(x, y, sample_weight=sw, batch_size=10, epochs=3, shuffle=SHUFFLE, verbose=0,
-                    validation_data=(x[:9], y[:9]))
-    evaluated = m.evaluate(x, y, batch_size=7, verbose=0, return_dict=True)
+    m = model(case, units=6 if case == "mismatch" and rank == 1 else 5)
+    fit_args = dict(batch_size=10, epochs=3, shuffle=True, verbose=0, validation_data=(x[:9], y[:9]))
+    if case == "generator":
+        history = m.fit(batches(x, y, 10), steps_per_epoch=4, epochs=3, verbose=0)
+        evaluated = m.evaluate(batches(x, y, 7), steps=5, verbose=0, return_dict=True)
+    else:
+        if case == "files":
+            fit_args.update(verbose=2, epochs=6, callbacks=[
+                callbacks.ModelCheckpoint(f"{out}.rank{rank}.keras"), callbacks.CSVLogger(f"{out}.rank{rank}.csv"),
+                callbacks.EarlyStopping(monitor="val_loss", patience=0, min_delta=1e9, verbose=1)])
+        if case == "fault":
+            def fail(epoch, logs):
+                if rank == 1 and epoch == 1:
+                    raise RuntimeError("rank one fails on purpose")
+            fit_args.update(epochs=50, callbacks=[callbacks.LambdaCallback(on_epoch_end=fail)])
+        history = m.fit(x, y, sample_weight=sw, **fit_args)
+        evaluated = m.evaluate(x, y, batch_size=7, verbose=0, return_dict=True)
     predicted = m.predict(x, batch_size=8, verbose=0)
     arrays = {f"w{k}": w for k, w in enumerate(m.get_weights())}
     arrays.update({f"h_{k}": np.asarray(v) for k, v in history.history.items()})
