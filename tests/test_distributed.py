@@ -17,6 +17,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from lstmfast import distributed
 
 from conftest import peer
+from test_cuda import emulated  # noqa: F401  (the CuPy emulation, a fixture)
 
 JOB = os.path.join(os.path.dirname(__file__), "mpi", "fit_job.py")
 RTOL = 1e-5  # float32 sums in another order than one process's
@@ -128,3 +129,63 @@ def test_init_under_a_launcher_without_mpi4py_says_what_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     with pytest.raises(ImportError, match=r"PMI_RANK is set.*pip install 'lstmfast\[mpi\]'"):
         distributed.init()
+
+
+# ---- the GPU path, on the CuPy emulation ----------------------------------------------------------
+
+class OneRankComm:
+    """An MPI communicator of one rank: the collectives copy (enough to run DataParallel's code)."""
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 1
+
+    def Alltoall(self, send, receive):
+        receive[...] = send
+
+    def Allgather(self, send, receive):
+        receive[...] = np.reshape(send, receive.shape)
+
+    def Bcast(self, array, root=0):
+        pass
+
+
+@pytest.mark.usefixtures("emulated")
+def test_device_gradients_are_reduced_where_they_are(monkeypatch):
+    """On the CUDA backend the packed gradient buffer is a device array; without NCCL (the
+    emulation has none) it goes through the host. One rank must give what plain fit gives."""
+    import lstmfast
+    from lstmfast import layers as L
+
+    def train(parallel):
+        monkeypatch.setattr(distributed, "_WORLD", DataParallelOfOne() if parallel else None)
+        lstmfast.utils.set_random_seed(3)
+        model = lstmfast.Sequential([L.Input((5, 3)), L.LSTM(4), L.Dense(2)])
+        model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+        rng = np.random.default_rng(0)
+        x, y = rng.standard_normal((12, 5, 3)).astype("float32"), rng.standard_normal((12, 2)).astype("float32")
+        history = model.fit(x, y, batch_size=5, epochs=2, shuffle=False, verbose=0)
+        return model.get_weights(), history.history
+
+    reductions = []
+
+    class DataParallelOfOne(distributed.DataParallel):
+        def __init__(self):
+            super().__init__(OneRankComm())
+
+        def _allreduce_on_device(self, buffer):
+            reductions.append(type(buffer).__module__)
+            return super()._allreduce_on_device(buffer)
+
+    lstmfast.set_backend("cuda")
+    try:
+        plain_weights, plain_history = train(False)
+        parallel_weights, parallel_history = train(True)
+    finally:
+        lstmfast.set_backend("cpu")
+    assert len(reductions) == 6 and all(not m.startswith("numpy") for m in reductions)  # 3 steps x 2 epochs
+    for a, b in zip(plain_weights, parallel_weights):
+        assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+    assert_allclose(parallel_history["loss"], plain_history["loss"], rtol=1e-6)

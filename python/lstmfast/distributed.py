@@ -54,6 +54,7 @@ class DataParallel:
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
+        self._nccl = None  # the GPUs' communicator, made at the first reduction of device arrays
 
     # -- collectives ------------------------------------------------------------------------------
 
@@ -147,26 +148,59 @@ class DataParallel:
         totals = self.allreduce(np.asarray(counts, np.float64))
         return [c / t if t > 0 else 0.0 for c, t in zip(counts, totals)]
 
-    def reduce_step(self, grads: List[np.ndarray], values: List[float]) -> Tuple[List[np.ndarray], np.ndarray]:
-        """One allreduce of all ``grads`` (packed in one buffer, their dtype) and the float
-        ``values`` (the batch's loss and metric updates); returns the summed grads and values."""
+    def reduce_step(self, grads: list, values: List[float]) -> Tuple[list, np.ndarray]:
+        """One allreduce of all ``grads`` (packed in one buffer of their dtype, where they are: on
+        the host, or on the GPU for CuPy arrays) and the float ``values`` (the batch's loss and
+        metric updates). Returns the summed grads (same arrays' kind) and values (NumPy float64)."""
+        from . import ops
+        xp = ops.array_module(grads[0]) if grads else np
         dtype = grads[0].dtype if grads else np.float64
-        sizes = [g.size for g in grads]
-        buffer = np.empty(sum(sizes) + len(values), dtype)
+        sizes = [int(g.size) for g in grads]
+        buffer = xp.empty(sum(sizes) + len(values), dtype)
         at = 0
-        for g, s in zip(grads, sizes):
-            buffer[at:at + s] = np.asarray(g).reshape(-1)
-            at += s
-        buffer[at:] = values
-        summed = self.allreduce(buffer)
+        for g, n in zip(grads, sizes):
+            buffer[at:at + n] = g.reshape(-1)
+            at += n
+        buffer[at:] = xp.asarray(np.asarray(values, dtype))
+        summed = self.allreduce(buffer) if xp is np else self._allreduce_on_device(buffer)
         out, at = [], 0
-        for g, s in zip(grads, sizes):
-            out.append(summed[at:at + s].reshape(g.shape))
-            at += s
-        return out, summed[at:].astype(np.float64)
+        for g, n in zip(grads, sizes):
+            out.append(summed[at:at + n].reshape(g.shape))
+            at += n
+        return out, ops.to_numpy(summed[at:]).astype(np.float64)
+
+    def _allreduce_on_device(self, buffer):
+        """The sum over ranks of a CuPy ``buffer``: NCCL on the GPUs when CuPy has it (one NCCL
+        communicator per job, its id broadcast over MPI), else through the host (copy, MPI, copy)."""
+        if self._nccl is None:
+            self._nccl = _nccl_communicator(self) or False
+        if not self._nccl:
+            from . import ops
+            return ops.to_backend(self.allreduce(ops.to_numpy(buffer)), "cuda")
+        import cupy
+        from cupy.cuda import nccl
+        kinds = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
+        out = cupy.empty_like(buffer)
+        self._nccl.allReduce(buffer.data.ptr, out.data.ptr, buffer.size, kinds[np.dtype(buffer.dtype)],
+                             nccl.NCCL_SUM, cupy.cuda.get_current_stream().ptr)
+        return out
 
     def reduce_values(self, values: List[float]) -> np.ndarray:
         return self.allreduce(np.asarray(values, np.float64))
+
+
+def _nccl_communicator(world: DataParallel):
+    """An NCCL communicator over the job's ranks (rank 0 makes the id, MPI broadcasts it), or None
+    when CuPy has no NCCL. Each rank must already use its own GPU (``init`` picks
+    ``local rank % GPUs``)."""
+    try:
+        from cupy.cuda import nccl
+        nccl.get_version()
+    except (ImportError, AttributeError, RuntimeError):
+        return None
+    uid = np.array(nccl.get_unique_id(), np.int8) if world.rank == 0 else np.empty(128, np.int8)  # 128 signed bytes
+    uid = world.broadcast([uid])[0]
+    return nccl.NcclCommunicator(world.size, tuple(int(b) for b in uid), world.rank)
 
 
 def shard(rows: int, rank: int, size: int) -> slice:
@@ -213,7 +247,19 @@ def init() -> Tuple[int, int]:
     if comm.Get_size() > 1:
         _WORLD = DataParallel(comm)
         _abort_all_ranks_on_uncaught_exceptions(comm)
+        _use_own_gpu(comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank())
     return comm.Get_rank(), comm.Get_size()
+
+
+def _use_own_gpu(local_rank: int) -> None:
+    """Ranks on one machine with several GPUs take one each (``local_rank % GPUs``)."""
+    try:
+        import cupy
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # no CuPy, no driver, no GPU: the ranks run on the CPU
+        return
+    if count > 1:
+        cupy.cuda.Device(local_rank % count).use()
 
 
 def rank() -> int:

@@ -516,10 +516,10 @@ class Model:
                 self._update_metrics(ys, sample_weight)
             after = self._metric_states()
             before = before if len(before) == len(after) else [0.0] * len(after)  # built by this batch
-            summed, values_sum = world.reduce_step([ops.to_numpy(g) for g, _ in pairs],
+            summed, values_sum = world.reduce_step([g for g, _ in pairs],
                                                    [loss] + [a - b for a, b in zip(after, before)])
             for (grad, _), total in zip(pairs, summed):
-                grad[...] = ops.to_backend(total, where) if where != "cpu" else total
+                grad[...] = total
             loss = float(values_sum[0])
             self._set_metric_states([b + d for b, d in zip(before, values_sum[1:])])
         self.optimizer.apply_gradients(pairs)
