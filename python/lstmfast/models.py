@@ -831,7 +831,7 @@ class Model:
         if class_weight is not None:
             sw = _class_weights_to_sample_weights(class_weight, ys[0], sw)
         self._reset_metrics()
-        loss = self._train_batch(xs, ys, sw)
+        loss = self._train_batch(*_local_slice(distributed.data_parallel(), xs, ys, sw, self))
         return self._batch_result(loss, return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
