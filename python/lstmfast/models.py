@@ -84,6 +84,7 @@ class Model:
         self.stop_predicting = False
         self.history = None
         self._metric_specs: list = []
+        self._ranks_synced = False  # data-parallel: rank 0's weights broadcast since the last compile
         self._steps: List[_Step] = []
         self._layers: list = []
         self._input_tensors: list = []
@@ -273,6 +274,7 @@ class Model:
         self.compiled = True
         self._metrics_built = None
         self._train_pairs = None
+        self._ranks_synced = False
 
     def _losses_per_output(self) -> list:
         n = len(self._output_ids)
@@ -648,6 +650,7 @@ class Model:
         if world is not None:
             self._place()
             world.start_fit(self)
+            self._ranks_synced = True
             if hasattr(data, "permutation"):
                 data.permutation = world.permutation  # rank 0 draws each epoch's order
             if not distributed.is_chief():
@@ -831,7 +834,12 @@ class Model:
         if class_weight is not None:
             sw = _class_weights_to_sample_weights(class_weight, ys[0], sw)
         self._reset_metrics()
-        loss = self._train_batch(*_local_slice(distributed.data_parallel(), xs, ys, sw, self))
+        world = distributed.data_parallel()
+        if world is not None and not self._ranks_synced:
+            self._place()
+            world.start_fit(self)
+            self._ranks_synced = True
+        loss = self._train_batch(*_local_slice(world, xs, ys, sw, self))
         return self._batch_result(loss, return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):

@@ -4,8 +4,9 @@ final weights, history, evaluation and predictions to ``OUT.rank<r>.npz``.
 
 Cases: "plain" (sample weights, an uneven last batch, shuffled), "masked" (a masked sequence
 output: each rank's share is its unmasked steps), "generator" (fit and evaluate from a
-generator), "files" (progress bar, ModelCheckpoint, CSVLogger, EarlyStopping), "mismatch" (rank 1
-builds another model), "fault" (rank 1 fails in the middle of training)."""
+generator), "train_on_batch" (a loop of train_on_batch, rank 1 starting from other weights),
+"files" (progress bar, ModelCheckpoint, CSVLogger, EarlyStopping), "mismatch" (rank 1 builds
+another model), "fault" (rank 1 fails in the middle of training)."""
 import sys
 
 import numpy as np
@@ -54,7 +55,14 @@ def main(out, case):
     x, y, sw = data(case)
     m = model(case, units=6 if case == "mismatch" and rank == 1 else 5)
     fit_args = dict(batch_size=10, epochs=3, shuffle=True, verbose=0, validation_data=(x[:9], y[:9]))
-    if case == "generator":
+    if case == "train_on_batch":  # a loop of its own: the batches are split over the ranks as fit's are
+        if rank == 1:
+            m.set_weights([w + 1.0 for w in m.get_weights()])  # rank 0's weights win at the first step
+        for lo in range(0, len(x), 10):
+            m.train_on_batch(x[lo:lo + 10], y[lo:lo + 10], sample_weight=sw[lo:lo + 10])
+        history = type("History", (), {"history": {}})()
+        evaluated = m.evaluate(x, y, batch_size=7, verbose=0, return_dict=True)
+    elif case == "generator":
         history = m.fit(batches(x, y, 10), steps_per_epoch=4, epochs=3, verbose=0)
         evaluated = m.evaluate(batches(x, y, 7), steps=5, verbose=0, return_dict=True)
     else:
