@@ -60,7 +60,7 @@ def assert_same_run(one, many, rtol):
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
-@pytest.mark.parametrize("case", ["plain", "masked", "generator", "train_on_batch"])
+@pytest.mark.parametrize("case", ["plain", "masked", "two_outputs", "generator", "train_on_batch"])
 def test_ranks_end_where_one_process_ends(tmp_path, case, ranks):
     (one,), _ = run(tmp_path, case, 0)
     many, _ = run(tmp_path, case, ranks)

@@ -498,9 +498,13 @@ class Model:
         else:  # a rank whose slice of a short last batch is empty still takes part in the sums
             parts = [(0.0, None, 0.0) for _ in self._output_ids]
         if world is not None:
-            shares = world.output_shares([count for _, _, count in parts])
-            parts = [(value * share, None if grad is None else grad * share, count)
-                     for (value, grad, count), share in zip(parts, shares)]
+            # Each output's part of the global loss is this rank's count over all ranks' counts. With
+            # one output the step sends the loss as a sum (scaled by the count) with the count itself,
+            # and divides after its one allreduce; several outputs need their totals before backward.
+            counts = [count for _, _, count in parts]
+            scales = counts if len(parts) == 1 else world.output_shares(counts)
+            parts = [(value * scale, None if grad is None else grad * scale, count)
+                     for (value, grad, count), scale in zip(parts, scales)]
         loss = sum(value for value, _, _ in parts)
         if rows:
             out_grads = {oid: grad for oid, (_, grad, _) in zip(self._output_ids, parts)}
@@ -518,8 +522,13 @@ class Model:
                 self._update_metrics(ys, sample_weight)
             after = self._metric_states()
             before = before if len(before) == len(after) else [0.0] * len(after)  # built by this batch
-            summed, values_sum = world.reduce_step([g for g, _ in pairs],
-                                                   [loss] + [a - b for a, b in zip(after, before)])
+            sums_of_counts = counts[:1] if len(parts) == 1 else []  # the one output's divisor, summed too
+            summed, values_sum = world.reduce_step(
+                [g for g, _ in pairs], [loss] + sums_of_counts + [a - b for a, b in zip(after, before)])
+            if sums_of_counts:
+                divisor = values_sum[1] if values_sum[1] > 0 else 1.0
+                summed = [total / divisor for total in summed]
+                values_sum = np.concatenate([[values_sum[0] / divisor], values_sum[2:]])
             for (grad, _), total in zip(pairs, summed):
                 grad[...] = total
             loss = float(values_sum[0])

@@ -3,7 +3,8 @@ CASE``, or plain ``python fit_job.py OUT CASE`` for the one-process baseline. Ev
 final weights, history, evaluation and predictions to ``OUT.rank<r>.npz``.
 
 Cases: "plain" (sample weights, an uneven last batch, shuffled), "masked" (a masked sequence
-output: each rank's share is its unmasked steps), "generator" (fit and evaluate from a
+output: each rank's share is its unmasked steps), "two_outputs" (that and a per-sample output,
+weighted), "generator" (fit and evaluate from a
 generator), "train_on_batch" (a loop of train_on_batch, rank 1 starting from other weights),
 "files" (progress bar, ModelCheckpoint, CSVLogger, EarlyStopping), "mismatch" (rank 1 builds
 another model), "fault" (rank 1 fails in the middle of training)."""
@@ -19,11 +20,13 @@ from lstmfast import layers as L
 def data(case):
     rng = np.random.default_rng(11)
     n, T = 33, 6  # 33 samples in batches of 10: an uneven last batch of 3
-    if case == "masked":
+    if case in ("masked", "two_outputs"):
         x = rng.integers(1, 20, (n, T))
         for i in range(n):  # padded at the end, a different number of steps per sample
             x[i, T - i % 4:] = 0
         y = rng.standard_normal((n, T, 2)).astype("float32")
+        if case == "two_outputs":
+            return x, [y, rng.integers(0, 3, n)], None
         return x, y, None
     x = rng.standard_normal((n, T, 3)).astype("float32")
     y = rng.integers(0, 3, n)
@@ -33,7 +36,13 @@ def data(case):
 
 def model(case, units=5):
     lstmfast.utils.set_random_seed(5)
-    if case == "masked":
+    if case == "two_outputs":  # a masked sequence output and a per-sample one, weighted
+        inp = L.Input((None,), dtype="int32")
+        seq = L.LSTM(units, return_sequences=True)(L.Embedding(20, 4, mask_zero=True)(inp))
+        m = lstmfast.Model(inp, [L.Dense(2)(seq), L.Dense(3, activation="softmax")(L.LSTM(3)(seq))])
+        m.compile(optimizer=lstmfast.optimizers.Adam(0.01), loss=["mse", "sparse_categorical_crossentropy"],
+                  loss_weights=[1.0, 0.5], metrics=[["mae"], ["accuracy"]])
+    elif case == "masked":
         m = lstmfast.Sequential([L.Input((None,), dtype="int32"), L.Embedding(20, 4, mask_zero=True),
                                  L.LSTM(units, return_sequences=True), L.Dense(2)])
         m.compile(optimizer=lstmfast.optimizers.Adam(0.01), loss="mse", metrics=["mae"])
@@ -54,7 +63,8 @@ def main(out, case):
     rank, size = lstmfast.distributed.init()
     x, y, sw = data(case)
     m = model(case, units=6 if case == "mismatch" and rank == 1 else 5)
-    fit_args = dict(batch_size=10, epochs=3, shuffle=True, verbose=0, validation_data=(x[:9], y[:9]))
+    first = (lambda a: [b[:9] for b in a]) if isinstance(y, list) else (lambda a: a[:9])
+    fit_args = dict(batch_size=10, epochs=3, shuffle=True, verbose=0, validation_data=(x[:9], first(y)))
     if case == "train_on_batch":  # a loop of its own: the batches are split over the ranks as fit's are
         if rank == 1:
             m.set_weights([w + 1.0 for w in m.get_weights()])  # rank 0's weights win at the first step
@@ -81,7 +91,8 @@ def main(out, case):
     arrays = {f"w{k}": w for k, w in enumerate(m.get_weights())}
     arrays.update({f"h_{k}": np.asarray(v) for k, v in history.history.items()})
     arrays.update({f"e_{k}": np.asarray(v) for k, v in evaluated.items()})
-    np.savez(f"{out}.rank{rank}.npz", predicted=predicted, size=size, **arrays)
+    predicted = {f"predicted{k}": p for k, p in enumerate(predicted if isinstance(predicted, list) else [predicted])}
+    np.savez(f"{out}.rank{rank}.npz", size=size, **predicted, **arrays)
 
 
 if __name__ == "__main__":
