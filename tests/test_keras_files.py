@@ -600,3 +600,28 @@ def test_tf_keras_training_config_compiles(keras, tmp_path):
     assert schedule(0) == pytest.approx(0.002) and schedule(100) == pytest.approx(0.002 / 2)
     y = np.zeros((len(x), 2), "float32")
     assert "mae" in loaded.fit(x, y, epochs=1, verbose=0).history
+
+
+@pytest.mark.parametrize("damage", ["layers_not_a_list", "node_not_a_list", "reference_of_numbers",
+                                    "deep_nesting", "config_of_a_string"])
+def test_damaged_model_configs_get_a_value_error(tmp_path, damage):
+    model = lstmfast.Model(*(lambda i: (i, L.Dense(2)(L.LSTM(3)(i))))(L.Input((4, 2))))
+    path = str(tmp_path / "m.h5")
+    model.save(path)
+    h5py = peer("h5py")
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        layers = config["config"]["layers"]
+        if damage == "layers_not_a_list":
+            config["config"]["layers"] = 7
+        elif damage == "node_not_a_list":
+            layers[1]["inbound_nodes"] = [5]
+        elif damage == "reference_of_numbers":
+            layers[1]["inbound_nodes"] = [{"args": [[1, 2, 3]], "kwargs": {}}]
+        elif damage == "deep_nesting":
+            layers[1]["inbound_nodes"] = "DEEP"
+        else:
+            layers[1]["config"] = "not a dict"
+        f.attrs["model_config"] = json.dumps(config).replace('"DEEP"', "[" * 100000 + "]" * 100000)
+    with pytest.raises(ValueError, match=r"m\.h5"):
+        lstmfast.load_model(path)

@@ -327,7 +327,7 @@ def _read_member(z: zipfile.ZipFile, name: str, limit: int, path: str) -> bytes:
 def _json(raw, what: str):
     try:
         value = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, RecursionError) as e:
         raise ValueError(f"{what} is not valid JSON ({e})") from None
     if not isinstance(value, dict):
         raise ValueError(f"{what} is not a JSON object")
@@ -461,6 +461,15 @@ class _Builder:
     # -- models --
 
     def model(self, config: dict):
+        """The lstmfast model of a Keras model config. A config that is not what Keras writes (a
+        damaged or hostile file) gets a ValueError naming the file, whatever part of it is wrong."""
+        try:
+            return self._model(config)
+        except (KeyError, IndexError, TypeError, AttributeError, RecursionError) as e:
+            raise ValueError(f"{self.path}: the model config is not one lstmfast can read "
+                             f"({type(e).__name__}: {e})") from None
+
+    def _model(self, config: dict):
         from ..models import Model, Sequential
         kind = config.get("class_name")
         body = config.get("config")
