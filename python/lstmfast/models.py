@@ -525,12 +525,14 @@ class Model:
             sums_of_counts = counts[:1] if len(parts) == 1 else []  # the one output's divisor, summed too
             summed, values_sum = world.reduce_step(
                 [g for g, _ in pairs], [loss] + sums_of_counts + [a - b for a, b in zip(after, before)])
+            scale = 1.0
             if sums_of_counts:
-                divisor = values_sum[1] if values_sum[1] > 0 else 1.0
-                summed = [total / divisor for total in summed]
-                values_sum = np.concatenate([[values_sum[0] / divisor], values_sum[2:]])
-            for (grad, _), total in zip(pairs, summed):
+                scale = 1.0 / values_sum[1] if values_sum[1] > 0 else 1.0
+                values_sum = np.concatenate([[values_sum[0] * scale], values_sum[2:]])
+            for (grad, _), total in zip(pairs, summed):  # copied back and scaled in place: no new arrays
                 grad[...] = total
+                if scale != 1.0:
+                    grad *= grad.dtype.type(scale)
             loss = float(values_sum[0])
             self._set_metric_states([b + d for b, d in zip(before, values_sum[1:])])
         self.optimizer.apply_gradients(pairs)
