@@ -32,14 +32,16 @@ def mpiexec():
     return found
 
 
-def run(tmp_path, case, ranks, name=None, check=True, timeout=120):
+def run(tmp_path, case, ranks, name=None, check=True, timeout=120, threads="1"):
     """Run the job on ``ranks`` ranks (0: one process without mpiexec); return (results per rank, the
-    completed process)."""
+    completed process). ``threads``: OMP_NUM_THREADS (None: unset, the ranks share the cores)."""
     out = str(tmp_path / (name or f"{case}-{ranks}"))
     command = [sys.executable, JOB, out, case]
     if ranks:
         command = [mpiexec(), "-n", str(ranks)] + command
-    env = dict(os.environ, OMP_NUM_THREADS="1")  # ranks share the 2 cores
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = threads
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     if check and done.returncode != 0:
         pytest.fail(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -55,7 +57,7 @@ def run(tmp_path, case, ranks, name=None, check=True, timeout=120):
 def assert_same_run(one, many, rtol):
     assert set(one) == set(many)
     for key in one:
-        if key != "size":
+        if key not in ("size", "threads"):
             assert_allclose(many[key], one[key], rtol=rtol, atol=rtol * 1e-2, err_msg=key)
 
 
@@ -69,6 +71,14 @@ def test_ranks_end_where_one_process_ends(tmp_path, case, ranks):
     for other in many[1:]:  # every rank holds the same bits
         for key in many[0]:
             assert_array_equal(other[key], many[0][key], err_msg=key)
+
+
+def test_ranks_on_one_machine_share_its_cores(tmp_path):
+    results, _ = run(tmp_path, "plain", 2, threads=None)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert [int(r["threads"]) for r in results] == [max(1, cores // 2)] * 2
+    results, _ = run(tmp_path, "plain", 2, name="chosen", threads="2")
+    assert [int(r["threads"]) for r in results] == [2, 2]
 
 
 def test_the_same_rank_count_gives_bitwise_the_same_run(tmp_path):

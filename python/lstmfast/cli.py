@@ -7,18 +7,27 @@ sub-command parsers (passing ``parents=[common]``, which brings ``--metrics-json
 ``--metrics-json`` when given. A task raises ValueError/TypeError/FileNotFoundError/... with a
 clear message for bad input; the CLI prints it and exits with status 2, and the task must not
 have overwritten anything by then (validate first, write files atomically).
+
+Under an MPI launcher (``mpiexec -n N lstmfast imdb ...``) the tasks in ``DATA_PARALLEL`` train
+data-parallel (``lstmfast.distributed``): every rank runs the task, only rank 0 prints to stdout
+and writes files (the task's own files and ``--metrics-json``). An error caught here on any rank
+ends the whole job, since the other ranks may be waiting for it in a collective.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
+from . import distributed
 from ._atomic import atomic_file, check_writable
 
 TASKS = ("echo", "text", "imdb", "forecast", "seq2seq")
+DATA_PARALLEL = ("text", "imdb", "forecast", "seq2seq")  # the commands that run on several ranks
 
 
 def write_metrics(path: Optional[str], metrics: dict) -> None:
@@ -95,17 +104,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from . import set_num_threads
         set_num_threads(args.threads)
     try:
+        if distributed.launcher_variable() is not None:
+            distributed.init()
+            if distributed.size() > 1 and args.command not in DATA_PARALLEL:
+                raise ValueError(f"{args.command} runs as one process; start it without mpiexec (data-parallel: "
+                                 f"{', '.join(DATA_PARALLEL)})")
         # Before the task runs: a long training must not end in a metrics file that cannot be written.
         check_writable(getattr(args, "metrics_json", None), "--metrics-json")
-        metrics = args.func(args)
-        write_metrics(getattr(args, "metrics_json", None), metrics or {})
+        with contextlib.ExitStack() as quiet:
+            if not distributed.is_chief():  # the other ranks would repeat rank 0's output
+                quiet.enter_context(contextlib.redirect_stdout(quiet.enter_context(open(os.devnull, "w"))))
+            metrics = args.func(args)
+        if distributed.is_chief():
+            write_metrics(getattr(args, "metrics_json", None), metrics or {})
         return 0
     except (ValueError, TypeError, ImportError, FileNotFoundError, FileExistsError, IsADirectoryError,
             PermissionError) as e:
         print(f"lstmfast {args.command}: error: {e}", file=sys.stderr)
+        distributed.abort_job(2)
         return 2
     except KeyboardInterrupt:
         print(f"lstmfast {args.command}: interrupted", file=sys.stderr)
+        distributed.abort_job(130)
         return 130
 
 

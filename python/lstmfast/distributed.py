@@ -11,9 +11,10 @@ computes the gradients of its slice, one allreduce per step sums all gradients (
 buffer, with the batch's loss and metric updates), and every rank takes the same optimizer step,
 so the weights stay identical everywhere. The gradients are weighted so that the sum is the
 gradient of the global batch's loss: a slice's share is its rows (or its unmasked steps, for a
-masked sequence output; those counts take one small extra allreduce) over the global batch's, so
-sample weights and an uneven last batch come out as in one process. When ``fit`` starts, the
-ranks check that they hold the same model (architecture and weight shapes), rank 0's weights and
+masked sequence output; with several outputs those counts take one small extra allreduce) over
+the global batch's, so sample weights and an uneven last batch come out as in one process. When ``fit`` starts, the
+ranks check that they hold the same model (architecture and weight shapes; not the batch size,
+which a stateful model fixes to its rank's part of the global batch), rank 0's weights and
 optimizer state are broadcast; each epoch's shuffle is drawn on rank 0 (from lstmfast's generator,
 as one process draws it) and broadcast. ``evaluate`` and ``predict`` shard every batch and reduce
 (loss, metrics) or gather (outputs) over the ranks. Metrics and logs are therefore the same on
@@ -26,20 +27,24 @@ same rank count gives bitwise the same training run after run. It moves ``2 (N-1
 buffer per rank, as a ring allreduce does.
 
 An exception that reaches the top of a program on one rank prints that rank's traceback and aborts
-every rank (``MPI_Abort``), so no rank hangs in a collective.
+every rank (``MPI_Abort``), so no rank hangs in a collective. Ranks on one machine split its cores
+between their engines unless the thread count was chosen.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
+import time
 import traceback
 from typing import List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["init", "rank", "size", "is_chief", "DataParallel", "data_parallel", "shard"]
+__all__ = ["init", "rank", "size", "is_chief", "DataParallel", "data_parallel", "shard", "launcher_variable",
+           "from_chief", "chief_first", "abort_job"]
 
 # Environment variables a launcher (MPICH's Hydra, Open MPI, PMIx, Slurm's PMI) sets for its processes.
 _LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
@@ -127,8 +132,10 @@ class DataParallel:
         return self.broadcast([order.astype(np.int64)])[0]
 
     def start_fit(self, model) -> None:
-        """Check every rank holds the same model; broadcast rank 0's weights and optimizer state."""
-        config = json.dumps(model.get_config(), sort_keys=True, default=str)
+        """Check every rank holds the same model; broadcast rank 0's weights and optimizer state.
+        The models' batch sizes may differ: a stateful model is built with its rank's part of the
+        global batch."""
+        config = json.dumps(_without_batch_sizes(model.get_config()), sort_keys=True, default=str)
         self.same_everywhere(config, "model architecture")
         shapes = [(w.shape, str(w.dtype)) for w in model.weights]
         self.same_everywhere(repr(shapes), "set of weight shapes")
@@ -211,6 +218,16 @@ def shard(rows: int, rank: int, size: int) -> slice:
     return slice(start, start + base + (1 if rank < extra else 0))
 
 
+def _without_batch_sizes(config):
+    """A model's config (nested dicts and lists) with the batch size of every batch shape None."""
+    if isinstance(config, dict):
+        return {key: [None] + list(value[1:]) if key in ("batch_shape", "batch_input_shape") and value
+                else _without_batch_sizes(value) for key, value in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [_without_batch_sizes(value) for value in config]
+    return config
+
+
 def _mpi_type(dtype):
     from mpi4py import MPI
     return MPI._typedict[np.dtype(dtype).char]
@@ -230,12 +247,12 @@ def init() -> Tuple[int, int]:
     global _WORLD, _STARTED
     if _STARTED:
         return rank(), size()
-    launched = [k for k in _LAUNCHER_VARIABLES if k in os.environ]
+    launched = launcher_variable()
     try:
         from mpi4py import MPI
     except ImportError as e:
         if launched:
-            raise ImportError(f"this process was started by an MPI launcher ({launched[0]} is set) but mpi4py "
+            raise ImportError(f"this process was started by an MPI launcher ({launched} is set) but mpi4py "
                               f"cannot be imported ({e}); {_INSTALL}") from None
         _STARTED = True
         return 0, 1
@@ -247,8 +264,20 @@ def init() -> Tuple[int, int]:
     if comm.Get_size() > 1:
         _WORLD = DataParallel(comm)
         _abort_all_ranks_on_uncaught_exceptions(comm)
-        _use_own_gpu(comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank())
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        _use_own_gpu(node.Get_rank())
+        _share_cores(node.Get_size())
     return comm.Get_rank(), comm.Get_size()
+
+
+def _share_cores(ranks_here: int) -> None:
+    """Ranks on one machine split its cores between their engines (cores // ranks each), unless
+    the thread count was chosen (OMP_NUM_THREADS, or ``set_num_threads`` to another value)."""
+    import lstmfast
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if "OMP_NUM_THREADS" in os.environ or lstmfast.build_info()["threads"] != cores:
+        return
+    lstmfast.set_num_threads(max(1, cores // ranks_here))
 
 
 def _use_own_gpu(local_rank: int) -> None:
@@ -260,6 +289,12 @@ def _use_own_gpu(local_rank: int) -> None:
         return
     if count > 1:
         cupy.cuda.Device(local_rank % count).use()
+
+
+def launcher_variable() -> Optional[str]:
+    """The environment variable by which an MPI launcher marks the processes it starts (PMI_RANK,
+    OMPI_COMM_WORLD_RANK, ...) when one started this process, else None."""
+    return next((k for k in _LAUNCHER_VARIABLES if k in os.environ), None)
 
 
 def rank() -> int:
@@ -282,6 +317,39 @@ def data_parallel() -> Optional[DataParallel]:
     return _WORLD
 
 
+def from_chief(value):
+    """Rank 0's ``value`` (a bool, int or float) on every rank; ``value`` itself in one process. For
+    what each rank measures for itself but all must decide alike, such as a time budget: every rank
+    must call it at the same point."""
+    if _WORLD is None:
+        return value
+    return type(value)(_WORLD.broadcast([np.array([value], np.float64)])[0][0])
+
+
+@contextlib.contextmanager
+def chief_first():
+    """``with distributed.chief_first(): ...`` runs the block on rank 0 first and on the other ranks
+    after it: for work that fills a cache the others then read (a download, an encoded data set)."""
+    if not is_chief():
+        from_chief(True)  # rank 0 sends it when its block is done
+    yield
+    if is_chief():
+        from_chief(True)
+
+
+def abort_job(status: int) -> None:
+    """End every rank of a job of several ranks with exit status ``status`` (``MPI_Abort``), for an
+    error one rank may meet alone: returning would leave the others waiting in a collective.
+    Nothing happens in one process."""
+    if _WORLD is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # MPI_Abort kills the job at once: give the launcher time to pass on this rank's last words
+        # (without it MPICH lost a rank's message in about one abort in ten).
+        time.sleep(0.2)
+        _WORLD.comm.Abort(status)
+
+
 def _abort_all_ranks_on_uncaught_exceptions(comm) -> None:
     previous = sys.excepthook
 
@@ -291,6 +359,6 @@ def _abort_all_ranks_on_uncaught_exceptions(comm) -> None:
         sys.stderr.flush()
         if kind is KeyboardInterrupt:
             previous(kind, value, tb)
-        comm.Abort(1)
+        abort_job(1)
 
     sys.excepthook = abort

@@ -37,7 +37,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import backend
+from .. import backend, distributed
 from .._atomic import atomic_file, check_writable
 from ..callbacks import EarlyStopping, LambdaCallback
 from ..datasets import timeseries as ts
@@ -242,11 +242,11 @@ def run(csv_path, column=None, lookback: int = 12, horizon: int = 1, test_size=0
         else:
             print_fn("  seasonal-naive: no season given (--season), and none inferred from the time column "
                      "that fits in the training part")
-    if figure is not None:
+    if figure is not None and distributed.is_chief():
         _plot(figure, plot, y, data.times, origins, forecast, seasonal, result)
         if verbose:
             print_fn(f"Wrote {plot}")
-    if save is not None:
+    if save is not None and distributed.is_chief():
         model.save(save, metadata={
             "task": "forecast", "csv": os.path.basename(os.fspath(csv_path)), "column": data.columns[0],
             "lookback": lookback, "horizon": horizon, "transform": transform, "season": season,

@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import backend
+from .. import backend, distributed
 from .._atomic import check_writable
 from ..callbacks import Callback
 from ..datasets import imdb as imdb_data
@@ -109,7 +109,8 @@ def run(data=None, config: str = "tutorial", epochs: Optional[int] = None, batch
         backend.set_random_seed(seed)
 
     start = time.perf_counter()
-    (x_train, y_train), (x_test, y_test) = load_padded(data, settings["maxlen"], limit, verbose=bool(verbose))
+    with distributed.chief_first():  # data-parallel, the other ranks read what rank 0 downloaded and encoded
+        (x_train, y_train), (x_test, y_test) = load_padded(data, settings["maxlen"], limit, verbose=bool(verbose))
     load_seconds = time.perf_counter() - start
     if verbose:
         print_fn(f"{len(x_train)} train sequences, {len(x_test)} test sequences, padded to {settings['maxlen']} "
@@ -145,7 +146,7 @@ def run(data=None, config: str = "tutorial", epochs: Optional[int] = None, batch
     if verbose:
         print_fn(f"Test accuracy after {settings['epochs']} epoch(s): {result['test_accuracy']:.4f} "
                  f"(loss {result['test_loss']:.4f}); {result['epoch_seconds_mean']:.1f} s per epoch")
-    if save:
+    if save and distributed.is_chief():
         model.save(save, metadata={"task": TASK, "config": config, "num_words": NUM_WORDS,
                                    "maxlen": settings["maxlen"], "start_char": 1, "oov_char": 2, "index_from": 3,
                                    "padding": "pre", "truncating": "pre", "test_accuracy": result["test_accuracy"],

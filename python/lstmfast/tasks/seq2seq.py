@@ -39,7 +39,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import backend
+from .. import backend, distributed
 from .._atomic import check_writable
 from ..callbacks import LambdaCallback
 from ..layers import LSTM, Dense, Input
@@ -293,14 +293,15 @@ def run(task: str = "addition", digits: int = 3, samples: int = 50_000, test_sam
                      f"{measured} - {time.perf_counter() - start:.0f} s")
 
     start = time.perf_counter()
-    train.fit([enc, dec_in], dec_out, epochs=epochs, batch_size=batch_size, verbose=0,
-              callbacks=[LambdaCallback(on_epoch_end=on_epoch_end)])
+    history = train.fit([enc, dec_in], dec_out, epochs=epochs, batch_size=batch_size, verbose=0,
+                        callbacks=[LambdaCallback(on_epoch_end=on_epoch_end)])
     seconds = time.perf_counter() - start
 
     predicted = greedy_decode(encoder, decoder, test_enc, ta, task)
     greedy = float(np.mean([p == a for p, a in zip(predicted, test_a)]))
     result = {"task": task, "digits": digits, "samples": samples, "test_samples": test_samples,
               "units": units, "epochs": state["epochs"], "max_epochs": epochs, "seconds": seconds,
+              "final_loss": history.history["loss"][-1], "final_acc": history.history["acc"][-1],
               "val_greedy_exact_match": state["val"],
               "greedy_exact_match": greedy, "beam_exact_match": None, "beam": beam}
     if beam > 1:
@@ -323,7 +324,7 @@ def run(task: str = "addition", digits: int = 3, samples: int = 50_000, test_sam
                     f"questions)" if beam > 1 else ""))
         for q, a, p in list(zip(test_q, test_a, predicted))[:3] + wrong[:3]:
             print_fn(f"  {q:>{tq}} -> {p:<{ta}} {'ok' if p == a else f'expected {a}'}")
-    if save is not None:
+    if save is not None and distributed.is_chief():
         train.save(save, metadata={"task": "seq2seq", "problem": task, "digits": digits, "vocab": VOCAB,
                                    "start": START, "end": END, "question_length": tq, "answer_length": ta,
                                    "reversed": task == "addition",

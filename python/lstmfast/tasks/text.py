@@ -13,6 +13,12 @@ LSTM state is carried from batch to batch (no gradient flows between them) and r
 of every epoch. The last 10% of the file is held out; it is read the same way, with the state
 carried across chunks, to give the validation loss and perplexity ``exp(loss)``.
 
+Data-parallel (``mpiexec -n N``, ``lstmfast.distributed``): ``B`` stays the global batch. Each rank
+holds a contiguous block of the streams, ``distributed.shard(B, rank, N)``, and builds its stateful
+model with that many rows: ``train_on_batch`` gives each rank those rows of every batch (and sums
+the gradients), so a stream's state always lives on the same rank. The validation streams are split
+the same way and their log-likelihoods summed. Only rank 0 saves the model.
+
 The best model by validation loss is saved with ``model.save(path, metadata={"task": "text",
 "vocab": [...], "config": {...}})``. Generation rebuilds the network from those weights as
 :class:`CharLM`, which runs the same layers with explicit states of any batch size (1 to sample,
@@ -30,7 +36,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import backend, ops
+from .. import backend, distributed, ops
 from .._atomic import check_writable
 from ..callbacks import Progbar
 from ..datasets import text as text_data
@@ -132,13 +138,24 @@ class CharLM:
     def evaluate(self, ids: np.ndarray, batch_size: int, seq_len: int) -> float:
         """Mean negative log-likelihood (nats/char) of every next character of ``ids``, read as
         ``batch_size`` contiguous streams in chunks of ``seq_len`` with the state carried along."""
-        state = self.initial_state(batch_size)
+        total, count = self.negative_log_likelihood(ids, batch_size, seq_len)
+        return total / count
+
+    def negative_log_likelihood(self, ids: np.ndarray, batch_size: int, seq_len: int,
+                                streams: slice = slice(None)) -> Tuple[float, int]:
+        """``(summed negative log-likelihood in nats, characters)`` of the next characters of the
+        ``streams`` (a slice of the ``batch_size`` streams that :meth:`evaluate` reads)."""
+        rows = len(range(batch_size)[streams])
+        if not rows:
+            return 0.0, 0
+        state = self.initial_state(rows)
         total, count = 0.0, 0
         for x, y in text_data.stateful_batches(ids, batch_size, seq_len):
+            x, y = x[streams], y[streams]
             logp, state = self.log_probs(x, state)
             total -= float(np.take_along_axis(logp, y[..., None].astype(np.intp), axis=-1).sum(dtype=np.float64))
             count += y.size
-        return total / count
+        return total, count
 
 
 # ---- training ----------------------------------------------------------------------------------
@@ -201,6 +218,10 @@ def train(path, save, epochs: Optional[int] = None, minutes: Optional[float] = N
         epochs = 10
     _check_train_args(layers, units, dropout, seq_len, batch_size, embedding, lr, clipnorm, epochs, minutes,
                       lr_schedule, val_fraction, val_every)
+    rank, ranks = distributed.rank(), distributed.size()
+    if batch_size < ranks:
+        raise ValueError(f"batch_size {batch_size} must be at least the number of ranks ({ranks}): "
+                         f"each rank trains its own streams")
     save = os.fspath(save)
     check_writable(save, "--save", not_same_as=path)
     vocab, train_ids, val_ids = prepare_data(path, seq_len, batch_size, val_fraction)
@@ -211,7 +232,9 @@ def train(path, save, epochs: Optional[int] = None, minutes: Optional[float] = N
     config = dict(layers=layers, units=units, dropout=dropout, seq_len=seq_len, batch_size=batch_size,
                   embedding=embedding, lr=lr, clipnorm=clipnorm, lr_schedule=lr_schedule, val_fraction=val_fraction,
                   seed=seed, source=os.path.basename(os.fspath(path)))
-    model = build_model(V, layers, units, dropout, embedding, batch_size)
+    world = distributed.data_parallel()
+    streams, val_streams = distributed.shard(batch_size, rank, ranks), distributed.shard(val_batch, rank, ranks)
+    model = build_model(V, layers, units, dropout, embedding, streams.stop - streams.start)  # this rank's rows
     optimizer = Adam(learning_rate=lr, global_clipnorm=clipnorm)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     n_batches = text_data.count_batches(len(train_ids), batch_size, seq_len)
@@ -219,7 +242,8 @@ def train(path, save, epochs: Optional[int] = None, minutes: Optional[float] = N
         model.summary(print_fn=print_fn)
         budget = [f"{epochs} epochs" if epochs else "", f"{minutes:g} minutes" if minutes else ""]
         print_fn(f"{path}: {len(train_ids) + len(val_ids):,} characters, vocabulary {V}; training on "
-                 f"{len(train_ids):,} ({n_batches} batches of {batch_size}x{seq_len} per epoch), validating on "
+                 f"{len(train_ids):,} ({n_batches} batches of {batch_size}x{seq_len} per epoch"
+                 + (f", the streams split over {ranks} ranks" if ranks > 1 else "") + f"), validating on "
                  f"{len(val_ids):,}; budget {' or '.join(b for b in budget if b)}")
     eye = np.eye(V, dtype=np.float32)
     inputs = (lambda x: x) if embedding else (lambda x: eye[x])
@@ -235,7 +259,10 @@ def train(path, save, epochs: Optional[int] = None, minutes: Optional[float] = N
     def validate(epoch_float: float, train_loss: float) -> None:
         nonlocal val_seconds_est
         t0 = time.perf_counter()
-        val_loss = CharLM.from_model(model).evaluate(val_ids, val_batch, seq_len)
+        total, count = CharLM.from_model(model).negative_log_likelihood(val_ids, val_batch, seq_len, val_streams)
+        if world is not None:
+            total, count = world.reduce_values([total, count])
+        val_loss = total / count
         val_seconds_est = time.perf_counter() - t0
         entry = {"epoch": round(epoch_float, 4), "train_loss": train_loss, "val_loss": val_loss,
                  "val_perplexity": math.exp(min(val_loss, 700.0)), "seconds": time.perf_counter() - start,
@@ -244,8 +271,9 @@ def train(path, save, epochs: Optional[int] = None, minutes: Optional[float] = N
         saved = ""
         if val_loss < best["val_loss"]:
             best.update(val_loss=val_loss, epoch=entry["epoch"], train_loss=train_loss)
-            model.save(save, metadata={"task": TASK, "vocab": list(vocab.chars), "config": config,
-                                       "val_loss": val_loss, "epoch": entry["epoch"]})
+            if distributed.is_chief():
+                model.save(save, metadata={"task": TASK, "vocab": list(vocab.chars), "config": config,
+                                           "val_loss": val_loss, "epoch": entry["epoch"]})
             saved = f" - saved {save}"
         if verbose:
             print_fn(f"epoch {entry['epoch']:g}: val_loss {val_loss:.4f} nats/char - perplexity "
@@ -258,7 +286,8 @@ def train(path, save, epochs: Optional[int] = None, minutes: Optional[float] = N
         # a forward pass costs about a third of a training step).
         val_est = val_seconds_est if val_seconds_est is not None else \
             batch_seconds * len(val_ids) / (batch_size * seq_len) / 3
-        return time.perf_counter() - start + batch_seconds + val_est >= budget_s
+        # Data-parallel, every rank stops where rank 0's clock says: a rank that went on alone would hang.
+        return distributed.from_chief(time.perf_counter() - start + batch_seconds + val_est >= budget_s)
 
     epoch, stop, batch_seconds = 0, False, 0.0
     last_train_loss = math.nan
@@ -275,8 +304,9 @@ def train(path, save, epochs: Optional[int] = None, minutes: Optional[float] = N
                 stop = True
                 break
             if lr_schedule == "cosine":
+                # data-parallel, rank 0's clock, so every rank takes the same rate
                 progress = max(steps / total_steps if total_steps else 0.0,
-                               (time.perf_counter() - start) / budget_s if budget_s else 0.0)
+                               distributed.from_chief(time.perf_counter() - start) / budget_s if budget_s else 0.0)
                 optimizer.learning_rate = lr * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 *
                                                 (1 + math.cos(math.pi * min(1.0, progress))))
             t0 = time.perf_counter()
