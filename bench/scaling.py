@@ -19,7 +19,7 @@ OPENBLAS_NUM_THREADS = 2 and ``lstmfast.set_num_threads(2)``, or ``mpiexec -n 2`
 to this Python) of it with 1 thread per rank. The two configurations alternate, the order flipping
 every round. Each child runs one ``model.fit`` of warmup + steps batches and times the last
 ``steps`` (from the start of batch ``warmup`` to the end of the epoch). In the 2-rank child,
-``DataParallel.reduce_step``, ``DataParallel.allreduce`` and the optimizer's ``apply_gradients``
+``DataParallel.reduce_step``, ``DataParallel._allreduce_staged`` and the optimizer's ``apply_gradients``
 are wrapped with timers (see StepClock; here only, the package is not changed); after fit, the
 same allreduce of a buffer of the packed size is timed alone, the ranks lined up by a barrier
 before each call.
@@ -101,7 +101,7 @@ class StepClock:
 
     def install(self) -> None:
         from lstmfast.distributed import DataParallel
-        reduce_step, allreduce = DataParallel.reduce_step, DataParallel.allreduce
+        reduce_step, allreduce = DataParallel.reduce_step, DataParallel._allreduce_staged  # every host allreduce
         clock = self
 
         def timed_reduce_step(world, grads, values):
@@ -109,9 +109,9 @@ class StepClock:
             clock._exchange_start = time.perf_counter()
             return reduce_step(world, grads, values)
 
-        def timed_allreduce(world, buffer):
+        def timed_allreduce(world, send, n):
             start = time.perf_counter()
-            out = allreduce(world, buffer)
+            out = allreduce(world, send, n)
             if clock.on:
                 clock.collectives += 1
                 key = "other" if clock._exchange_start is None else "grad_allreduce"
@@ -119,7 +119,7 @@ class StepClock:
             return out
 
         DataParallel.reduce_step = timed_reduce_step
-        DataParallel.allreduce = timed_allreduce
+        DataParallel._allreduce_staged = timed_allreduce
 
     def watch(self, optimizer) -> None:
         apply_gradients = optimizer.apply_gradients

@@ -60,23 +60,44 @@ class DataParallel:
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self._nccl = None  # the GPUs' communicator, made at the first reduction of device arrays
+        self._buffers: dict = {}  # (dtype, size) -> the allreduce's buffers, reused step after step
 
     # -- collectives ------------------------------------------------------------------------------
 
     def allreduce(self, buffer: np.ndarray) -> np.ndarray:
         """The sum over ranks of the 1-D ``buffer``, the same bits on every rank (see the module
-        docstring): each rank sums one chunk in rank order, then the chunks are gathered."""
+        docstring): each rank sums one chunk in rank order, then the chunks are gathered. The
+        result is a view of a buffer the next allreduce of the same size reuses."""
         buffer = np.ascontiguousarray(buffer).reshape(-1)
-        n, ranks = buffer.size, self.size
-        chunk = -(-n // ranks)
-        send = np.zeros(chunk * ranks, buffer.dtype)
-        send[:n] = buffer
-        received = np.empty((ranks, chunk), buffer.dtype)
-        self.comm.Alltoall(send.reshape(ranks, chunk), received)
-        mine = received[0].copy()
-        for r in range(1, ranks):
-            mine += received[r]
-        gathered = np.empty((ranks, chunk), buffer.dtype)
+        send = self._send_buffer(buffer.dtype, buffer.size)
+        send[:buffer.size] = buffer
+        return self._allreduce_staged(send, buffer.size)
+
+    def _send_buffer(self, dtype, n: int) -> np.ndarray:
+        """The flat, zero-padded send buffer of an allreduce of ``n`` values (reused: its padding
+        stays zero)."""
+        return self._staging(dtype, n)[0].reshape(-1)
+
+    def _staging(self, dtype, n: int) -> tuple:
+        """``(send, received, mine, gathered)`` for an allreduce of ``n`` values, kept per size (a
+        training step allocates nothing)."""
+        key = (np.dtype(dtype), int(n))
+        buffers = self._buffers.get(key)
+        if buffers is None:
+            ranks, chunk = self.size, -(-int(n) // self.size)
+            buffers = (np.zeros((ranks, chunk), dtype), np.empty((ranks, chunk), dtype), np.empty(chunk, dtype),
+                       np.empty((ranks, chunk), dtype))
+            if len(self._buffers) >= 8:  # a few sizes recur (gradients, counts, evaluation values)
+                self._buffers.pop(next(iter(self._buffers)))
+            self._buffers[key] = buffers
+        return buffers
+
+    def _allreduce_staged(self, send_flat: np.ndarray, n: int) -> np.ndarray:
+        send, received, mine, gathered = self._staging(send_flat.dtype, n)
+        self.comm.Alltoall(send, received)
+        np.copyto(mine, received[0])
+        for r in range(1, self.size):
+            np.add(mine, received[r], out=mine)
         self.comm.Allgather(mine, gathered)
         return gathered.reshape(-1)[:n]
 
@@ -163,13 +184,14 @@ class DataParallel:
         xp = ops.array_module(grads[0]) if grads else np
         dtype = grads[0].dtype if grads else np.float64
         sizes = [int(g.size) for g in grads]
-        buffer = xp.empty(sum(sizes) + len(values), dtype)
+        total = sum(sizes) + len(values)
+        buffer = self._send_buffer(dtype, total) if xp is np else xp.empty(total, dtype)
         at = 0
         for g, n in zip(grads, sizes):
             buffer[at:at + n] = g.reshape(-1)
             at += n
-        buffer[at:] = xp.asarray(np.asarray(values, dtype))
-        summed = self.allreduce(buffer) if xp is np else self._allreduce_on_device(buffer)
+        buffer[at:total] = xp.asarray(np.asarray(values, dtype))
+        summed = self._allreduce_staged(buffer, total) if xp is np else self._allreduce_on_device(buffer)
         out, at = [], 0
         for g, n in zip(grads, sizes):
             out.append(summed[at:at + n].reshape(g.shape))
