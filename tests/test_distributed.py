@@ -199,3 +199,13 @@ def test_device_gradients_are_reduced_where_they_are(monkeypatch):
     for a, b in zip(plain_weights, parallel_weights):
         assert_allclose(b, a, rtol=1e-6, atol=1e-7)
     assert_allclose(parallel_history["loss"], plain_history["loss"], rtol=1e-6)
+
+
+def test_init_when_mpi_cannot_start_says_what_is_missing():
+    peer("mpi4py")
+    env = dict(os.environ, MPI4PY_LIBMPI="/nonexistent/libmpi.so", PMI_RANK="0")  # mpi4py's MPI library is gone
+    done = subprocess.run([sys.executable, "-c", "import lstmfast; lstmfast.distributed.init()"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "RuntimeError: MPI could not start" in done.stderr and "/nonexistent/libmpi.so" in done.stderr
+    assert "pip install 'lstmfast[mpi]'" in done.stderr
