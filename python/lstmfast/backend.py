@@ -28,6 +28,14 @@ def get_rng() -> np.random.Generator:
     return _RNG
 
 
+def set_rng(generator: np.random.Generator) -> None:
+    """Use ``generator`` for lstmfast's random draws from now on (data-parallel ranks get their own)."""
+    global _RNG
+    if not isinstance(generator, np.random.Generator):
+        raise TypeError(f"generator must be a numpy.random.Generator, got {type(generator).__name__}")
+    _RNG = generator
+
+
 def set_random_seed(seed: int) -> None:
     """Seed lstmfast's generator (and Python's and NumPy's legacy global ones, as Keras does), so a
     CPU training run is bitwise reproducible whatever the thread count."""

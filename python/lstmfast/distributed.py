@@ -28,7 +28,8 @@ buffer per rank, as a ring allreduce does.
 
 An exception that reaches the top of a program on one rank prints that rank's traceback and aborts
 every rank (``MPI_Abort``), so no rank hangs in a collective. Ranks on one machine split its cores
-between their engines unless the thread count was chosen.
+between their engines unless the thread count was chosen. The first ``fit`` gives every rank but 0
+a random generator of its own, so the ranks' dropout masks are independent.
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ class DataParallel:
         self.size = comm.Get_size()
         self._nccl = None  # the GPUs' communicator, made at the first reduction of device arrays
         self._buffers: dict = {}  # (dtype, size) -> the allreduce's buffers, reused step after step
+        self._own_streams = False  # whether the ranks' random generators were made independent
 
     # -- collectives ------------------------------------------------------------------------------
 
@@ -166,6 +168,10 @@ class DataParallel:
             optimizer.build(model.trainable_weights)
         state = optimizer.get_state()
         self.same_everywhere(repr([np.shape(s) for s in state["slots"]]), "optimizer state")
+        if not self._own_streams:
+            self._own_streams = True
+            if self.rank > 0:
+                _own_random_stream(self.rank)
         iterations = self.broadcast([np.array([state["iterations"]], np.int64)])[0]
         slots = self.broadcast([np.asarray(s) for s in state["slots"]])
         optimizer.set_state({"iterations": int(iterations[0]), "slots": slots})
@@ -238,6 +244,15 @@ def shard(rows: int, rank: int, size: int) -> slice:
     base, extra = divmod(int(rows), int(size))
     start = rank * base + min(rank, extra)
     return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def _own_random_stream(rank: int) -> None:
+    """Give rank ``rank`` > 0 a generator of its own, derived from the one it has (seeded alike on
+    every rank): dropout masks then differ between ranks as they do between the rows of one
+    process's batch. Rank 0 keeps its generator, which draws the shuffles as one process would."""
+    from . import backend
+    derived = int(backend.get_rng().integers(1 << 62))
+    backend.set_rng(np.random.default_rng([derived, rank]))
 
 
 def _without_batch_sizes(config):

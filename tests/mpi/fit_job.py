@@ -92,7 +92,9 @@ def main(out, case):
     arrays.update({f"h_{k}": np.asarray(v) for k, v in history.history.items()})
     arrays.update({f"e_{k}": np.asarray(v) for k, v in evaluated.items()})
     predicted = {f"predicted{k}": p for k, p in enumerate(predicted if isinstance(predicted, list) else [predicted])}
-    np.savez(f"{out}.rank{rank}.npz", size=size, threads=lstmfast.build_info()["threads"], **predicted, **arrays)
+    draws = lstmfast.backend.get_rng().random(3)  # where each rank's generator stands
+    np.savez(f"{out}.rank{rank}.npz", size=size, threads=lstmfast.build_info()["threads"], draws=draws,
+             **predicted, **arrays)
 
 
 if __name__ == "__main__":
