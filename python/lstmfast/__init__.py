@@ -4,9 +4,25 @@ from __future__ import annotations
 import os as _os
 import warnings as _warnings
 
-from . import _core, ops, reference
-from ._results import LSTMGradients, LSTMOutput
-from .ops import get_backend, set_backend
+# The engine's OpenMP threads wait at most this many spins for new work before they sleep
+# (libgomp's GOMP_SPINCOUNT; its default, 300,000, keeps them spinning for about a millisecond).
+# Spinning saves a wake-up when the machine is idle, but beside another busy process (a second
+# training, NumPy's BLAS threads) the spinning threads take the cores the others need: two training
+# steps side by side on 2 cores ran 3.8-8x slower each, 2.0x with 1,000 spins (bench/sharing.py). It is
+# set only while the engine loads (libgomp reads it then), not for other libraries, and never when
+# GOMP_SPINCOUNT or OMP_WAIT_POLICY is already set.
+_ENGINE_SPINCOUNT = "1000"
+_spin_chosen = "GOMP_SPINCOUNT" in _os.environ or "OMP_WAIT_POLICY" in _os.environ
+if not _spin_chosen:
+    _os.environ["GOMP_SPINCOUNT"] = _ENGINE_SPINCOUNT
+try:
+    from . import _core
+finally:
+    if not _spin_chosen:
+        del _os.environ["GOMP_SPINCOUNT"]
+from . import ops, reference  # noqa: E402  (these import the engine: after it has loaded)
+from ._results import LSTMGradients, LSTMOutput  # noqa: E402
+from .ops import get_backend, set_backend  # noqa: E402
 
 __version__ = _core.__version__
 __all__ = ["ops", "reference", "build_info", "set_num_threads", "get_num_threads", "set_simd_level",
