@@ -17,6 +17,7 @@ from lstmfast.layers import LSTM, Dense, Input
 from lstmfast.models import Sequential
 
 from conftest import peer
+from test_interop_torch import torch_lstm
 
 F32_ATOL = 1e-5  # two float32 engines on the same weights: a few ulp per step
 F32_RTOL = 1e-5
@@ -33,13 +34,7 @@ def lstmfast_model():
 
 
 def torch_module(torch, bidirectional=True):
-    torch.manual_seed(0)
-    module = torch.nn.LSTM(X, H, num_layers=2, bidirectional=bidirectional, batch_first=True)
-    with torch.no_grad():  # biases far from zero, so that bias_ih + bias_hh is tested
-        for name, p in module.named_parameters():
-            if name.startswith("bias"):
-                p.uniform_(-1.0, 1.0)
-    return module.eval()
+    return torch_lstm(torch, 2, bidirectional, True, X, H)  # test_interop_torch's: biases far from zero
 
 
 def torch_y(torch, module, x):

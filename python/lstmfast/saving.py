@@ -163,10 +163,9 @@ def _weights_manifest(model) -> list:
             for layer in model.layers for key, w in layer.weights.items()]
 
 
-def save_model(model, filepath, overwrite: bool = True, metadata: Optional[dict] = None) -> None:
-    """Write ``model`` (architecture, weights, compile settings and optimizer state) to ``filepath``.
-    ``metadata``: a JSON-serialisable dict stored beside the model (the sample tasks keep their
-    vocabulary and settings there); ``read_metadata`` returns it without building the model."""
+def check_savable(model, metadata: Optional[dict]) -> None:
+    """What every model file needs, checked before anything is written: a built model and
+    JSON-serialisable ``metadata``."""
     if metadata is not None:
         try:
             json.dumps(metadata)
@@ -174,6 +173,13 @@ def save_model(model, filepath, overwrite: bool = True, metadata: Optional[dict]
             raise TypeError(f"metadata must be JSON-serialisable: {e}") from None
     if not model.built:
         raise ValueError("cannot save a model that is not built yet (give it an input shape or fit it once)")
+
+
+def save_model(model, filepath, overwrite: bool = True, metadata: Optional[dict] = None) -> None:
+    """Write ``model`` (architecture, weights, compile settings and optimizer state) to ``filepath``.
+    ``metadata``: a JSON-serialisable dict stored beside the model (the sample tasks keep their
+    vocabulary and settings there); ``read_metadata`` returns it without building the model."""
+    check_savable(model, metadata)
     manifest: Dict[str, Any] = {
         "format": FORMAT_MODEL,
         "format_version": FORMAT_VERSION,

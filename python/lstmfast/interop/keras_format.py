@@ -1035,13 +1035,7 @@ def save(model, path, overwrite: bool = True, metadata: Optional[dict] = None) -
     lstmfast's ``metadata`` and optimizer state go in beside Keras's content (Keras ignores them;
     ``load`` restores them, so ``fit`` continues exactly)."""
     path = os.fspath(path)
-    if metadata is not None:
-        try:
-            json.dumps(metadata)
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"metadata must be JSON-serialisable: {e}") from None
-    if not model.built:
-        raise ValueError("cannot save a model that is not built yet (give it an input shape or fit it once)")
+    saving.check_savable(model, metadata)
     writer = _KerasWriter(model, metadata)
     if path.lower().endswith((".h5", ".hdf5")):
         writer.write_h5(path, overwrite)
