@@ -68,6 +68,9 @@ class ArrayBatches:
         for step in range(self.num_batches):
             lo = (step * bs) % n
             hi = min(lo + bs, n)
+            if order is None and hi - lo == n:  # all the data in order: the arrays themselves
+                yield list(xs), None if ys is None else list(ys), sw
+                continue
             idx = slice(lo, hi) if order is None else order[lo:hi]
             yield ([a[idx] for a in xs], None if ys is None else [a[idx] for a in ys],
                    None if sw is None else sw[idx])

@@ -74,7 +74,7 @@ class Loss:
             self.name = str(name)
         self.reduction = reduction
         self._scale_key = None
-        self._scale_f = self._scale = None
+        self._scale_f = self._scale = self._scale_value = None
 
     # ---- public API --------------------------------------------------------------------------
 
@@ -100,7 +100,7 @@ class Loss:
         if sample_weight is None:
             if self._scale_f != 1.0:  # 1 for a batch of one sample: nothing to scale
                 grad *= scale
-            return _total(values) * float(scale), grad
+            return _total(values) * self._scale_value, grad
         scale = _weights(sample_weight, p) * scale
         grad *= scale[..., None]
         return _total(values * scale), grad
@@ -154,6 +154,7 @@ class Loss:
         if key != self._scale_key:
             self._scale_f = 1.0 / (p.size // p.shape[-1]) if self.reduction == "sum_over_batch_size" else 1.0
             self._scale = ops.array_module(p).asarray(self._scale_f, p.dtype)
+            self._scale_value = float(self._scale)  # the scale as rounded to p's dtype
             self._scale_key = key
         return self._scale
 
@@ -175,7 +176,7 @@ def _total(values) -> float:
 
 
 def _check_pred(y_pred):
-    p = ops.array_module(y_pred).asarray(y_pred)
+    p = ops.as_array(y_pred)
     if p.dtype.kind != "f":
         raise TypeError(f"y_pred must be a float array, got dtype {p.dtype}")
     if p.ndim == 0:
@@ -186,7 +187,7 @@ def _check_pred(y_pred):
 def _dense_true(y_true, y_pred, name):
     """y_true with y_pred's shape and dtype; a missing or extra trailing axis of size 1 is fixed as
     Keras's squeeze_or_expand_to_same_rank does."""
-    t = ops.array_module(y_pred).asarray(y_true)
+    t = ops.as_array(y_true, like=y_pred)
     if t.shape != y_pred.shape:
         if t.ndim == y_pred.ndim - 1 and y_pred.shape[-1] == 1 and t.shape == y_pred.shape[:-1]:
             t = t[..., None]
@@ -344,7 +345,7 @@ class SparseCategoricalCrossentropy(Loss):
         return {**super().get_config(), "from_logits": self.from_logits}
 
     def _check_true(self, y_true, y_pred):
-        t = ops.array_module(y_pred).asarray(y_true)
+        t = ops.as_array(y_true, like=y_pred)
         V = y_pred.shape[:-1]
         if t.shape != V:
             if t.ndim and t.shape[-1] == 1 and t.shape[:-1] == V:

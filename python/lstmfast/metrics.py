@@ -103,7 +103,7 @@ class Mean(Metric):
         return self.total / self.count if self.count else 0.0
 
     def update_state(self, values, sample_weight=None) -> None:
-        if isinstance(values, (float, int, np.floating, np.integer)):
+        if type(values) is not np.ndarray and isinstance(values, (float, int, np.floating, np.integer)):
             if sample_weight is None:
                 self.total += float(values)
                 self.count += 1.0
@@ -112,7 +112,8 @@ class Mean(Metric):
                 self.total += float(values) * float(sample_weight)  # e.g. a batch loss weighted by its size
                 self.count += float(sample_weight)
                 return
-        v = ops.array_module(values).asarray(values).astype(np.float64, copy=False)
+        v = ops.as_array(values)
+        v = v.astype(np.float64, copy=False)
         if v.size == 0:
             return
         if sample_weight is None:
@@ -165,7 +166,9 @@ class MeanMetricWrapper(Mean):
         super().__init__(name if name is not None else getattr(fn, "__name__", "metric"), dtype)
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
-        super().update_state(self._fn(y_true, y_pred, **self._fn_kwargs), sample_weight)
+        kwargs = self._fn_kwargs
+        values = self._fn(y_true, y_pred, **kwargs) if kwargs else self._fn(y_true, y_pred)
+        super().update_state(values, sample_weight)
 
     def get_config(self) -> dict:
         return {"name": self.name, **self._fn_kwargs}
@@ -176,7 +179,7 @@ class MeanMetricWrapper(Mean):
 # ------------------------------------------------------------------------------------------------
 
 def _pred(y_pred):
-    p = ops.array_module(y_pred).asarray(y_pred)
+    p = ops.as_array(y_pred)
     if p.ndim == 0:
         raise ValueError("y_pred must have at least one axis, got a scalar")
     return p
@@ -184,7 +187,7 @@ def _pred(y_pred):
 
 def _aligned(y_true, p, name):
     """y_true with the rank of y_pred (a missing or extra trailing axis of size 1 fixed), checked."""
-    t = ops.array_module(p).asarray(y_true)
+    t = ops.as_array(y_true, like=p)
     if t.shape != p.shape:
         if t.ndim == p.ndim - 1 and p.shape[-1] == 1 and t.shape == p.shape[:-1]:
             t = t[..., None]
@@ -205,7 +208,7 @@ def binary_accuracy(y_true, y_pred, threshold=0.5):
 def categorical_accuracy(y_true, y_pred):
     """1.0 where ``argmax(y_true) == argmax(y_pred)`` (first maximum on ties), per row."""
     p = _pred(y_pred)
-    t = ops.array_module(p).asarray(y_true)
+    t = ops.as_array(y_true, like=p)
     if t.shape != p.shape:
         raise ValueError(f"categorical_accuracy: y_true shape {_shape(t.shape)} does not match y_pred shape "
                          f"{_shape(p.shape)}: y_true must be one-hot with {p.shape[-1]} classes"
@@ -222,7 +225,7 @@ def sparse_categorical_accuracy(y_true, y_pred):
 
 
 def _sparse_labels(y_true, p, name):
-    t = ops.array_module(p).asarray(y_true)
+    t = ops.as_array(y_true, like=p)
     V = p.shape[:-1]
     if t.shape != V:
         if t.ndim and t.shape[-1] == 1 and t.shape[:-1] == V:

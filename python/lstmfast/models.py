@@ -203,12 +203,14 @@ class Model:
                 m = masks[step.inputs[0]]
             layer = step.layer
             flag = training if step.training is None else step.training
+            kwargs = step.kwargs  # mostly empty: calls without ** are the cheaper ones
             if keep_caches:
-                out, cache = layer.forward(x, training=flag, mask=m, **step.kwargs)
+                out, cache = (layer.forward(x, training=flag, mask=m, **kwargs) if kwargs
+                              else layer.forward(x, training=flag, mask=m))
                 caches.append(cache)
             else:
-                out = layer.call(x, training=flag, mask=m, **step.kwargs)
-            out_mask = layer.compute_mask(x, m, **step.kwargs)
+                out = layer.call(x, training=flag, mask=m, **kwargs) if kwargs else layer.call(x, training=flag, mask=m)
+            out_mask = layer.compute_mask(x, m, **kwargs) if kwargs else layer.compute_mask(x, m)
             if step.multi_out:
                 out_masks = out_mask if isinstance(out_mask, (list, tuple)) else [out_mask] * len(out)
                 for i, v, mk in zip(step.outputs, out, out_masks):
@@ -325,14 +327,16 @@ class Model:
             if want is not None and arr.dtype != want and not (want.kind in "iu" and arr.dtype.kind == "f"):
                 arr = arr.astype(want)
             expected = tuple(t.shape[1:])
-            if len(arr.shape) != len(t.shape) or any(e is not None and e != g for e, g in zip(expected, arr.shape[1:])):
+            if arr.shape[1:] != expected and (len(arr.shape) != len(t.shape) or any(
+                    e is not None and e != g for e, g in zip(expected, arr.shape[1:]))):
                 name = f"input {k} ({t.name})" if len(xs) > 1 else what
                 raise ValueError(f"{name} must have shape (batch,) + {tuple(expected)} (None = any), "
                                  f"got {tuple(arr.shape)}")
             out.append(arr)
-        n = {a.shape[0] for a in out}
-        if len(n) > 1:
-            raise ValueError(f"{what}: all input arrays must have the same number of samples, got {sorted(n)}")
+        if len(out) > 1:
+            n = {a.shape[0] for a in out}
+            if len(n) > 1:
+                raise ValueError(f"{what}: all input arrays must have the same number of samples, got {sorted(n)}")
         return out
 
     def _expects_multiple_inputs(self, x) -> bool:

@@ -25,10 +25,13 @@ Which engine runs a call (``backend=None``):
 
 An explicit ``backend="cpu"`` or ``"cuda"`` must agree with the arrays' kind.
 
-How a call runs: the arguments are checked once, here, by one validator written against the
-array module (NumPy or CuPy); the outputs are allocated here with that module; then the engine
-fills them: ``engine.forward(x, kernel, ..., y, h, c, gates, cells)`` and ``engine.backward(...)``,
-one signature for both engines, by the same names (``_core.pyi`` documents it).
+How a call runs: the arguments are checked here, by one validator written against the array
+module (NumPy or CuPy); the outputs are allocated here with that module; then the engine fills
+them: ``engine.forward(x, kernel, ..., y, h, c, gates, cells)`` and ``engine.backward(...)``, one
+signature for both engines, by the same names (``_core.pyi`` documents it). NumPy arrays go to the
+C++ engine first, unchecked: it checks every array itself before it computes (the checks here cost
+a small model about 5 us per training step), and only when it refuses them does the validator run,
+to convert what it can or to raise its message.
 """
 from __future__ import annotations
 
@@ -42,8 +45,8 @@ from . import cuda as _cuda
 from ._results import LSTMGradients, LSTMOutput
 
 __all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTMCache", "RECURRENT_ACTIVATIONS",
-           "BACKENDS", "set_backend", "get_backend", "array_module", "to_numpy", "to_device_of", "to_backend",
-           "scatter_add", "segment_sum", "optimizer_step_kernel"]
+           "BACKENDS", "set_backend", "get_backend", "array_module", "as_array", "to_numpy", "to_device_of",
+           "to_backend", "scatter_add", "segment_sum", "optimizer_step_kernel"]
 
 RECURRENT_ACTIVATIONS = {"sigmoid": 0, "hard_sigmoid": 1}
 BACKENDS = ("cpu", "cuda")
@@ -54,15 +57,22 @@ _backend = "cpu"
 
 
 class LSTMCache:
-    """What a training-mode forward pass keeps for ``lstm_backward`` (opaque to users)."""
+    """What a training-mode forward pass keeps for ``lstm_backward`` (opaque to users): ``inputs``,
+    the forward call's first arguments as the engines' ``backward`` takes them (x, kernel,
+    recurrent_kernel, h0, c0, peephole, lengths, recurrent_dropout_mask, activation code), then its
+    outputs y, gates and cells."""
 
-    __slots__ = ("x", "kernel", "recurrent_kernel", "has_bias", "h0", "c0", "peephole", "lengths",
-                 "recurrent_dropout_mask", "activation", "y", "gates", "cells", "consumed")
+    __slots__ = ("inputs", "has_bias", "y", "gates", "cells", "consumed")
+
+    def __init__(self, inputs: tuple, has_bias: bool, y, gates, cells):
+        self.inputs, self.has_bias = inputs, has_bias
+        self.y, self.gates, self.cells, self.consumed = y, gates, cells, False
 
     def __repr__(self) -> str:
         T, B, H = self.y.shape
+        x = self.inputs[0]
         state = "consumed" if self.consumed else "ready"
-        return f"LSTMCache(T={T}, B={B}, X={self.x.shape[2]}, H={H}, dtype={self.x.dtype}, {state})"
+        return f"LSTMCache(T={T}, B={B}, X={x.shape[2]}, H={H}, dtype={x.dtype}, {state})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,17 +140,13 @@ def _resolve(backend, named_arrays) -> str:
     return backend
 
 
-def _all_numpy(values) -> bool:
-    """Every value a plain NumPy array or None: the common case, which runs on the CPU."""
-    for value in values:
-        if value is not None and type(value) is not np.ndarray:
-            return False
-    return True
+_NUMPY_OR_NONE = frozenset((np.ndarray, type(None)))
 
 
 def _engine(backend, names, values):
-    """(array module, engine module) for a call: (numpy, ``_core``) or (cupy, ``lstmfast.cuda.ops``)."""
-    if (backend is None or backend == "cpu") and _all_numpy(values) and values[0] is not None:
+    """(array module, engine module) for a call: (numpy, ``_core``) or (cupy, ``lstmfast.cuda.ops``).
+    The common case, every value a plain NumPy array or None, is one set test."""
+    if (backend is None or backend == "cpu") and values[0] is not None and _NUMPY_OR_NONE.issuperset(map(type, values)):
         return np, _core
     if _resolve(backend, zip(names, values)) == "cpu":
         return np, _core
@@ -243,13 +249,6 @@ def _check_lengths(xp, lengths, T: int, B: int):
     return xp.ascontiguousarray(arr, dtype=np.int32)
 
 
-def _activation_code(recurrent_activation) -> int:
-    if not isinstance(recurrent_activation, str) or recurrent_activation not in RECURRENT_ACTIVATIONS:
-        raise ValueError(f"recurrent_activation must be one of {sorted(RECURRENT_ACTIVATIONS)}, "
-                         f"got {recurrent_activation!r}")
-    return RECURRENT_ACTIVATIONS[recurrent_activation]
-
-
 # ---------------------------------------------------------------------------------------------
 # Forward and backward.
 # ---------------------------------------------------------------------------------------------
@@ -281,16 +280,28 @@ def lstm_forward(x, kernel, recurrent_kernel, bias, h0=None, c0=None, peephole=N
     inputs = (x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, recurrent_dropout_mask)
     xp, engine = _engine(backend, _FORWARD_INPUTS, inputs)
     if engine is _core:
-        return _checked_forward(xp, engine, *inputs, recurrent_activation, training)
+        return _forward(xp, engine, *inputs, recurrent_activation, training)
     x = _as_array(xp, x)
     device = x.device
     _check_one_device(xp, _FORWARD_INPUTS, inputs, device.id)
     with device:
-        return _checked_forward(xp, engine, x, *inputs[1:], recurrent_activation, training)
+        return _forward(xp, engine, x, *inputs[1:], recurrent_activation, training)
 
 
-def _checked_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, mask,
-                     recurrent_activation, training) -> LSTMOutput:
+def _forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, mask, recurrent_activation,
+             training) -> LSTMOutput:
+    """``lstm_forward`` on the engine chosen: checked arguments, then ``_run_forward``."""
+    act = RECURRENT_ACTIVATIONS.get(recurrent_activation) if isinstance(recurrent_activation, str) else None
+    if (act is not None and (training is True or training is False) and type(x) is np.ndarray and x.ndim == 3
+            and type(recurrent_kernel) is np.ndarray and recurrent_kernel.ndim == 2):
+        # The C++ engine checks every array again (dtype, shape, contiguity) before it computes: NumPy
+        # arrays it takes as they are need no checks here. When it refuses them, the checks below
+        # convert what they can (lists, strided or byte-swapped arrays) or say what is wrong.
+        try:
+            return _run_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, mask, act,
+                                training)
+        except (TypeError, ValueError):
+            pass
     x = _check_x(xp, x)
     T, B, X = x.shape
     dtype = x.dtype
@@ -305,7 +316,9 @@ def _checked_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peep
         lengths = _check_lengths(xp, lengths, T, B)
     if mask is not None:
         mask = _float_array(xp, mask, "recurrent_dropout_mask", dtype, (B, H), "[B, H]")
-    act = _activation_code(recurrent_activation)
+    if act is None:
+        raise ValueError(f"recurrent_activation must be one of {sorted(RECURRENT_ACTIVATIONS)}, "
+                         f"got {recurrent_activation!r}")
     if training is not True and training is not False and not isinstance(training, np.bool_):
         raise TypeError(f"training must be a bool, got {type(training).__name__}")
     return _run_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, mask, act,
@@ -314,7 +327,7 @@ def _checked_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peep
 
 def _run_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, recurrent_dropout_mask,
                  recurrent_activation, training) -> LSTMOutput:
-    """Allocate the outputs with ``xp`` and let the engine fill them (checked arguments)."""
+    """Allocate the outputs with ``xp`` and let the engine fill them (arguments the engine takes)."""
     T, B, _ = x.shape
     H = recurrent_kernel.shape[0]
     dtype = x.dtype
@@ -324,16 +337,13 @@ def _run_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole
     gates = xp.empty((T, B, 4 * H), dtype) if training else None
     cells = xp.empty((T, B, H), dtype) if training else None
     # The engine's arguments by position, each variable named as its parameter (pybind11 spends ~4 us
-    # matching 15 keywords: as much as all the checks above).
+    # matching 15 keywords: as much as all the checks of _forward).
     engine.forward(x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, recurrent_dropout_mask,
                    recurrent_activation, y, h, c, gates, cells)
     if not training:
         return LSTMOutput(y, h, c, None)
-    cache = LSTMCache()
-    cache.x, cache.kernel, cache.recurrent_kernel, cache.has_bias = x, kernel, recurrent_kernel, bias is not None
-    cache.h0, cache.c0, cache.peephole, cache.lengths = h0, c0, peephole, lengths
-    cache.recurrent_dropout_mask, cache.activation = recurrent_dropout_mask, recurrent_activation
-    cache.y, cache.gates, cache.cells, cache.consumed = y, gates, cells, False
+    cache = LSTMCache((x, kernel, recurrent_kernel, h0, c0, peephole, lengths, recurrent_dropout_mask,
+                       recurrent_activation), bias is not None, y, gates, cells)
     if xp is np:
         y = y.view()
         y.flags.writeable = False
@@ -360,19 +370,29 @@ def lstm_backward(cache, dy, dh=None, dc=None, backend=None) -> LSTMGradients:
         if not isinstance(cache, LSTMCache):
             raise TypeError(f"cache must be the LSTMCache from lstmfast.ops.lstm_forward, "
                             f"got {type(cache).__name__}")
-    x = cache.x
+    x = cache.inputs[0]
     xp, engine = _engine(backend, _BACKWARD_INPUTS, (x, dy, dh, dc))
     if engine is _core:
-        return _checked_backward(xp, engine, cache, dy, dh, dc)
+        return _backward(xp, engine, cache, dy, dh, dc)
     _check_one_device(xp, _BACKWARD_INPUTS[1:], (dy, dh, dc), x.device.id)
     with x.device:
-        return _checked_backward(xp, engine, cache, dy, dh, dc)
+        return _backward(xp, engine, cache, dy, dh, dc)
 
 
-def _checked_backward(xp, engine, cache, dy, dh, dc) -> LSTMGradients:
-    T, B, _ = cache.x.shape
-    H = cache.recurrent_kernel.shape[0]
-    dtype = cache.x.dtype
+def _backward(xp, engine, cache: LSTMCache, dy, dh, dc) -> LSTMGradients:
+    """``lstm_backward`` on the engine chosen: checked ``dy``, ``dh``, ``dc``, then ``_run_backward``."""
+    if cache.consumed:
+        raise ValueError("this cache was already used by lstm_backward (backward consumes it); "
+                         "run lstm_forward again before another backward pass")
+    if xp is np and _NUMPY_OR_NONE.issuperset((type(dy), type(dh), type(dc))):
+        try:  # as in _forward: the engine checks them again; the checks below run when it refuses
+            return _run_backward(xp, engine, cache, dy, dh, dc)
+        except (TypeError, ValueError):
+            cache.consumed = False  # the C++ engine refused before it touched the gates
+    x, _, recurrent_kernel = cache.inputs[:3]
+    T, B, _ = x.shape
+    H = recurrent_kernel.shape[0]
+    dtype = x.dtype
     if dy is not None:
         dy = _float_array(xp, dy, "dy", dtype, (T, B, H), "[T, B, H]")
     if dh is not None:
@@ -383,13 +403,11 @@ def _checked_backward(xp, engine, cache, dy, dh, dc) -> LSTMGradients:
 
 
 def _run_backward(xp, engine, cache: LSTMCache, dy, dh, dc) -> LSTMGradients:
-    """Allocate the gradients with ``xp`` and let the engine fill them (checked dy, dh, dc)."""
-    if cache.consumed:
-        raise ValueError("this cache was already used by lstm_backward (backward consumes it); "
-                         "run lstm_forward again before another backward pass")
-    x = cache.x
+    """Allocate the gradients with ``xp`` and let the engine fill them (``dy``, ``dh``, ``dc`` it takes)."""
+    inputs = cache.inputs
+    x, _, recurrent_kernel, h0, c0, peephole = inputs[:6]
     T, B, X = x.shape
-    H = cache.recurrent_kernel.shape[0]
+    H = recurrent_kernel.shape[0]
     dtype = x.dtype
     dx = xp.empty((T, B, X), dtype)
     dkernel = xp.empty((X, 4 * H), dtype)
@@ -397,16 +415,13 @@ def _run_backward(xp, engine, cache: LSTMCache, dy, dh, dc) -> LSTMGradients:
     dbias = xp.empty((4 * H,), dtype) if cache.has_bias else None
     dh0 = xp.empty((B, H), dtype)
     dc0 = xp.empty((B, H), dtype)
-    dpeephole = xp.empty((3, H), dtype) if cache.peephole is not None else None
+    dpeephole = xp.empty((3, H), dtype) if peephole is not None else None
     cache.consumed = True  # the engine turns the gates into gate gradients
     # By position, in the order of the engines' signature (see _run_forward).
-    engine.backward(x, cache.kernel, cache.recurrent_kernel, cache.h0, cache.c0, cache.peephole, cache.lengths,
-                    cache.recurrent_dropout_mask, cache.activation, cache.y, cache.gates, cache.cells,
-                    dy, dh, dc, dx, dkernel, drecurrent_kernel, dbias, dh0, dc0, dpeephole)
-    return LSTMGradients(dx, dkernel, drecurrent_kernel, dbias,
-                         dh0 if cache.h0 is not None else None,
-                         dc0 if cache.c0 is not None else None,
-                         dpeephole)
+    engine.backward(*inputs, cache.y, cache.gates, cache.cells, dy, dh, dc, dx, dkernel, drecurrent_kernel, dbias,
+                    dh0, dc0, dpeephole)
+    return LSTMGradients(dx, dkernel, drecurrent_kernel, dbias, dh0 if h0 is not None else None,
+                         dc0 if c0 is not None else None, dpeephole)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,6 +434,14 @@ def array_module(a):
         return np
     cupy = _cupy()
     return cupy if cupy is not None and isinstance(a, cupy.ndarray) else np
+
+
+def as_array(a, like=None):
+    """``a`` as an array of ``like``'s array module (``a``'s own when ``like`` is None): a NumPy
+    array, with ``like`` one or None, comes back as it is (the common case, checked first)."""
+    if type(a) is np.ndarray and (like is None or type(like) is np.ndarray):
+        return a
+    return array_module(a if like is None else like).asarray(a)
 
 
 def to_numpy(a) -> np.ndarray:
@@ -483,12 +506,13 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None, accumul
     so a training step's GEMMs run on one thread pool and NumPy's BLAS threads never wake in it.
     Products under ``_SMALL_GEMM`` multiply-adds go to NumPy: OpenBLAS runs those on the calling
     thread, and faster (about 1 us against 2.7 us for ``[1,25] @ [25,100]``)."""
-    gemm = _GEMMS.get(a.dtype) if type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype else None
-    if out is not None and not (type(out) is np.ndarray and out.dtype == a.dtype and out.flags.c_contiguous):
-        gemm = None
-    stacked = a.ndim == 3 and b.ndim == 3 and a.shape[0] == b.shape[0]
-    if gemm is not None and a.shape[-1] * a.shape[-2] * (b.shape[-2] if trans_b else b.shape[-1]) <= _SMALL_GEMM:
-        gemm = None
+    gemm = None
+    stacked = False
+    if a.shape[-1] * a.shape[-2] * (b.shape[-2] if trans_b else b.shape[-1]) > _SMALL_GEMM:  # small: NumPy's
+        if type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype and (
+                out is None or (type(out) is np.ndarray and out.dtype == a.dtype and out.flags.c_contiguous)):
+            gemm = _GEMMS.get(a.dtype)
+        stacked = a.ndim == 3 and b.ndim == 3 and a.shape[0] == b.shape[0]
     if gemm is None or not (stacked or (a.ndim == 2 and b.ndim == 2)):
         product = (a.swapaxes(-1, -2) if trans_a else a) @ (b.swapaxes(-1, -2) if trans_b else b)
         if out is None:

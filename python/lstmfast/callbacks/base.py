@@ -104,7 +104,9 @@ def _class_hooks(cls) -> frozenset:
 def hooks_of(callback) -> frozenset:
     """The hooks ``callback`` acts on: methods its class overrides (or their legacy ``on_batch_*``
     aliases) and hooks set on the instance itself (LambdaCallback)."""
-    hooks = _class_hooks(type(callback))
+    hooks = _CLASS_HOOKS.get(type(callback))
+    if hooks is None:
+        hooks = _class_hooks(type(callback))
     own = getattr(callback, "__dict__", None)
     if own and not _HOOK_ATTRS.isdisjoint(own):
         hooks = hooks.union(h for h in HOOKS

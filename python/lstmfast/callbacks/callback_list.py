@@ -6,7 +6,7 @@ per-batch logs is needed at all.
 """
 from __future__ import annotations
 
-from .base import HOOKS, Callback, hooks_of
+from .base import Callback, hooks_of
 from .history import History
 from .progbar_logger import ProgbarLogger
 
@@ -24,8 +24,12 @@ class CallbackList(Callback):
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
-        self._history = next((cb for cb in self.callbacks if isinstance(cb, History)), None)
-        self._progbar = next((cb for cb in self.callbacks if isinstance(cb, ProgbarLogger)), None)
+        self._history = self._progbar = None
+        for cb in self.callbacks:  # the first of each kind the caller gave
+            if self._history is None and isinstance(cb, History):
+                self._history = cb
+            if self._progbar is None and isinstance(cb, ProgbarLogger):
+                self._progbar = cb
         if self._history is None and add_history:
             self._history = History()
             self.callbacks.append(self._history)
@@ -38,16 +42,20 @@ class CallbackList(Callback):
         self._index()
 
     def _index(self) -> None:
-        # One pass over the callbacks (this runs on every fit call, so it must stay cheap).
-        listeners = {h: [] for h in HOOKS}
+        # One pass over the callbacks (this runs on every fit call, so it must stay cheap): the
+        # listeners of each hook that has some; the hooks below look up the others as ().
+        listeners: dict = {}
         for cb in self.callbacks:
             for h in hooks_of(cb):
-                listeners[h].append(getattr(cb, h))
+                if h in listeners:
+                    listeners[h].append(getattr(cb, h))
+                else:
+                    listeners[h] = [getattr(cb, h)]
         self._listeners = listeners
 
     def wants(self, hook: str) -> bool:
         """Whether any callback acts on ``hook`` (e.g. "on_train_batch_end")."""
-        return bool(self._listeners[hook])
+        return hook in self._listeners
 
     def append(self, callback) -> None:
         self.callbacks.append(callback)
@@ -77,27 +85,27 @@ class CallbackList(Callback):
 
     # the per-batch hooks are the hot path: one loop over pre-filtered bound methods
     def on_train_batch_begin(self, batch, logs=None):
-        for f in self._listeners["on_train_batch_begin"]:
+        for f in self._listeners.get("on_train_batch_begin", ()):
             f(batch, logs)
 
     def on_train_batch_end(self, batch, logs=None):
-        for f in self._listeners["on_train_batch_end"]:
+        for f in self._listeners.get("on_train_batch_end", ()):
             f(batch, logs)
 
     def on_test_batch_begin(self, batch, logs=None):
-        for f in self._listeners["on_test_batch_begin"]:
+        for f in self._listeners.get("on_test_batch_begin", ()):
             f(batch, logs)
 
     def on_test_batch_end(self, batch, logs=None):
-        for f in self._listeners["on_test_batch_end"]:
+        for f in self._listeners.get("on_test_batch_end", ()):
             f(batch, logs)
 
     def on_predict_batch_begin(self, batch, logs=None):
-        for f in self._listeners["on_predict_batch_begin"]:
+        for f in self._listeners.get("on_predict_batch_begin", ()):
             f(batch, logs)
 
     def on_predict_batch_end(self, batch, logs=None):
-        for f in self._listeners["on_predict_batch_end"]:
+        for f in self._listeners.get("on_predict_batch_end", ()):
             f(batch, logs)
 
     def on_batch_begin(self, batch, logs=None):
@@ -107,36 +115,36 @@ class CallbackList(Callback):
         self.on_train_batch_end(batch, logs)
 
     def on_epoch_begin(self, epoch, logs=None):
-        for f in self._listeners["on_epoch_begin"]:
+        for f in self._listeners.get("on_epoch_begin", ()):
             f(epoch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        for f in self._listeners["on_epoch_end"]:
+        for f in self._listeners.get("on_epoch_end", ()):
             f(epoch, logs)
 
     def on_train_begin(self, logs=None):
         self._index()  # callbacks may have been added or changed since construction
-        for f in self._listeners["on_train_begin"]:
+        for f in self._listeners.get("on_train_begin", ()):
             f(logs)
 
     def on_train_end(self, logs=None):
-        for f in self._listeners["on_train_end"]:
+        for f in self._listeners.get("on_train_end", ()):
             f(logs)
 
     def on_test_begin(self, logs=None):
         self._index()
-        for f in self._listeners["on_test_begin"]:
+        for f in self._listeners.get("on_test_begin", ()):
             f(logs)
 
     def on_test_end(self, logs=None):
-        for f in self._listeners["on_test_end"]:
+        for f in self._listeners.get("on_test_end", ()):
             f(logs)
 
     def on_predict_begin(self, logs=None):
         self._index()
-        for f in self._listeners["on_predict_begin"]:
+        for f in self._listeners.get("on_predict_begin", ()):
             f(logs)
 
     def on_predict_end(self, logs=None):
-        for f in self._listeners["on_predict_end"]:
+        for f in self._listeners.get("on_predict_end", ()):
             f(logs)

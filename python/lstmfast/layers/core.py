@@ -120,8 +120,12 @@ class Dense(Layer):
         if x.shape[-1] != kernel.shape[0]:
             raise ValueError(f"Dense {self.name!r} was built for {kernel.shape[0]} input features, "
                              f"got input of shape {x.shape}")
-        # One [N, X] @ [X, units] product on the engine's GEMM (one thread pool per step).
-        z = ops.matmul(_contiguous(x).reshape(-1, kernel.shape[0]), kernel).reshape(x.shape[:-1] + (self.units,))
+        # One [N, X] @ [X, units] product on the engine's GEMM (one thread pool per step); a 2-D
+        # input is that already.
+        if x.ndim == 2:
+            z = ops.matmul(_contiguous(x), kernel)
+        else:
+            z = ops.matmul(_contiguous(x).reshape(-1, kernel.shape[0]), kernel).reshape(x.shape[:-1] + (self.units,))
         if self.use_bias:
             z += self.weights["bias"]
         return z
@@ -141,12 +145,15 @@ class Dense(Layer):
         dy = np.zeros_like(y) if grad_outputs is None else _cast(grad_outputs, self._np_dtype)
         dz = self.activation.backward(z, y, dy)
         kernel = self.weights["kernel"]
-        dz2 = dz.reshape(-1, self.units)
+        flat = dz.ndim == 2  # [N, units] already: the products need no reshapes
+        dz2 = dz if flat else dz.reshape(-1, self.units)
         if self.trainable:
-            ops.matmul(x.reshape(-1, kernel.shape[0]), dz2, trans_a=True, out=self.grads["kernel"], accumulate=True)
+            ops.matmul(x if flat else x.reshape(-1, kernel.shape[0]), dz2, trans_a=True, out=self.grads["kernel"],
+                       accumulate=True)
             if self.use_bias:
                 self.grads["bias"] += dz2.sum(axis=0)
-        return ops.matmul(dz2, kernel, trans_b=True).reshape(dz.shape[:-1] + (kernel.shape[0],))
+        dx = ops.matmul(dz2, kernel, trans_b=True)
+        return dx if flat else dx.reshape(dz.shape[:-1] + (kernel.shape[0],))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "activation": self.activation.name,
