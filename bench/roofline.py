@@ -15,7 +15,8 @@ The four GEMMs are timed alone through the engine's own GEMM (lstmfast._core.gem
 packed kernels and blocking the engine calls); the step phases by subtraction: fwd steps =
 inference forward - projection, bwd steps = backward - (dkernel + drecurrent + dx), where backward
 = training step - forward with cache. Everything of one size is timed in alternating rounds, and
-each is the best of its repetitions (see time_phases).
+each is the best of its repetitions (see time_phases). The step phases also carry what a whole
+call does besides its products: the Python boundary and the first touch of the arrays it allocates.
 
 Bounds (measured on this machine, not from a data sheet):
   compute    GEMM flops / the fp32 FMA peak at the engine's thread count (bench/fma_peak.cpp)
