@@ -486,6 +486,20 @@ def test_backward_consumes_the_cache(engine):
         assert_array_equal(engine.to_host(getattr(first, name)), engine.to_host(getattr(again, name)), err_msg=name)
 
 
+def test_refused_backward_leaves_the_cache_usable():
+    # NumPy arguments go to the C++ engine unchecked; when it refuses them (here a wrong shape, and
+    # a Fortran-ordered dy that the Python checks then convert) it has not touched the cache.
+    args, incoming = small_case()
+    expected = ops.lstm_backward(ops.lstm_forward(**args).cache, **incoming)
+    out = ops.lstm_forward(**args)
+    with pytest.raises(ValueError, match="dy must have shape"):
+        ops.lstm_backward(out.cache, **{**incoming, "dy": incoming["dy"][:, :2]})
+    assert "ready" in repr(out.cache)
+    grads = ops.lstm_backward(out.cache, **{**incoming, "dy": np.asfortranarray(incoming["dy"])})
+    for name in GRAD_FIELDS:
+        assert_array_equal(getattr(grads, name), getattr(expected, name), err_msg=name)
+
+
 def strided_copy(a, rng, engine):
     """Same values as ``a`` on ``engine`` in a non-contiguous view (every other element of a bigger array)."""
     big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
