@@ -27,6 +27,8 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return r + (s.size() == 1 ? ",)" : ")");
 }
 
+constexpr int kNumpyAligned = 0x0100;  // NPY_ARRAY_ALIGNED, numpy/ndarraytypes.h
+
 // Checks one array argument; returns its data pointer (null for None when optional).
 template <typename T>
 T* checked(const py::object& obj, const char* name, const std::vector<int64_t>& shape, bool optional,
@@ -44,6 +46,10 @@ T* checked(const py::object& obj, const char* name, const std::vector<int64_t>& 
   if (got != shape)
     throw py::value_error(std::string(name) + " must have shape " + shape_str(shape) + ", got " + shape_str(got));
   if (!(arr.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
+  // NumPy can hand out arrays whose data is not aligned to their dtype (a view of a byte buffer at an
+  // odd offset); the kernels read T through T*, which needs the alignment.
+  if (!(arr.flags() & kNumpyAligned))
+    throw py::value_error(std::string(name) + " must be aligned to its dtype (a copy, np.array(a), is)");
   if (writable && !arr.writeable()) throw py::value_error(std::string(name) + " must be writable");
   return static_cast<T*>(const_cast<void*>(arr.data()));
 }
@@ -192,6 +198,14 @@ void gemm(bool trans_a, bool trans_b, py::object A, py::object B, py::object C, 
 // Slots each optimizer rule reads and writes (optim.h).
 constexpr int kRuleSlots[lstmfast::kOptimRules] = {0, 1, 1, 2, 3, 1, 2, 2, 3, 1};
 
+// Whether [a, a + na) and [b, b + nb) (element counts) share any byte; empty ranges share none.
+template <typename A, typename B>
+bool overlap(const A* a, int64_t na, const B* b, int64_t nb) {
+  const char *a0 = reinterpret_cast<const char*>(a), *b0 = reinterpret_cast<const char*>(b);
+  const char *a1 = a0 + na * int64_t(sizeof(A)), *b1 = b0 + nb * int64_t(sizeof(B));
+  return na > 0 && nb > 0 && a0 < b1 && b0 < a1;
+}
+
 // Validated arguments of one variable's step (nothing runs until every variable checks out).
 template <typename T>
 lstmfast::OptimArgs<T> optim_args(int rule, const py::object& var, const py::object& grad, const py::object& slots,
@@ -212,21 +226,15 @@ lstmfast::OptimArgs<T> optim_args(int rule, const py::object& var, const py::obj
     throw py::value_error(where + "rule " + std::to_string(rule) + " needs " + std::to_string(want) +
                           " slot arrays, got " + std::to_string(py::len(seq)));
   // Written arrays must not overlap each other (the grad may alias nothing written either).
-  std::vector<std::pair<const char*, const char*>> spans;
-  auto span_of = [&](const void* p) {
-    const char* c = static_cast<const char*>(p);
-    return std::make_pair(c, c + a.n * int64_t(sizeof(T)));
-  };
-  spans.push_back(span_of(a.var));
-  spans.push_back(span_of(a.grad));
+  std::vector<const T*> arrays{a.var, a.grad};
   for (int k = 0; k < want; ++k) {
     const std::string name = where + "slots[" + std::to_string(k) + "]";
     a.slot[k] = checked<T>(seq[k], name.c_str(), shape, false, true);
-    spans.push_back(span_of(a.slot[k]));
+    arrays.push_back(a.slot[k]);
   }
-  for (size_t i = 0; a.n > 0 && i < spans.size(); ++i)
-    for (size_t j = i + 1; j < spans.size(); ++j)
-      if (spans[i].first < spans[j].second && spans[j].first < spans[i].second)
+  for (size_t i = 0; i < arrays.size(); ++i)
+    for (size_t j = i + 1; j < arrays.size(); ++j)
+      if (overlap(arrays[i], a.n, arrays[j], a.n))
         throw py::value_error(where + "var, grad and the slot arrays must not share memory");
   return a;
 }
@@ -280,12 +288,20 @@ void optim_step(int rule, py::sequence vars, py::sequence grads, py::sequence sl
     a.decay_keep = decay_keep;
     args.push_back(a);
   }
-  // The same variable twice would be updated twice: refuse.
+  // Variables are updated one after another: the same memory in two of them would be updated twice,
+  // and a gradient inside another variable's var or slots would be read before or after that
+  // variable's update, depending on the order. Refuse both.
   for (size_t i = 0; i < n; ++i)
-    for (size_t j = i + 1; j < n; ++j) {
-      const char *a0 = reinterpret_cast<const char*>(args[i].var), *b0 = reinterpret_cast<const char*>(args[j].var);
-      if (args[i].n && args[j].n && a0 < b0 + args[j].n * int64_t(sizeof(T)) && b0 < a0 + args[i].n * int64_t(sizeof(T)))
+    for (size_t j = 0; j < n; ++j) {
+      if (i == j) continue;
+      const lstmfast::OptimArgs<T>&vi = args[i], &vj = args[j];
+      if (i < j && overlap(vi.var, vi.n, vj.var, vj.n))
         throw py::value_error("variables " + std::to_string(i) + " and " + std::to_string(j) + " share memory");
+      bool grad_in_j = overlap(vi.grad, vi.n, vj.var, vj.n);
+      for (int k = 0; k < kRuleSlots[rule]; ++k) grad_in_j = grad_in_j || overlap(vi.grad, vi.n, vj.slot[k], vj.n);
+      if (grad_in_j)
+        throw py::value_error("variable " + std::to_string(i) + ": grad shares memory with variable " +
+                              std::to_string(j) + "'s var or slots, which this step writes");
     }
   py::gil_scoped_release release;
   for (const auto& a : args) lstmfast::optim_step(a);
@@ -300,6 +316,9 @@ void scatter_rows(py::array out, py::array index, py::object src) {
   T* po = checked<T>(out, "out", {rows, D}, false, true);
   const I* pi = checked<I>(index, "index", {n}, false, false);
   const T* ps = checked<T>(src, "src", {n, D}, false, false);
+  // out is written while index and src are read: an index inside out could move out of range.
+  if (overlap(po, rows * D, pi, n) || overlap(po, rows * D, ps, n * D))
+    throw py::value_error("index and src must not share memory with out");
   for (int64_t i = 0; i < n; ++i)
     if (pi[i] < 0 || int64_t(pi[i]) >= rows)
       throw py::value_error("index[" + std::to_string(i) + "] = " + std::to_string(int64_t(pi[i])) +

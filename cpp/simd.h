@@ -284,9 +284,12 @@ LF_INLINE Vec<float> vexp(Vec<float> x) {
   return exp2i_scale(p, n);
 }
 
+// Below z = -88 exp(-z) is clamped, so the quotient would stay at 6e-39: return 0 there instead (the
+// true value is subnormal or 0), so that sigmoid(-inf) * inf is NaN as in the reference, not inf.
 LF_INLINE Vec<float> vsigmoid(Vec<float> z) {
   using V = Vec<float>;
-  return V::set1(1.0f) / (V::set1(1.0f) + vexp(V::zero() - z));
+  V s = V::set1(1.0f) / (V::set1(1.0f) + vexp(V::zero() - z));
+  return select_lt(z, V::set1(-88.0f), V::zero(), s);
 }
 
 // tanh: odd Taylor polynomial near 0 (where 1 - 2/(e^{2x}+1) would cancel), the exp form elsewhere.

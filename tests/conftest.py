@@ -45,6 +45,17 @@ def simd(request):
         yield request.param
 
 
+def fuzz_examples(default: int) -> int:
+    """Examples each property-based (hypothesis) test draws: ``default`` for the short run, or the
+    positive integer in LSTMFAST_FUZZ_EXAMPLES, the same for every fuzz test, for a longer campaign."""
+    value = os.environ.get("LSTMFAST_FUZZ_EXAMPLES", "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"LSTMFAST_FUZZ_EXAMPLES must be a positive integer, got {value!r}")
+    return int(value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Engines: an engine test is written once and runs on each.
 # ---------------------------------------------------------------------------------------------

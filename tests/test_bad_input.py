@@ -214,6 +214,15 @@ def read_only(a):
     return a
 
 
+def misaligned(a):
+    """A C-contiguous copy of ``a`` whose data starts one byte past an aligned address (NumPy calls
+    an empty one aligned all the same)."""
+    raw = np.zeros(a.nbytes + a.itemsize, np.uint8)
+    out = np.ndarray(a.shape, a.dtype, raw.data, offset=1)
+    out[...] = a
+    return out
+
+
 def strided(a):
     big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
     big[..., ::2] = a
@@ -234,6 +243,9 @@ CORE_FORWARD_CASES = [
     ("x-non-contiguous", ValueError, dict(x=lambda a: strided(a["x"])), ["x", "C-contiguous"]),
     ("x-broadcast", ValueError, dict(x=lambda a: np.broadcast_to(a["x"][:1], a["x"].shape)), ["x", "C-contiguous"]),
     ("kernel-fortran", ValueError, dict(kernel=lambda a: np.asfortranarray(a["kernel"])), ["kernel", "C-contiguous"]),
+    ("recurrent-kernel-misaligned", ValueError, dict(recurrent_kernel=lambda a: misaligned(a["recurrent_kernel"])),
+     ["recurrent_kernel", "aligned"]),
+    ("y-misaligned", ValueError, dict(y=lambda a: misaligned(a["y"])), ["y", "aligned"]),
     ("y-read-only", ValueError, dict(y=lambda a: read_only(a["y"])), ["y", "writable"]),
     ("c-read-only", ValueError, dict(c=lambda a: read_only(a["c"])), ["c", "writable"]),
     ("cells-read-only", ValueError, dict(cells=lambda a: read_only(a["cells"])), ["cells", "writable"]),

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os as _os
 import warnings as _warnings
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 # The engine's OpenMP threads wait at most this many spins for new work before they sleep
 # (libgomp's GOMP_SPINCOUNT; its default, 300,000, keeps them spinning for about a millisecond).
@@ -72,13 +74,34 @@ def _check_simd_env() -> None:
 
 _check_simd_env()
 
+if _TYPE_CHECKING:  # what __getattr__ below loads on first use, named for type checkers
+    from . import activations as activations
+    from . import backend as backend
+    from . import callbacks as callbacks
+    from . import cli as cli
+    from . import datasets as datasets
+    from . import distributed as distributed
+    from . import initializers as initializers
+    from . import interop as interop
+    from . import layers as layers
+    from . import losses as losses
+    from . import metrics as metrics
+    from . import models as models
+    from . import optimizers as optimizers
+    from . import preprocessing as preprocessing
+    from . import saving as saving
+    from . import tasks as tasks
+    from . import utils as utils
+    from .layers import Input
+    from .models import Model, Sequential, load_model
+
 # `import lstmfast as keras` reaches Keras's module surface through these (keras.layers, keras.utils, ...).
 _LAZY_SUBMODULES = ("layers", "models", "optimizers", "losses", "metrics", "callbacks", "saving", "utils",
                     "activations", "initializers", "backend", "tasks", "cli", "datasets", "preprocessing",
                     "distributed", "interop")
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> _Any:
     # The training API loads on first use, so `import lstmfast` stays quick for ops users.
     import importlib
     if name in _LAZY_SUBMODULES:

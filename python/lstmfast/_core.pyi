@@ -6,9 +6,14 @@ Every array is a C-contiguous NumPy array; the binding checks dtype, shape, cont
 writability again, so a wrong direct call raises ValueError/TypeError instead of crashing.
 T = time steps, B = batch, X = input size, H = units.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, SupportsFloat, SupportsIndex, Union
 
 import numpy as np
+
+# What pybind11 converts: an int argument takes any integer (int, bool, NumPy integers: __index__), not a
+# float; a double argument anything with __float__ or __index__.
+_Int = SupportsIndex
+_Float = Union[SupportsFloat, SupportsIndex]
 
 __version__: str
 
@@ -22,7 +27,7 @@ def forward(
     peephole: Optional[np.ndarray],                 # [3,H] or None (rows p_i, p_f, p_o)
     lengths: Optional[np.ndarray],                  # [B] int32 in [0,T], or None (all T)
     recurrent_dropout_mask: Optional[np.ndarray],   # [B,H] or None; scales h_{t-1}
-    recurrent_activation: int,                      # 0 sigmoid, 1 hard_sigmoid
+    recurrent_activation: _Int,                     # 0 sigmoid, 1 hard_sigmoid
     y: np.ndarray,                                  # out [T,B,H]
     h: np.ndarray,                                  # out [B,H] final hidden state
     c: np.ndarray,                                  # out [B,H] final cell state
@@ -40,7 +45,7 @@ def backward(
     peephole: Optional[np.ndarray],                 # [3,H] or None
     lengths: Optional[np.ndarray],                  # [B] int32 or None
     recurrent_dropout_mask: Optional[np.ndarray],   # [B,H] or None
-    recurrent_activation: int,                      # 0 sigmoid, 1 hard_sigmoid
+    recurrent_activation: _Int,                     # 0 sigmoid, 1 hard_sigmoid
     y: np.ndarray,                                  # [T,B,H] the forward call's output
     gates: np.ndarray,                              # in/out [T,B,4H]: activated gates in, gate gradients out
     cells: np.ndarray,                              # [T,B,H] the forward call's cache
@@ -58,24 +63,40 @@ def backward(
     """Gradients of a forward call into caller-allocated arrays; consumes ``gates``."""
 
 def optim_step_f32(
-    rule: int,                                      # optim.h's OptimRule
-    vars: Sequence[np.ndarray],                     # in/out, one per variable
+    rule: _Int,                                     # optim.h's OptimRule
+    vars: Sequence[np.ndarray],                     # in/out float32, one per variable
     grads: Sequence[np.ndarray],                    # same shapes as vars
     slots: Sequence[Sequence[np.ndarray]],          # in/out: each variable's slot arrays
-    lr: float,
-    momentum: float,
-    one_minus_beta_1: float,
-    one_minus_beta_2: float,
-    rho: float,
-    one_minus_rho: float,
-    epsilon: float,
-    scales: Optional[Sequence[float]],              # a gradient factor per variable, or None
-    clipvalue: Optional[float],
-    decay_keep: float,
+    lr: _Float,
+    momentum: _Float,
+    one_minus_beta_1: _Float,
+    one_minus_beta_2: _Float,
+    rho: _Float,
+    one_minus_rho: _Float,
+    epsilon: _Float,
+    scales: Optional[Sequence[float]],              # a gradient factor per variable (int or float), or None
+    clipvalue: Optional[float],                     # an int or float, or None (no clipping)
+    decay_keep: _Float,
 ) -> None:
     """One fused optimizer step over float32 variables; everything is checked before anything changes."""
 
-optim_step_f64 = optim_step_f32  # the same for float64 variables
+def optim_step_f64(
+    rule: _Int,
+    vars: Sequence[np.ndarray],                     # in/out float64
+    grads: Sequence[np.ndarray],
+    slots: Sequence[Sequence[np.ndarray]],
+    lr: _Float,
+    momentum: _Float,
+    one_minus_beta_1: _Float,
+    one_minus_beta_2: _Float,
+    rho: _Float,
+    one_minus_rho: _Float,
+    epsilon: _Float,
+    scales: Optional[Sequence[float]],
+    clipvalue: Optional[float],
+    decay_keep: _Float,
+) -> None:
+    """``optim_step_f32`` for float64 variables."""
 
 def scatter_add_rows_f32(out: np.ndarray, index: np.ndarray, src: np.ndarray) -> None:
     """``out[index[i]] += src[i]``: out [N,D] float32 in/out, index [n] int32/int64 in [0,N), src [n,D]."""
@@ -103,7 +124,7 @@ def set_simd_level(level: str) -> None:
 def num_threads() -> int:
     """Threads the engine uses."""
 
-def set_num_threads(n: int) -> None:
+def set_num_threads(n: _Int) -> None:
     """Threads for the engine, 0..1024 (0 = OpenMP's default)."""
 
 def openmp_enabled() -> bool:

@@ -17,8 +17,11 @@ output lies on (relu: 0 at x = 0, as Keras/TensorFlow).
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Dict, Union
 
 import numpy as np
+
+from ._typing import Array
 
 __all__ = ["Activation", "get", "serialize", "deserialize", "ACTIVATIONS", "linear", "relu", "sigmoid",
            "tanh", "softmax", "hard_sigmoid", "softplus", "softsign", "elu", "selu", "swish", "silu",
@@ -30,15 +33,16 @@ class Activation:
 
     __slots__ = ("name", "_forward", "_backward")
 
-    def __init__(self, name: str, forward, backward):
+    def __init__(self, name: str, forward: Callable[[Array], Array],
+                 backward: Callable[[Array, Array, Array], Array]) -> None:
         self.name = name
         self._forward = forward
         self._backward = backward
 
-    def __call__(self, x):
+    def __call__(self, x: Array) -> Array:
         return self._forward(x)
 
-    def backward(self, x, y, dy):
+    def backward(self, x: Array, y: Array, dy: Array) -> Array:
         """``dL/dx`` from the input ``x``, the output ``y`` and ``dL/dy`` (``dy`` is not modified)."""
         return self._backward(x, y, dy)
 
@@ -210,7 +214,11 @@ ACTIVATIONS = {a.name: a for a in (linear, relu, sigmoid, tanh, softmax, hard_si
 _ALIASES = {"silu": "swish"}
 
 
-def get(identifier) -> Activation:
+# What a layer's ``activation`` argument and ``get`` take: a name, None (linear), an Activation or a config dict.
+ActivationLike = Union[None, str, Activation, Dict[str, Any]]
+
+
+def get(identifier: ActivationLike) -> Activation:
     """An :class:`Activation` from a name, None (linear), an Activation, or a Keras-style config dict.
 
     A plain Python callable is refused: lstmfast needs the backward pass too (wrap it in
@@ -235,10 +243,10 @@ def get(identifier) -> Activation:
     raise TypeError(f"activation must be a name, None or an Activation, got {type(identifier).__name__}")
 
 
-def serialize(activation) -> str:
+def serialize(activation: ActivationLike) -> str:
     """The name stored in a layer config."""
     return get(activation).name
 
 
-def deserialize(name) -> Activation:
+def deserialize(name: ActivationLike) -> Activation:
     return get(name)

@@ -44,7 +44,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def run_convert(args) -> dict:
+def run_convert(args: argparse.Namespace) -> dict:
     """``lstmfast convert``: convert, then print one line saying what was done."""
     from .convert import convert
     summary = convert(args.input, args.output, overwrite=args.overwrite, return_sequences=args.return_sequences,
@@ -54,7 +54,7 @@ def run_convert(args) -> dict:
     return summary
 
 
-def register_convert(subparsers) -> None:
+def register_convert(subparsers: argparse._SubParsersAction) -> None:
     """The ``lstmfast convert`` sub-command."""
     from .convert import OUTPUT_FORMATS
     p = subparsers.add_parser(

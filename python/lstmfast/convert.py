@@ -23,7 +23,9 @@ import struct
 import zipfile
 from typing import Callable, Dict, Optional, Tuple
 
+from . import _file_limits
 from ._atomic import atomic_file, check_writable
+from ._typing import PathLike
 from .interop.keras_format import HDF5_SIGNATURE
 
 __all__ = ["convert", "OUTPUT_FORMATS"]
@@ -71,8 +73,11 @@ OUTPUT_FORMATS: Dict[str, Tuple[str, Callable]] = {
 # ---- reading --------------------------------------------------------------------------------------
 
 def _zip_format(src: str) -> str:
-    with zipfile.ZipFile(src) as z:
-        names = z.namelist()
+    try:
+        with zipfile.ZipFile(src) as z:
+            names = z.namelist()
+    except _file_limits.ZIP_ERRORS + (ValueError,) as e:
+        raise ValueError(f"{src} is damaged: not a readable zip archive ({e})") from None
     if any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
         return "pytorch"
     if "config.json" in names:
@@ -91,7 +96,11 @@ def _input_format(src: str) -> str:
         return "pytorch"
     if head.startswith(HDF5_SIGNATURE):
         return "keras .h5"
-    if zipfile.is_zipfile(src):
+    try:
+        zipped = zipfile.is_zipfile(src)
+    except zipfile.BadZipFile:  # is_zipfile raises for some damaged archives: _zip_format says what is wrong
+        zipped = True
+    if zipped:
         return _zip_format(src)
     raise ValueError(f"{src} is not a model file: expected an lstmfast or Keras model (a zip or HDF5 file), "
                      f"PyTorch nn.LSTM weights (torch.save's zip or pickle) or a safetensors file; "
@@ -116,7 +125,7 @@ def _read(src: str, fmt: str, return_sequences: bool, prefix: Optional[str]):
 
 # ---- the command ----------------------------------------------------------------------------------
 
-def convert(src, dst, *, overwrite: bool = False, return_sequences: Optional[bool] = None,
+def convert(src: PathLike, dst: PathLike, *, overwrite: bool = False, return_sequences: Optional[bool] = None,
             prefix: Optional[str] = None) -> dict:
     """Convert the model file ``src`` to ``dst``, in the format ``dst``'s extension names.
 

@@ -21,11 +21,17 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from . import backend
 from .utils import PyDataset
+
+# One batch as the model takes it: the input arrays, the target arrays (None for predict), the sample weights.
+Batch = Tuple[List[np.ndarray], Optional[List[np.ndarray]], Optional[np.ndarray]]
+# The model's check of a source's batch: (the batch as yielded, its index) -> Batch.
+Prepare = Callable[[Any, int], Batch]
 
 __all__ = ["is_batch_source", "ArrayBatches", "GeneratorBatches", "PyDatasetBatches", "RAN_OUT"]
 
@@ -33,7 +39,7 @@ RAN_OUT = ("Your input ran out of data; interrupting training. Make sure that yo
            "generate at least `steps_per_epoch * epochs` batches (for evaluate/predict: `steps`).")
 
 
-def is_batch_source(x) -> bool:
+def is_batch_source(x: Any) -> bool:
     """True for data that brings its own batches: a PyDataset/Sequence, a generator or an iterator."""
     if isinstance(x, np.ndarray):
         return False
@@ -44,7 +50,8 @@ class ArrayBatches:
     """Arrays in batches of ``batch_size``. ``steps`` (fit's ``steps_per_epoch``) wraps around the
     data; ``shuffle`` (fit) draws a new sample order each epoch from lstmfast's generator."""
 
-    def __init__(self, xs, ys, sw, batch_size: int, steps=None, shuffle=False):
+    def __init__(self, xs: List[np.ndarray], ys: Optional[List[np.ndarray]], sw: Optional[np.ndarray], batch_size: int,
+                 steps: Optional[int] = None, shuffle: bool = False) -> None:
         self.xs, self.ys, self.sw = xs, ys, sw
         self.permutation = None  # the shuffle's draw; None: lstmfast's generator's (data-parallel fit shares rank 0's)
         self.batch_size = batch_size
@@ -62,7 +69,7 @@ class ArrayBatches:
     def stop_after_epoch(self, more_epochs: bool) -> bool:
         return False
 
-    def batches(self):
+    def batches(self) -> Iterator[Batch]:
         xs, ys, sw, n, bs = self.xs, self.ys, self.sw, self.n, self.batch_size
         order = (self.permutation or backend.get_rng().permutation)(n) if self.shuffle else None
         for step in range(self.num_batches):
@@ -79,7 +86,7 @@ class ArrayBatches:
 class GeneratorBatches:
     """A generator's batches, each checked by ``prepare(batch, index)``. It must yield at least one."""
 
-    def __init__(self, source, prepare, steps=None):
+    def __init__(self, source: Iterable[Any], prepare: Prepare, steps: Optional[int] = None) -> None:
         it = iter(source)
         end = object()
         first = next(it, end)
@@ -106,7 +113,7 @@ class GeneratorBatches:
             warnings.warn(RAN_OUT, stacklevel=3)
         return True
 
-    def batches(self):
+    def batches(self) -> Iterator[Batch]:
         step = 0
         while self.steps is None or step < self.steps:
             try:
@@ -124,7 +131,8 @@ class GeneratorBatches:
 class PyDatasetBatches:
     """A PyDataset's batches, in index order or (``shuffle``) shuffled per pass; ``steps`` as in Keras."""
 
-    def __init__(self, dataset, prepare, steps=None, shuffle=False):
+    def __init__(self, dataset: PyDataset, prepare: Prepare, steps: Optional[int] = None,
+                 shuffle: bool = False) -> None:
         try:
             n = dataset.num_batches
         except NotImplementedError:
@@ -150,7 +158,7 @@ class PyDatasetBatches:
     def stop_after_epoch(self, more_epochs: bool) -> bool:
         return False
 
-    def batches(self):
+    def batches(self) -> Iterator[Batch]:
         n, ds = self.n, self.dataset
         if n is None:  # endless: index on across epochs
             for _ in range(self.steps):

@@ -40,9 +40,12 @@ import os
 import sys
 import time
 import traceback
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .models import Model
 
 __all__ = ["init", "rank", "size", "is_chief", "DataParallel", "data_parallel", "shard", "launcher_variable",
            "from_chief", "chief_first", "abort_job"]
@@ -56,7 +59,7 @@ _INSTALL = "pip install 'lstmfast[mpi]' (mpi4py and the MPICH runtime, both whee
 class DataParallel:
     """The ranks of one training job and the collectives ``fit``, ``evaluate`` and ``predict`` use."""
 
-    def __init__(self, comm):
+    def __init__(self, comm: Any) -> None:
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
@@ -154,7 +157,7 @@ class DataParallel:
         order = backend.get_rng().permutation(n) if self.rank == 0 else np.empty(n, np.int64)
         return self.broadcast([order.astype(np.int64)])[0]
 
-    def start_fit(self, model) -> None:
+    def start_fit(self, model: Model) -> None:
         """Check every rank holds the same model; broadcast rank 0's weights and optimizer state.
         The models' batch sizes may differ: a stateful model is built with its rank's part of the
         global batch."""
@@ -354,7 +357,10 @@ def data_parallel() -> Optional[DataParallel]:
     return _WORLD
 
 
-def from_chief(value):
+_N = TypeVar("_N", bool, int, float)
+
+
+def from_chief(value: _N) -> _N:
     """Rank 0's ``value`` (a bool, int or float) on every rank; ``value`` itself in one process. For
     what each rank measures for itself but all must decide alike, such as a time budget: every rank
     must call it at the same point."""
@@ -364,7 +370,7 @@ def from_chief(value):
 
 
 @contextlib.contextmanager
-def chief_first():
+def chief_first() -> Iterator[None]:
     """``with distributed.chief_first(): ...`` runs the block on rank 0 first and on the other ranks
     after it: for work that fills a cache the others then read (a download, an encoded data set)."""
     if not is_chief():

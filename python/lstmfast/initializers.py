@@ -24,8 +24,10 @@ multiplied by sign(diag(R)), transposed when rows < cols, times ``gain`` (1); ro
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import backend
 
@@ -36,7 +38,7 @@ __all__ = ["Initializer", "Zeros", "Ones", "Constant", "RandomUniform", "RandomN
 _TRUNCATED_STDDEV_CORRECTION = 0.87962566103423978  # stddev of N(0,1) cut at +-2
 
 
-def compute_fans(shape):
+def compute_fans(shape: Sequence[int]) -> Tuple[int, int]:
     """(fan_in, fan_out) of a weight of ``shape``, as Keras computes them."""
     shape = tuple(int(d) for d in shape)
     if len(shape) == 0:
@@ -61,7 +63,7 @@ class Initializer:
 
     seed = None
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: Sequence[int], dtype: DTypeLike = None) -> np.ndarray:
         shape = tuple(int(d) for d in shape)
         return np.asarray(self._draw(shape, self._rng()), dtype=_dtype(dtype))
 
@@ -75,7 +77,7 @@ class Initializer:
         return {}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Dict[str, Any]) -> Initializer:
         return cls(**config)
 
     def __repr__(self) -> str:
@@ -94,35 +96,35 @@ class Ones(Initializer):
 
 
 class Constant(Initializer):
-    def __init__(self, value=0.0):
+    def __init__(self, value: float = 0.0) -> None:
         self.value = float(value)
 
     def _draw(self, shape, rng):
         return np.full(shape, self.value)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"value": self.value}
 
 
 class RandomUniform(Initializer):
-    def __init__(self, minval=-0.05, maxval=0.05, seed=None):
+    def __init__(self, minval: float = -0.05, maxval: float = 0.05, seed: Optional[int] = None) -> None:
         self.minval, self.maxval, self.seed = float(minval), float(maxval), seed
 
     def _draw(self, shape, rng):
         return rng.uniform(self.minval, self.maxval, shape)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
 
 
 class RandomNormal(Initializer):
-    def __init__(self, mean=0.0, stddev=0.05, seed=None):
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: Optional[int] = None) -> None:
         self.mean, self.stddev, self.seed = float(mean), float(stddev), seed
 
     def _draw(self, shape, rng):
         return rng.normal(self.mean, self.stddev, shape)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
 
 
@@ -137,13 +139,13 @@ def _truncated_normal(rng, shape, stddev):
 
 
 class TruncatedNormal(Initializer):
-    def __init__(self, mean=0.0, stddev=0.05, seed=None):
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: Optional[int] = None) -> None:
         self.mean, self.stddev, self.seed = float(mean), float(stddev), seed
 
     def _draw(self, shape, rng):
         return self.mean + _truncated_normal(rng, shape, self.stddev)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
 
 
@@ -151,7 +153,8 @@ class VarianceScaling(Initializer):
     _MODES = ("fan_in", "fan_out", "fan_avg")
     _DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform", "normal")
 
-    def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None):
+    def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal",
+                 seed: Optional[int] = None) -> None:
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")
         if mode not in self._MODES:
@@ -172,7 +175,7 @@ class VarianceScaling(Initializer):
             return _truncated_normal(rng, shape, math.sqrt(s) / _TRUNCATED_STDDEV_CORRECTION)
         return rng.normal(0.0, math.sqrt(s), shape)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution, "seed": self.seed}
 
 
@@ -181,10 +184,10 @@ class _FixedVarianceScaling(VarianceScaling):
 
     _ARGS = (1.0, "fan_in", "truncated_normal")
 
-    def __init__(self, seed=None):
+    def __init__(self, seed: Optional[int] = None) -> None:
         super().__init__(*self._ARGS, seed=seed)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"seed": self.seed}
 
 
@@ -213,7 +216,7 @@ class LecunNormal(_FixedVarianceScaling):
 
 
 class Orthogonal(Initializer):
-    def __init__(self, gain=1.0, seed=None):
+    def __init__(self, gain: float = 1.0, seed: Optional[int] = None) -> None:
         self.gain, self.seed = float(gain), seed
 
     def _draw(self, shape, rng):
@@ -227,12 +230,12 @@ class Orthogonal(Initializer):
             q = q.T
         return self.gain * q.reshape(shape)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"gain": self.gain, "seed": self.seed}
 
 
 class Identity(Initializer):
-    def __init__(self, gain=1.0):
+    def __init__(self, gain: float = 1.0) -> None:
         self.gain = float(gain)
 
     def _draw(self, shape, rng):
@@ -240,7 +243,7 @@ class Identity(Initializer):
             raise ValueError(f"identity initializer needs a 2-D shape, got {shape}")
         return self.gain * np.eye(*shape)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"gain": self.gain}
 
 
@@ -257,7 +260,11 @@ _BY_NAME = {
 _BY_CLASS_NAME = {cls.__name__: cls for cls in _BY_NAME.values()}
 
 
-def get(identifier) -> Initializer:
+# What a layer's ``*_initializer`` argument and ``get`` take.
+InitializerLike = Union[str, Dict[str, Any], Initializer, Type[Initializer], Callable[..., Any]]
+
+
+def get(identifier: InitializerLike) -> Union[Initializer, Callable[..., Any]]:
     """An initializer from a name ("glorot_uniform"), a class name ("GlorotUniform"), an instance, a
     Keras-style dict ``{"class_name": ..., "config": {...}}``, or a callable ``f(shape, dtype)``."""
     if isinstance(identifier, Initializer):
@@ -280,12 +287,12 @@ def get(identifier) -> Initializer:
     raise TypeError(f"initializer must be a name, an Initializer or a callable, got {type(identifier).__name__}")
 
 
-def serialize(initializer):
+def serialize(initializer: Initializer) -> Dict[str, Any]:
     """A JSON-serialisable description: ``{"class_name": ..., "config": {...}}``."""
     if not isinstance(initializer, Initializer):
         raise TypeError(f"cannot serialize initializer {initializer!r}: not an lstmfast Initializer")
     return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
 
 
-def deserialize(config) -> Initializer:
+def deserialize(config: InitializerLike) -> Union[Initializer, Callable[..., Any]]:
     return get(config)

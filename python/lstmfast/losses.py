@@ -33,10 +33,14 @@ reduction. ``value_and_grad`` returns a fresh gradient array of ``y_pred``'s sha
 """
 from __future__ import annotations
 
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar, Union
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import ops
 from ._serialization import class_and_config, serialized
+from ._typing import Array
 
 __all__ = ["Loss", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy",
            "MeanSquaredError", "MeanAbsoluteError", "categorical_crossentropy",
@@ -49,6 +53,9 @@ REDUCTIONS = ("sum_over_batch_size", "sum")
 
 def _shape(shape) -> str:
     return "(" + ", ".join(str(int(d)) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+_L = TypeVar("_L", bound="Loss")
 
 
 class Loss:
@@ -66,7 +73,7 @@ class Loss:
     name = "loss"
     _mean_over_classes = False  # for the older _grad hook only: its scale includes 1/C
 
-    def __init__(self, name=None, reduction="sum_over_batch_size"):
+    def __init__(self, name: Optional[str] = None, reduction: str = "sum_over_batch_size") -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r} "
                              f"(reduction='none' is not supported: these losses return a float)")
@@ -78,7 +85,7 @@ class Loss:
 
     # ---- public API --------------------------------------------------------------------------
 
-    def __call__(self, y_true, y_pred, sample_weight=None) -> float:
+    def __call__(self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: Optional[ArrayLike] = None) -> float:
         """The reduced loss (a Python float)."""
         y_pred = _check_pred(y_pred)
         values = self._values(self._check_true(y_true, y_pred), y_pred)
@@ -87,7 +94,8 @@ class Loss:
         total = _total(values)
         return total / values.size if self.reduction == "sum_over_batch_size" and values.size else total
 
-    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+    def value_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike,
+                       sample_weight: Optional[ArrayLike] = None) -> Tuple[float, Array]:
         """``(loss, dloss/dy_pred)``; the gradient is a fresh array of ``y_pred``'s shape and dtype."""
         p = _check_pred(y_pred)
         t = self._check_true(y_true, p)
@@ -105,7 +113,7 @@ class Loss:
         grad *= scale[..., None]
         return _total(values * scale), grad
 
-    def values(self, y_true, y_pred):
+    def values(self, y_true: ArrayLike, y_pred: ArrayLike) -> Array:
         """Per-element loss values, shape ``y_pred.shape[:-1]`` (before weighting and reduction)."""
         y_pred = _check_pred(y_pred)
         return self._values(self._check_true(y_true, y_pred), y_pred)
@@ -114,7 +122,7 @@ class Loss:
         return {"name": self.name, "reduction": self.reduction}
 
     @classmethod
-    def from_config(cls, config: dict):
+    def from_config(cls: Type[_L], config: dict) -> _L:
         config = dict(config)
         # keys Keras writes that carry nothing here when they hold their default
         if config.get("axis", -1) != -1:
@@ -308,12 +316,13 @@ class _SmoothedCrossentropy(Loss):
     """The options the categorical and binary crossentropies share: ``from_logits`` and
     ``label_smoothing``."""
 
-    def __init__(self, from_logits=False, label_smoothing=0.0, name=None, reduction="sum_over_batch_size"):
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0, name: Optional[str] = None,
+                 reduction: str = "sum_over_batch_size") -> None:
         super().__init__(name, reduction)
         self.from_logits = bool(from_logits)
         self.label_smoothing = _check_smoothing(label_smoothing)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "from_logits": self.from_logits, "label_smoothing": self.label_smoothing}
 
 
@@ -337,11 +346,12 @@ class SparseCategoricalCrossentropy(Loss):
 
     name = "sparse_categorical_crossentropy"
 
-    def __init__(self, from_logits=False, name=None, reduction="sum_over_batch_size"):
+    def __init__(self, from_logits: bool = False, name: Optional[str] = None,
+                 reduction: str = "sum_over_batch_size") -> None:
         super().__init__(name, reduction)
         self.from_logits = bool(from_logits)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "from_logits": self.from_logits}
 
     def _check_true(self, y_true, y_pred):
@@ -473,23 +483,25 @@ class MeanAbsoluteError(Loss):
 # Functional forms (per-element values, like keras.losses.<name>) and lookup.
 # ------------------------------------------------------------------------------------------------
 
-def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
+def categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike, from_logits: bool = False,
+                             label_smoothing: float = 0.0) -> Array:
     return CategoricalCrossentropy(from_logits, label_smoothing).values(y_true, y_pred)
 
 
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
+def sparse_categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike, from_logits: bool = False) -> Array:
     return SparseCategoricalCrossentropy(from_logits).values(y_true, y_pred)
 
 
-def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
+def binary_crossentropy(y_true: ArrayLike, y_pred: ArrayLike, from_logits: bool = False,
+                        label_smoothing: float = 0.0) -> Array:
     return BinaryCrossentropy(from_logits, label_smoothing).values(y_true, y_pred)
 
 
-def mean_squared_error(y_true, y_pred):
+def mean_squared_error(y_true: ArrayLike, y_pred: ArrayLike) -> Array:
     return MeanSquaredError().values(y_true, y_pred)
 
 
-def mean_absolute_error(y_true, y_pred):
+def mean_absolute_error(y_true: ArrayLike, y_pred: ArrayLike) -> Array:
     return MeanAbsoluteError().values(y_true, y_pred)
 
 
@@ -502,7 +514,11 @@ _ALIASES.update({cls.__name__.lower(): cls.name for cls in _CLASSES.values()})
 _ALIASES.update({"mse": "mean_squared_error", "mae": "mean_absolute_error", "bce": "binary_crossentropy"})
 
 
-def canonical_name(identifier) -> str:
+# What ``compile(loss=...)`` and ``get`` take: a name, a ``{"class_name", "config"}`` dict or a Loss.
+LossLike = Union[str, Dict[str, Any], Loss]
+
+
+def canonical_name(identifier: Union[str, Loss]) -> str:
     """The canonical Keras function name for a loss string or instance ('mse' -> 'mean_squared_error')."""
     if isinstance(identifier, Loss):
         return type(identifier).name
@@ -515,7 +531,7 @@ def canonical_name(identifier) -> str:
     return _ALIASES[key]
 
 
-def get(identifier) -> Loss:
+def get(identifier: LossLike) -> Loss:
     """A Loss from a name (case-insensitive: Keras names, class names and aliases such as 'mse'),
     a ``{"class_name", "config"}`` dict, or a Loss instance (returned as is)."""
     if isinstance(identifier, Loss):
@@ -533,7 +549,7 @@ def get(identifier) -> Loss:
     raise TypeError(f"loss must be a string, a dict or a Loss, got {type(identifier).__name__}")
 
 
-def resolve(identifier, y_true, y_pred) -> Loss:
+def resolve(identifier: LossLike, y_true: ArrayLike, y_pred: ArrayLike) -> Loss:
     """``get``, plus Keras 3's "crossentropy"/"ce": binary if y_pred's last axis is 1, sparse if
     y_true has fewer axes than y_pred or a last axis of 1, else categorical."""
     if isinstance(identifier, str) and identifier.lower() in ("crossentropy", "ce"):
@@ -546,12 +562,12 @@ def resolve(identifier, y_true, y_pred) -> Loss:
     return get(identifier)
 
 
-def serialize(loss):
+def serialize(loss: LossLike) -> Dict[str, Any]:
     """JSON-ready form: ``{"class_name": ..., "config": {...}}``."""
     return serialized(get(loss))
 
 
-def deserialize(config) -> Loss:
+def deserialize(config: LossLike) -> Loss:
     """Inverse of ``serialize``; also accepts a loss name."""
     if isinstance(config, str):
         return get(config)

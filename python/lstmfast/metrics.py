@@ -18,12 +18,15 @@ first batch (``resolve``); the metric keeps the name the user wrote, as Keras lo
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Dict, Optional, Sequence, Type, TypeVar, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import losses as _losses
 from . import ops
 from ._serialization import class_and_config, serialized
+from ._typing import Array
 
 __all__ = ["Metric", "Mean", "MeanMetricWrapper", "BinaryAccuracy", "CategoricalAccuracy",
            "SparseCategoricalAccuracy", "MeanSquaredError", "MeanAbsoluteError", "RootMeanSquaredError",
@@ -35,6 +38,9 @@ def _shape(shape) -> str:
     return _losses._shape(shape)
 
 
+_M = TypeVar("_M", bound="Metric")
+
+
 class Metric:
     """Base class: ``reset_state``, ``update_state``, ``result``. ``direction`` ("up" or "down")
     tells callbacks with ``mode="auto"`` whether larger is better."""
@@ -42,7 +48,7 @@ class Metric:
     name = "metric"
     direction = "down"
 
-    def __init__(self, name=None, dtype=None):
+    def __init__(self, name: Optional[str] = None, dtype: DTypeLike = None) -> None:
         if name is not None:
             self.name = str(name)
         self.dtype = dtype
@@ -63,7 +69,7 @@ class Metric:
         raise NotImplementedError(f"metric {self.name!r} ({type(self).__name__}) has no get_state/set_state: "
                                   f"data-parallel training needs them to sum it over the ranks")
 
-    def set_state(self, values) -> None:
+    def set_state(self, values: Sequence[float]) -> None:
         raise NotImplementedError(f"metric {self.name!r} ({type(self).__name__}) has no get_state/set_state")
 
     def __call__(self, *args, **kwargs) -> float:
@@ -75,7 +81,7 @@ class Metric:
         return {"name": self.name}
 
     @classmethod
-    def from_config(cls, config: dict):
+    def from_config(cls: Type[_M], config: dict) -> _M:
         config = dict(config)
         config.pop("dtype", None)
         return cls(**config)
@@ -96,13 +102,13 @@ class Mean(Metric):
     def get_state(self) -> list:
         return [self.total, self.count]
 
-    def set_state(self, values) -> None:
+    def set_state(self, values: Sequence[float]) -> None:
         self.total, self.count = (float(v) for v in values)
 
     def result(self) -> float:
         return self.total / self.count if self.count else 0.0
 
-    def update_state(self, values, sample_weight=None) -> None:
+    def update_state(self, values: ArrayLike, sample_weight: Optional[ArrayLike] = None) -> None:
         if type(values) is not np.ndarray and isinstance(values, (float, int, np.floating, np.integer)):
             if sample_weight is None:
                 self.total += float(values)
@@ -158,14 +164,16 @@ class Mean(Metric):
 class MeanMetricWrapper(Mean):
     """Mean of ``fn(y_true, y_pred, **kwargs)`` (per-element values), weighted by sample_weight."""
 
-    def __init__(self, fn, name=None, dtype=None, direction=None, **kwargs):
+    def __init__(self, fn: Callable[..., Array], name: Optional[str] = None, dtype: DTypeLike = None,
+                 direction: Optional[str] = None, **kwargs: Any) -> None:
         self._fn = fn
         self._fn_kwargs = kwargs
         if direction is not None:
             self.direction = direction
         super().__init__(name if name is not None else getattr(fn, "__name__", "metric"), dtype)
 
-    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+    def update_state(self, y_true: ArrayLike, y_pred: ArrayLike,
+                     sample_weight: Optional[ArrayLike] = None) -> None:
         kwargs = self._fn_kwargs
         values = self._fn(y_true, y_pred, **kwargs) if kwargs else self._fn(y_true, y_pred)
         super().update_state(values, sample_weight)
@@ -198,14 +206,14 @@ def _aligned(y_true, p, name):
     return t
 
 
-def binary_accuracy(y_true, y_pred, threshold=0.5):
+def binary_accuracy(y_true: ArrayLike, y_pred: ArrayLike, threshold: float = 0.5) -> Array:
     """1.0 where ``y_true == (y_pred > threshold)``, per element."""
     p = _pred(y_pred)
     t = _aligned(y_true, p, "binary_accuracy")
     return (t.astype(p.dtype, copy=False) == (p > threshold)).astype(np.float64)
 
 
-def categorical_accuracy(y_true, y_pred):
+def categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> Array:
     """1.0 where ``argmax(y_true) == argmax(y_pred)`` (first maximum on ties), per row."""
     p = _pred(y_pred)
     t = ops.as_array(y_true, like=p)
@@ -217,7 +225,7 @@ def categorical_accuracy(y_true, y_pred):
     return (t.argmax(-1) == p.argmax(-1)).astype(np.float64)
 
 
-def sparse_categorical_accuracy(y_true, y_pred):
+def sparse_categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> Array:
     """1.0 where the integer label ``y_true`` equals ``argmax(y_pred)``, per row."""
     p = _pred(y_pred)
     t = _sparse_labels(y_true, p, "sparse_categorical_accuracy")
@@ -243,7 +251,7 @@ class BinaryAccuracy(MeanMetricWrapper):
     name = "binary_accuracy"
     direction = "up"
 
-    def __init__(self, name=None, dtype=None, threshold=0.5):
+    def __init__(self, name: Optional[str] = None, dtype: DTypeLike = None, threshold: float = 0.5) -> None:
         super().__init__(binary_accuracy, name if name is not None else type(self).name, dtype,
                          threshold=float(threshold))
         self.threshold = float(threshold)
@@ -255,7 +263,7 @@ class CategoricalAccuracy(MeanMetricWrapper):
     name = "categorical_accuracy"
     direction = "up"
 
-    def __init__(self, name=None, dtype=None):
+    def __init__(self, name: Optional[str] = None, dtype: DTypeLike = None) -> None:
         super().__init__(categorical_accuracy, name if name is not None else type(self).name, dtype)
 
 
@@ -265,7 +273,7 @@ class SparseCategoricalAccuracy(MeanMetricWrapper):
     name = "sparse_categorical_accuracy"
     direction = "up"
 
-    def __init__(self, name=None, dtype=None):
+    def __init__(self, name: Optional[str] = None, dtype: DTypeLike = None) -> None:
         super().__init__(sparse_categorical_accuracy, name if name is not None else type(self).name, dtype)
 
 
@@ -278,7 +286,7 @@ class _LossMetric(MeanMetricWrapper):
 
     _loss_class = None
 
-    def __init__(self, name=None, dtype=None, **loss_kwargs):
+    def __init__(self, name: Optional[str] = None, dtype: DTypeLike = None, **loss_kwargs: Any) -> None:
         self._loss = self._loss_class(**loss_kwargs)
         super().__init__(self._loss.values, name if name is not None else type(self).name, dtype)
         self._loss_kwargs = loss_kwargs
@@ -311,7 +319,8 @@ class BinaryCrossentropy(_LossMetric):
     name = "binary_crossentropy"
     _loss_class = _losses.BinaryCrossentropy
 
-    def __init__(self, name=None, dtype=None, from_logits=False, label_smoothing=0.0):
+    def __init__(self, name: Optional[str] = None, dtype: DTypeLike = None, from_logits: bool = False,
+                 label_smoothing: float = 0.0) -> None:
         super().__init__(name, dtype, from_logits=from_logits, label_smoothing=label_smoothing)
 
 
@@ -319,7 +328,8 @@ class CategoricalCrossentropy(_LossMetric):
     name = "categorical_crossentropy"
     _loss_class = _losses.CategoricalCrossentropy
 
-    def __init__(self, name=None, dtype=None, from_logits=False, label_smoothing=0.0):
+    def __init__(self, name: Optional[str] = None, dtype: DTypeLike = None, from_logits: bool = False,
+                 label_smoothing: float = 0.0) -> None:
         super().__init__(name, dtype, from_logits=from_logits, label_smoothing=label_smoothing)
 
 
@@ -327,7 +337,7 @@ class SparseCategoricalCrossentropy(_LossMetric):
     name = "sparse_categorical_crossentropy"
     _loss_class = _losses.SparseCategoricalCrossentropy
 
-    def __init__(self, name=None, dtype=None, from_logits=False):
+    def __init__(self, name: Optional[str] = None, dtype: DTypeLike = None, from_logits: bool = False) -> None:
         super().__init__(name, dtype, from_logits=from_logits)
 
 
@@ -348,7 +358,13 @@ def _variant(y_true, y_pred) -> str:
     return "categorical"
 
 
-def resolve(identifier, loss_name, y_true, y_pred) -> Metric:
+# What ``compile(metrics=[...])`` and ``get`` take: a name, a ``{"class_name", "config"}`` dict, a Metric, or a
+# function ``fn(y_true, y_pred) -> per-element values``.
+MetricLike = Union[str, Dict[str, Any], Metric, Callable[..., Any]]
+
+
+def resolve(identifier: MetricLike, loss_name: Union[None, str, _losses.Loss], y_true: ArrayLike,
+            y_pred: ArrayLike) -> Metric:
     """The metric object for ``identifier`` given the loss (a name or a Loss) and one batch of
     targets and predictions. "accuracy"/"acc", by Keras 3's rule (``compile_utils.get_metric``):
     binary if y_pred's last axis is 1; else sparse categorical if y_true has fewer axes than y_pred
@@ -424,7 +440,7 @@ def _valid_names():
     return sorted(set(_NAMES) | set(_AUTO) | set(_CLASSES))
 
 
-def get(identifier, loss=None) -> Metric:
+def get(identifier: MetricLike, loss: Union[None, str, _losses.Loss] = None) -> Metric:
     """A Metric from a name (case-insensitive; Keras names, class names, 'mse'/'mae'/'acc'...), a
     ``{"class_name", "config"}`` dict, a Metric (returned as is), or a function
     ``fn(y_true, y_pred) -> per-element values`` (wrapped in a mean). "accuracy"/"acc" and
@@ -448,7 +464,7 @@ def get(identifier, loss=None) -> Metric:
     raise TypeError(f"metric must be a string, a dict, a Metric or a function, got {type(identifier).__name__}")
 
 
-def serialize(metric) -> dict:
+def serialize(metric: MetricLike) -> dict:
     metric = get(metric)
     if isinstance(metric, _AutoMetric):
         return {"class_name": "auto", "config": {"name": metric.name}}
@@ -457,7 +473,7 @@ def serialize(metric) -> dict:
     return serialized(metric)
 
 
-def deserialize(config) -> Metric:
+def deserialize(config: Union[str, Dict[str, Any]]) -> Metric:
     if isinstance(config, str):
         return get(config)
     name, cfg = class_and_config(config, "a metric")

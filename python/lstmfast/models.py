@@ -21,18 +21,23 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import backend, distributed, ops, saving
+from . import _file_limits, backend, distributed, ops, saving
 from . import layers as layers_module
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from ._naming import snake_case, unique_name
-from .callbacks import CallbackList
+from ._typing import ArrayData, ArrayLike, ModelData, PathLike
+from .callbacks import Callback, CallbackList, History
 from .data_adapters import ArrayBatches, GeneratorBatches, PyDatasetBatches, is_batch_source
+from .layers import KerasTensor, Layer
+from .losses import LossLike
+from .metrics import MetricLike
+from .optimizers import OptimizerLike
 from .utils import PyDataset
 
 __all__ = ["Model", "Sequential", "load_model", "model_from_config"]
@@ -74,7 +79,8 @@ class Model:
     _single_input = True  # Model(x, y) with one tensor, not a list (get_config keeps the structure)
     _single_output = True
 
-    def __init__(self, inputs=None, outputs=None, name: Optional[str] = None):
+    def __init__(self, inputs: Union[None, KerasTensor, Sequence[KerasTensor]] = None,
+                 outputs: Union[None, KerasTensor, Sequence[KerasTensor]] = None, name: Optional[str] = None) -> None:
         self.name = name or unique_name(snake_case(type(self).__name__))
         self.optimizer = None
         self.loss = None
@@ -171,7 +177,7 @@ class Model:
         input_layers = [t._history[0] for t in self._input_tensors]
         return input_layers + [layer for layer in self._layers if layer not in input_layers]
 
-    def get_layer(self, name: Optional[str] = None, index: Optional[int] = None):
+    def get_layer(self, name: Optional[str] = None, index: Optional[int] = None) -> Layer:
         if index is not None:
             return self.layers[index]
         for layer in self.layers:
@@ -247,8 +253,10 @@ class Model:
 
     # ---- compile --------------------------------------------------------------------------------
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, run_eagerly=None,
-                jit_compile=None, **kwargs) -> None:
+    def compile(self, optimizer: OptimizerLike = "rmsprop", loss: Union[None, LossLike, Sequence[LossLike]] = None,
+                metrics: Union[None, Sequence[MetricLike], Sequence[Sequence[MetricLike]]] = None,
+                loss_weights: Optional[Sequence[float]] = None, run_eagerly: Optional[bool] = None,
+                jit_compile: Optional[bool] = None, **kwargs: Any) -> None:
         """Configure training: optimizer (name or instance), loss (name, instance, or one per output),
         metrics (names such as "accuracy", "mae"; a list, or one list per output)."""
         if kwargs:
@@ -585,9 +593,13 @@ class Model:
 
     # ---- public training API -------------------------------------------------------------------
 
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
-            validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
-            steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1, **kwargs):
+    def fit(self, x: Optional[ModelData] = None, y: Optional[ArrayData] = None,
+            batch_size: Optional[int] = None, epochs: int = 1, verbose: Union[str, int] = "auto",
+            callbacks: Optional[Sequence[Callback]] = None, validation_split: float = 0.0,
+            validation_data: Union[None, ModelData, Sequence[Any]] = None, shuffle: Union[bool, str] = True,
+            class_weight: Optional[Dict[int, float]] = None, sample_weight: Optional[ArrayLike] = None,
+            initial_epoch: int = 0, steps_per_epoch: Optional[int] = None, validation_steps: Optional[int] = None,
+            validation_batch_size: Optional[int] = None, validation_freq: int = 1, **kwargs: Any) -> History:
         """Train for ``epochs`` epochs; returns the History. Keras semantics: ``validation_split``
         takes the last fraction of the data before shuffling; ``shuffle`` reshuffles every epoch.
         ``x`` (and ``validation_data``) may be a generator/iterator yielding ``(x, y)`` or
@@ -766,8 +778,11 @@ class Model:
         logs.update(self._metric_logs())
         return logs
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
-                 callbacks=None, return_dict=False, **kwargs):
+    def evaluate(self, x: Optional[ModelData] = None, y: Optional[ArrayData] = None,
+                 batch_size: Optional[int] = None, verbose: Union[str, int] = "auto",
+                 sample_weight: Optional[ArrayLike] = None, steps: Optional[int] = None,
+                 callbacks: Union[None, Sequence[Callback], CallbackList] = None, return_dict: bool = False,
+                 **kwargs: Any) -> Union[float, List[float], Dict[str, float]]:
         """Loss and metrics on the given data (a float, or a list [loss, metrics...], or a dict).
         ``callbacks`` get the test hooks (see ``Callback``); ``verbose`` shows Keras's progress bar.
         ``x`` may be a generator or PyDataset (as in ``fit``); ``steps`` then caps the batches."""
@@ -792,7 +807,9 @@ class Model:
         vals = list(logs.values())
         return vals[0] if len(vals) == 1 else vals
 
-    def predict(self, x, batch_size=None, verbose="auto", callbacks=None, steps=None):
+    def predict(self, x: ModelData, batch_size: Optional[int] = None, verbose: Union[str, int] = "auto",
+                callbacks: Union[None, Sequence[Callback], CallbackList] = None,
+                steps: Optional[int] = None) -> Union[np.ndarray, List[np.ndarray]]:
         """Outputs for ``x`` in batches (inference mode: no dropout). ``callbacks`` get the predict
         hooks as in Keras: ``on_predict_begin()``, per batch ``on_predict_batch_begin(step)`` and
         ``on_predict_batch_end(step, {"outputs": the batch's outputs})``, then ``on_predict_end()``;
@@ -840,7 +857,9 @@ class Model:
         """The outputs of zero rows."""
         return [np.zeros((0,) + tuple(d or 0 for d in t.shape[1:]), backend.floatx()) for t in self._output_tensors]
 
-    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+    def train_on_batch(self, x: ArrayData, y: Optional[ArrayData] = None,
+                       sample_weight: Optional[ArrayLike] = None, class_weight: Optional[Dict[int, float]] = None,
+                       return_dict: bool = False) -> Union[float, List[float], Dict[str, float]]:
         """One gradient update on one batch; returns the loss (and metrics, Keras-style)."""
         self._check_compiled("training it (train_on_batch)")
         xs = self._prepare_x(x)
@@ -857,7 +876,9 @@ class Model:
         loss = self._train_batch(*_local_slice(world, xs, ys, sw, self))
         return self._batch_result(loss, return_dict)
 
-    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+    def test_on_batch(self, x: ArrayData, y: Optional[ArrayData] = None,
+                      sample_weight: Optional[ArrayLike] = None,
+                      return_dict: bool = False) -> Union[float, List[float], Dict[str, float]]:
         self._check_compiled("evaluating it (test_on_batch)")
         xs = self._prepare_x(x)
         ys = self._prepare_y(y, _batch_count(xs))
@@ -865,7 +886,7 @@ class Model:
         logs = self._evaluate_batches(ArrayBatches(xs, ys, sw, max(1, _batch_count(xs))))
         return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
 
-    def predict_on_batch(self, x):
+    def predict_on_batch(self, x: ArrayData) -> Union[np.ndarray, List[np.ndarray]]:
         outs = self._predict_batch(self._prepare_x(x))
         return outs[0] if len(outs) == 1 else outs
 
@@ -911,7 +932,7 @@ class Model:
         for layer in self._layers:
             layer.reset_states()
 
-    def summary(self, print_fn=None, line_length: int = 80) -> None:
+    def summary(self, print_fn: Optional[Callable[[str], Any]] = None, line_length: int = 80) -> None:
         """Print a Keras-style table: each layer's name, type, output shape and parameter count."""
         print_fn = print_fn or print
         cols = [int(line_length * 0.45), int(line_length * 0.33), line_length - int(line_length * 0.45)
@@ -951,7 +972,7 @@ class Model:
 
     # ---- saving ---------------------------------------------------------------------------------
 
-    def save(self, filepath, overwrite: bool = True, metadata: Optional[dict] = None) -> None:
+    def save(self, filepath: PathLike, overwrite: bool = True, metadata: Optional[dict] = None) -> None:
         """Save architecture, weights, compile settings and optimizer state to one file, written
         atomically. By extension: ``.keras`` a Keras 3 file and ``.h5``/``.hdf5`` a legacy Keras HDF5
         file (``keras.saving.load_model`` opens both; needs h5py), anything else lstmfast's own zip of
@@ -962,7 +983,7 @@ class Model:
         else:
             saving.save_model(self, filepath, overwrite=overwrite, metadata=metadata)
 
-    def save_weights(self, filepath, overwrite: bool = True) -> None:
+    def save_weights(self, filepath: PathLike, overwrite: bool = True) -> None:
         """Write the weights only: ``.h5``/``.hdf5`` (Keras 3 wants ``.weights.h5``) as Keras 3's
         ``save_weights`` (needs h5py), anything else in lstmfast's own format."""
         if os.fspath(filepath).lower().endswith((".h5", ".hdf5")):
@@ -971,7 +992,7 @@ class Model:
         else:
             saving.save_weights(self, filepath, overwrite=overwrite)
 
-    def load_weights(self, filepath) -> None:
+    def load_weights(self, filepath: PathLike) -> None:
         """Set the weights from a file of ``save_weights`` or ``save``, lstmfast's or Keras's
         (recognised by content: Keras 3 ``.weights.h5`` and ``.keras``, legacy ``.h5``)."""
         from .interop import keras_format
@@ -980,7 +1001,7 @@ class Model:
         else:
             saving.load_weights(self, filepath)
 
-    def export(self, filepath, format: str = "onnx", verbose: bool = False, **kwargs) -> None:
+    def export(self, filepath: PathLike, format: str = "onnx", verbose: bool = False, **kwargs: Any) -> None:
         """Export for inference elsewhere (Keras 3's spelling). ``format="onnx"``: a standard ONNX graph
         with the LSTM operator (needs ``pip install onnx``); keyword arguments (``opset``,
         ``dynamic_time``) go to ``lstmfast.interop.onnx_export.export_onnx``."""
@@ -1042,27 +1063,40 @@ class Sequential(Model):
     from the first layer's ``input_shape``/``batch_input_shape``, or from the first data it sees.
     """
 
-    def __init__(self, layers=None, name: Optional[str] = None):
+    def __init__(self, layers: Optional[Sequence[Union[Layer, KerasTensor]]] = None,
+                 name: Optional[str] = None) -> None:
         super().__init__(name=name)
         self._stack: list = []
         self._input_spec = None  # (batch_shape, dtype) once known
         for layer in layers or []:
             self.add(layer)
 
-    def add(self, layer) -> None:
+    def add(self, layer: Union[Layer, KerasTensor]) -> None:
+        if self._append(layer):
+            self._rebuild()
+
+    def _extend(self, layers: Sequence[Union[Layer, KerasTensor]]) -> None:
+        """``add`` each of ``layers`` and build the graph once, at the end (a model read from a file:
+        building it after each layer would take time quadratic in their number)."""
+        rebuild = False
+        for layer in layers:
+            rebuild = self._append(layer) or rebuild
+        if rebuild:
+            self._rebuild()
+
+    def _append(self, layer: Union[Layer, KerasTensor]) -> bool:
+        """``add``'s checks and bookkeeping; True when the graph must be built again."""
         if isinstance(layer, layers_module.KerasTensor):
             if self._stack or self._input_spec is not None:
                 raise ValueError("Input() can only be the first element of a Sequential model")
             self._input_spec = (tuple(layer.shape), layer.dtype)
-            self._rebuild()
-            return
+            return True
         if isinstance(layer, layers_module.InputLayer):
             if self._stack or self._input_spec is not None:
                 raise ValueError("an InputLayer can only be the first element of a Sequential model")
             t = layer._inbound_nodes[0].outputs[0]
             self._input_spec = (tuple(t.shape), t.dtype)
-            self._rebuild()
-            return
+            return True
         if not isinstance(layer, layers_module.Layer):
             raise TypeError(f"Sequential.add expects a Layer, got {type(layer).__name__}")
         if layer in self._stack:
@@ -1072,10 +1106,9 @@ class Sequential(Model):
             if hint is not None:
                 self._input_spec = (tuple(hint), getattr(layer, "_input_dtype_hint", None))
         self._stack.append(layer)
-        if self._input_spec is not None:
-            self._rebuild()
+        return self._input_spec is not None
 
-    def pop(self):
+    def pop(self) -> Layer:
         if not self._stack:
             raise ValueError("pop() on an empty Sequential model")
         layer = self._stack.pop()
@@ -1124,7 +1157,7 @@ class Sequential(Model):
 
 # ---- loading ------------------------------------------------------------------------------------
 
-def load_model(filepath, compile: bool = True) -> Model:
+def load_model(filepath: PathLike, compile: bool = True) -> Model:
     """Load a model saved with ``model.save``: architecture, weights and (if compiled) the optimizer
     with its state, so ``fit`` continues where it stopped. Keras files (a Keras 3 ``.keras`` zip, a
     legacy ``.h5`` from Keras 1, 2 or 3), recognised by their content, are read too
@@ -1132,18 +1165,26 @@ def load_model(filepath, compile: bool = True) -> Model:
     from .interop import keras_format
     if os.path.isfile(filepath) and keras_format.is_keras_file(filepath):
         return keras_format.load(filepath, compile=compile)
+    errors = (ValueError,) + _file_limits.CONFIG_ERRORS  # what a damaged or hostile config can raise
     with saving.open_model(filepath) as f:
-        try:
-            model = model_from_config(f.config)
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"{f.path} is damaged: bad architecture ({e!r})") from None
+        try:  # within the weights the file holds, without running initializers
+            with _file_limits.weights_from_file(f.weight_values(), f.path):
+                model = model_from_config(f.config)
+        except errors as e:
+            raise _file_limits.file_error(f.path, e, "its model cannot be built") from None
         f.load_weights_into(model)
         if compile and f.compile_config:
-            model.compile_from_config(f.compile_config)
-            state = f.optimizer_state()
+            try:
+                model.compile_from_config(f.compile_config)
+            except errors as e:
+                raise _file_limits.file_error(f.path, e, "its compile settings cannot be applied") from None
+            state = f.optimizer_state(model)
             if state is not None:
-                model.optimizer.build(model.trainable_weights)
-                model.optimizer.set_state(state)
+                try:
+                    model.optimizer.build(model.trainable_weights)
+                    model.optimizer.set_state(state)
+                except errors as e:
+                    raise _file_limits.file_error(f.path, e, "its optimizer state does not fit the model") from None
     return model
 
 
@@ -1153,10 +1194,9 @@ def model_from_config(config: dict) -> Model:
     if kind == "Sequential":
         model = Sequential(name=config.get("name"))
         spec = config.get("input")
-        if spec is not None:
-            model.add(layers_module.Input(batch_shape=tuple(spec["batch_shape"]), dtype=spec.get("dtype")))
-        for entry in config.get("layers", []):
-            model.add(_layer_from_entry(entry))
+        stack = [] if spec is None else [layers_module.Input(batch_shape=tuple(spec["batch_shape"]),
+                                                             dtype=spec.get("dtype"))]
+        model._extend(stack + [_layer_from_entry(entry) for entry in config.get("layers", [])])
         return model
     if kind == "Model":
         tensors: Dict[int, Any] = {}

@@ -36,13 +36,16 @@ to convert what it can or to raise its message.
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from types import ModuleType
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _core
 from . import cuda as _cuda
 from ._results import LSTMGradients, LSTMOutput
+from ._typing import Array
 
 __all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTMCache", "RECURRENT_ACTIVATIONS",
            "BACKENDS", "set_backend", "get_backend", "array_module", "as_array", "to_numpy", "to_device_of",
@@ -64,7 +67,7 @@ class LSTMCache:
 
     __slots__ = ("inputs", "has_bias", "y", "gates", "cells", "consumed")
 
-    def __init__(self, inputs: tuple, has_bias: bool, y, gates, cells):
+    def __init__(self, inputs: tuple, has_bias: bool, y: Array, gates: Array, cells: Array) -> None:
         self.inputs, self.has_bias = inputs, has_bias
         self.y, self.gates, self.cells, self.consumed = y, gates, cells, False
 
@@ -179,9 +182,22 @@ def _as_array(xp, value):
     return arr
 
 
+def _engine_ready(xp, arr) -> bool:
+    """Whether the engines take ``arr`` as it is: C-contiguous and, on the host, aligned to its dtype
+    (NumPy can view a byte buffer at an odd offset; the kernels read through typed pointers)."""
+    return arr.flags.c_contiguous and (xp is not np or arr.flags.aligned)
+
+
+def _contiguous(xp, arr):
+    """``arr`` as the engines take it (see ``_engine_ready``): itself, or a C-contiguous aligned copy."""
+    if _engine_ready(xp, arr):
+        return arr
+    return np.array(arr, order="C") if xp is np else xp.ascontiguousarray(arr)
+
+
 def _float_array(xp, value, name: str, dtype, shape: tuple, what: str):
     """``value`` as a C-contiguous ``xp`` array of ``dtype`` and ``shape``; clear errors otherwise."""
-    if type(value) is xp.ndarray and value.dtype is dtype and value.shape == shape and value.flags.c_contiguous:
+    if type(value) is xp.ndarray and value.dtype is dtype and value.shape == shape and _engine_ready(xp, value):
         return value
     arr = _as_array(xp, value)
     if arr.dtype != dtype:
@@ -192,28 +208,28 @@ def _float_array(xp, value, name: str, dtype, shape: tuple, what: str):
                         f"(convert with .astype({module}.{dtype}))")
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {what} = {_shape(shape)}, got {_shape(arr.shape)}")
-    return xp.ascontiguousarray(arr)
+    return _contiguous(xp, arr)
 
 
 def _check_x(xp, x):
-    if type(x) is xp.ndarray and (x.dtype is _F32 or x.dtype is _F64) and x.ndim == 3 and x.flags.c_contiguous:
+    if type(x) is xp.ndarray and (x.dtype is _F32 or x.dtype is _F64) and x.ndim == 3 and _engine_ready(xp, x):
         return x
     arr = _as_array(xp, x)
     if arr.dtype not in _FLOATS:
         raise TypeError(f"x must be float32 or float64, got dtype {arr.dtype}")
     if arr.ndim != 3:
         raise ValueError(f"x must have shape [T, B, X] (3 dims, time-major), got shape {_shape(arr.shape)}")
-    return xp.ascontiguousarray(arr)
+    return _contiguous(xp, arr)
 
 
 def _check_weights(xp, kernel, recurrent_kernel, bias, X: int, dtype):
     rk = recurrent_kernel
     if (type(rk) is xp.ndarray and type(kernel) is xp.ndarray and rk.dtype is dtype and kernel.dtype is dtype
-            and rk.ndim == 2 and rk.flags.c_contiguous and kernel.flags.c_contiguous):  # the usual case
+            and rk.ndim == 2 and _engine_ready(xp, rk) and _engine_ready(xp, kernel)):  # the usual case
         H = rk.shape[0]
         if (rk.shape[1] == 4 * H and kernel.shape == (X, 4 * H) and
                 (bias is None or (type(bias) is xp.ndarray and bias.dtype is dtype and bias.shape == (4 * H,)
-                                  and bias.flags.c_contiguous))):
+                                  and _engine_ready(xp, bias)))):
             return kernel, rk, bias, H
     rk = recurrent_kernel if isinstance(recurrent_kernel, xp.ndarray) else xp.asarray(recurrent_kernel)
     if rk.ndim != 2 or rk.shape[1] != 4 * rk.shape[0]:
@@ -244,9 +260,9 @@ def _check_lengths(xp, lengths, T: int, B: int):
     if B and (host.min() < 0 or host.max() > T):
         bad = int(np.flatnonzero((host < 0) | (host > T))[0])
         raise ValueError(f"lengths must lie in [0, T={T}], got lengths[{bad}] = {int(host[bad])}")
-    if type(arr) is xp.ndarray and arr.dtype is _I32 and arr.flags.c_contiguous:
+    if type(arr) is xp.ndarray and arr.dtype is _I32 and _engine_ready(xp, arr):
         return arr
-    return xp.ascontiguousarray(arr, dtype=np.int32)
+    return _contiguous(xp, arr.astype(np.int32, copy=False))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,9 +274,11 @@ _FORWARD_INPUTS = ("x", "kernel", "recurrent_kernel", "bias", "h0", "c0", "peeph
 _BACKWARD_INPUTS = ("cache", "dy", "dh", "dc")
 
 
-def lstm_forward(x, kernel, recurrent_kernel, bias, h0=None, c0=None, peephole=None, lengths=None,
-                 recurrent_activation="sigmoid", training=True, recurrent_dropout_mask=None,
-                 backend=None) -> LSTMOutput:
+def lstm_forward(x: ArrayLike, kernel: ArrayLike, recurrent_kernel: ArrayLike, bias: Optional[ArrayLike],
+                 h0: Optional[ArrayLike] = None, c0: Optional[ArrayLike] = None,
+                 peephole: Optional[ArrayLike] = None, lengths: Optional[ArrayLike] = None,
+                 recurrent_activation: str = "sigmoid", training: bool = True,
+                 recurrent_dropout_mask: Optional[ArrayLike] = None, backend: Optional[str] = None) -> LSTMOutput:
     """Run an LSTM layer over a time-major batch.
 
     Args:
@@ -350,7 +368,8 @@ def _run_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole
     return LSTMOutput(y, h, c, cache)
 
 
-def lstm_backward(cache, dy, dh=None, dc=None, backend=None) -> LSTMGradients:
+def lstm_backward(cache: LSTMCache, dy: Optional[ArrayLike], dh: Optional[ArrayLike] = None,
+                  dc: Optional[ArrayLike] = None, backend: Optional[str] = None) -> LSTMGradients:
     """Gradients of a training-mode ``lstm_forward`` call.
 
     Args:
@@ -428,7 +447,7 @@ def _run_backward(xp, engine, cache: LSTMCache, dy, dh, dc) -> LSTMGradients:
 # Placement: the only device-aware helpers layers, models and optimizers use.
 # ---------------------------------------------------------------------------------------------
 
-def array_module(a):
+def array_module(a: Any) -> ModuleType:
     """The array module of ``a``: ``cupy`` for a CuPy array, else ``numpy``."""
     if type(a) is np.ndarray:
         return np
@@ -436,7 +455,7 @@ def array_module(a):
     return cupy if cupy is not None and isinstance(a, cupy.ndarray) else np
 
 
-def as_array(a, like=None):
+def as_array(a: ArrayLike, like: Optional[Array] = None) -> Array:
     """``a`` as an array of ``like``'s array module (``a``'s own when ``like`` is None): a NumPy
     array, with ``like`` one or None, comes back as it is (the common case, checked first)."""
     if type(a) is np.ndarray and (like is None or type(like) is np.ndarray):
@@ -444,7 +463,7 @@ def as_array(a, like=None):
     return array_module(a if like is None else like).asarray(a)
 
 
-def to_numpy(a) -> np.ndarray:
+def to_numpy(a: ArrayLike) -> np.ndarray:
     """``a`` as a NumPy array: a CuPy array is copied to the host, anything else goes through
     ``np.asarray`` (a NumPy array comes back as it is)."""
     if type(a) is np.ndarray:
@@ -455,7 +474,7 @@ def to_numpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
-def to_device_of(like, a):
+def to_device_of(like: Array, a: ArrayLike) -> Array:
     """``a`` (host data: a mask from the host generator, index arrays) on the device of ``like``;
     unchanged when ``like`` is not a CuPy array."""
     cupy = array_module(like)
@@ -465,7 +484,7 @@ def to_device_of(like, a):
         return cupy.asarray(a)
 
 
-def to_backend(a, backend: str):
+def to_backend(a: Optional[ArrayLike], backend: str) -> Optional[Array]:
     """``a`` on ``"cpu"`` (a NumPy array) or ``"cuda"`` (a CuPy array on the current device); an
     array already there comes back as it is; None stays None."""
     _check_name(backend, "backend")
@@ -480,12 +499,12 @@ _SCATTER_ROWS = {_F32: _core.scatter_add_rows_f32, _F64: _core.scatter_add_rows_
 _OPTIMIZER_STEPS = {_F32: _core.optim_step_f32, _F64: _core.optim_step_f64}
 
 
-def optimizer_step_kernel(variables, dtype):
+def optimizer_step_kernel(variables: Iterable[Array], dtype: DTypeLike) -> Optional[Callable[..., None]]:
     """The C++ fused optimizer step (``_core.optim_step_f32``/``_f64``, ``cpp/optim.h``) for
     ``variables`` of ``dtype``, or None when it cannot take them (not all C-contiguous NumPy
     arrays, another dtype, GPU arrays): the optimizer then runs its array-module rules."""
     kernel = _OPTIMIZER_STEPS.get(np.dtype(dtype))
-    if kernel is None or not all(type(v) is np.ndarray and v.dtype == dtype and v.flags.c_contiguous
+    if kernel is None or not all(type(v) is np.ndarray and v.dtype == dtype and _engine_ready(np, v)
                                  for v in variables):
         return None
     return kernel
@@ -497,7 +516,8 @@ _GEMMS = {_F32: _core.gemm_f32, _F64: _core.gemm_f64}
 _SMALL_GEMM = 65536
 
 
-def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None, accumulate: bool = False):
+def matmul(a: Array, b: Array, trans_a: bool = False, trans_b: bool = False, out: Optional[Array] = None,
+           accumulate: bool = False) -> Array:
     """``op(a) @ op(b)`` for 2-D ``a [M,K]``, ``b [K,N]``, or stacks of them ``[S,M,K]``, ``[S,K,N]``
     (``op`` swaps the last two axes when ``trans_a``/``trans_b``): the engine's GEMM (``cpp/gemm.h``,
     on the engine's thread pool) for NumPy float32/float64 arrays of one dtype, ``xp.matmul``
@@ -505,26 +525,38 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None, accumul
     values when ``accumulate``; without ``out`` a new array is returned. The one product layers use,
     so a training step's GEMMs run on one thread pool and NumPy's BLAS threads never wake in it.
     Products under ``_SMALL_GEMM`` multiply-adds go to NumPy: OpenBLAS runs those on the calling
-    thread, and faster (about 1 us against 2.7 us for ``[1,25] @ [25,100]``)."""
+    thread, and faster (about 1 us against 2.7 us for ``[1,25] @ [25,100]``). ``out`` must have the
+    product's shape and a dtype the product casts to (np.matmul's "same_kind"); it may overlap ``a``
+    or ``b`` (NumPy then computes the product, into a buffer of its own)."""
+    try:
+        size = a.shape[-1] * a.shape[-2] * (b.shape[-2] if trans_b else b.shape[-1])
+        if b.ndim < 2:
+            raise IndexError
+    except (AttributeError, IndexError):
+        raise _matmul_operand_error(a, b) from None
     gemm = None
     stacked = False
-    if a.shape[-1] * a.shape[-2] * (b.shape[-2] if trans_b else b.shape[-1]) > _SMALL_GEMM:  # small: NumPy's
+    if size > _SMALL_GEMM:  # small: NumPy's
         if type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype and (
-                out is None or (type(out) is np.ndarray and out.dtype == a.dtype and out.flags.c_contiguous)):
+                out is None or (type(out) is np.ndarray and out.dtype == a.dtype and _engine_ready(np, out)
+                                and out.flags.writeable and not np.may_share_memory(out, a)
+                                and not np.may_share_memory(out, b))):  # the GEMM reads A and B as it writes C
             gemm = _GEMMS.get(a.dtype)
         stacked = a.ndim == 3 and b.ndim == 3 and a.shape[0] == b.shape[0]
-    if gemm is None or not (stacked or (a.ndim == 2 and b.ndim == 2)):
+    M = a.shape[-1] if trans_a else a.shape[-2]
+    N = b.shape[-2] if trans_b else b.shape[-1]
+    if gemm is None or not (stacked or (a.ndim == 2 and b.ndim == 2)) or (
+            out is not None and out.shape != a.shape[:-2] + (M, N)):
         product = (a.swapaxes(-1, -2) if trans_a else a) @ (b.swapaxes(-1, -2) if trans_b else b)
         if out is None:
             return product
+        _check_matmul_out(out, product)
         if accumulate:
             out += product
         else:
             out[...] = product
         return out
-    M = a.shape[-1] if trans_a else a.shape[-2]
-    N = b.shape[-2] if trans_b else b.shape[-1]
-    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    a, b = _contiguous(np, a), _contiguous(np, b)
     if out is None:
         out = np.empty(a.shape[:-2] + (M, N), a.dtype)
         accumulate = False
@@ -536,24 +568,53 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None, accumul
     return out
 
 
-def scatter_add(out, index, rows) -> None:
+def _matmul_operand_error(a, b) -> Exception:
+    """The error for matmul operands that are not arrays of 2 or more dims."""
+    for name, value in (("a", a), ("b", b)):
+        shape = getattr(value, "shape", None)
+        if shape is None:
+            return TypeError(f"matmul: {name} must be an array, got {type(value).__name__}")
+        if len(shape) < 2:
+            return ValueError(f"matmul: {name} must have 2 dims [rows, columns] or 3 [stack, rows, columns], "
+                              f"got shape {_shape(shape)}")
+    return ValueError("matmul: a and b must have 2 or 3 dims")  # not reached
+
+
+def _check_matmul_out(out, product) -> None:
+    if out.shape != product.shape:
+        raise ValueError(f"matmul: out must have the product's shape {_shape(product.shape)}, got "
+                         f"{_shape(out.shape)}")
+    if not np.can_cast(product.dtype, out.dtype, "same_kind"):
+        raise TypeError(f"matmul: out has dtype {out.dtype}, which the product's dtype {product.dtype} does "
+                        f"not cast to")
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
+        raise ValueError("matmul: out is read-only")
+
+def scatter_add(out: Array, index: Array, rows: Array) -> None:
     """``out[index[i]] += rows[i]``, repeated indices accumulating (``np.add.at``'s meaning): the C++
-    kernel for a contiguous float32/float64 ``out [N,D]`` with int32/int64 ``index``, ``cupy.add.at``
-    on the GPU, ``np.add.at`` otherwise."""
+    kernel for a contiguous float32/float64 ``out [N,D]`` with native int32/int64 ``index`` and
+    ``rows [len(index), D]`` of ``out``'s dtype (indices in ``[0, N)``: a negative one is a ValueError
+    there), ``cupy.add.at`` on the GPU, ``np.add.at`` otherwise."""
     if type(out) is np.ndarray:
         add = _SCATTER_ROWS.get(out.dtype)
-        if (add is not None and out.ndim == 2 and out.flags.c_contiguous and type(index) is np.ndarray
+        if (add is not None and out.ndim == 2 and _engine_ready(np, out) and type(index) is np.ndarray
                 and index.ndim == 1 and index.dtype.kind == "i" and index.dtype.itemsize in (4, 8)
-                and type(rows) is np.ndarray and rows.dtype == out.dtype):
+                and index.dtype.isnative and type(rows) is np.ndarray and rows.dtype == out.dtype
+                and rows.shape == (len(index), out.shape[1])):  # other shapes: np.add.at broadcasts or refuses
+            if np.may_share_memory(out, rows) or np.may_share_memory(out, index):
+                # np.add.at reads them as they were; the kernel would read what it already changed
+                rows, index = rows.copy(), index.copy()
             # one pass in C++, in np.add.at's order
-            add(out, np.ascontiguousarray(index), np.ascontiguousarray(rows).reshape(len(index), out.shape[1]))
+            add(out, _contiguous(np, index), _contiguous(np, rows))
         else:
+            if not out.flags.writeable:
+                raise ValueError(f"scatter_add: out (shape {_shape(out.shape)}) is read-only")
             np.add.at(out, index, rows)
         return
     array_module(out).add.at(out, index, rows)
 
 
-def segment_sum(a, starts):
+def segment_sum(a: Array, starts: ArrayLike) -> Array:
     """``np.add.reduceat(a, starts, axis=0)`` for ``a`` on its own device (CuPy has no reduceat:
     computed on the host and copied back)."""
     if type(a) is np.ndarray:

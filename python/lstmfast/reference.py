@@ -24,7 +24,10 @@ padded steps is ignored and dh, dc pass straight through them.
 """
 from __future__ import annotations
 
+from typing import Any, Dict, Optional
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._results import LSTMGradients, LSTMOutput
 
@@ -98,8 +101,11 @@ def _lengths(value, T, B):
 # Forward and backward.
 # ---------------------------------------------------------------------------------------------
 
-def lstm_forward(x, kernel, recurrent_kernel, bias, h0=None, c0=None, peephole=None, lengths=None,
-                 recurrent_activation="sigmoid", training=True, recurrent_dropout_mask=None):
+def lstm_forward(x: ArrayLike, kernel: ArrayLike, recurrent_kernel: ArrayLike, bias: Optional[ArrayLike],
+                 h0: Optional[ArrayLike] = None, c0: Optional[ArrayLike] = None,
+                 peephole: Optional[ArrayLike] = None, lengths: Optional[ArrayLike] = None,
+                 recurrent_activation: str = "sigmoid", training: bool = True,
+                 recurrent_dropout_mask: Optional[ArrayLike] = None) -> LSTMOutput:
     """Run the LSTM over ``x [T,B,X]``; return ``LSTMOutput(y [T,B,H], h [B,H], c [B,H], cache)``.
 
     ``bias``, ``h0``, ``c0``, ``peephole``, ``lengths`` and ``recurrent_dropout_mask`` may be None
@@ -163,7 +169,8 @@ def lstm_forward(x, kernel, recurrent_kernel, bias, h0=None, c0=None, peephole=N
     return LSTMOutput(y, h, c, cache)
 
 
-def lstm_backward(cache, dy, dh=None, dc=None):
+def lstm_backward(cache: Dict[str, Any], dy: Optional[ArrayLike], dh: Optional[ArrayLike] = None,
+                  dc: Optional[ArrayLike] = None) -> LSTMGradients:
     """Gradients of a training-mode ``lstm_forward`` call.
 
     ``dy [T,B,H]`` (ignored at padded steps), ``dh``, ``dc [B,H]`` (gradients of the final h, c);

@@ -8,13 +8,14 @@ from __future__ import annotations
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import backend
 
 __all__ = ["sample_next", "beam_search"]
 
 
-def sample_next(probs, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
+def sample_next(probs: ArrayLike, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
                 rng: Optional[np.random.Generator] = None) -> int:
     """One token index drawn from ``probs`` (a 1-D probability vector).
 
@@ -60,7 +61,7 @@ def sample_next(probs, temperature: float = 1.0, top_k: Optional[int] = None, to
 StepFn = Callable[[np.ndarray, List[np.ndarray]], Tuple[np.ndarray, List[np.ndarray]]]
 
 
-def beam_search(step: StepFn, state: Sequence[np.ndarray], start_tokens, beam_width: int, max_length: int,
+def beam_search(step: StepFn, state: Sequence[np.ndarray], start_tokens: ArrayLike, beam_width: int, max_length: int,
                 end_token: Optional[int] = None) -> Tuple[List[int], float]:
     """The most probable continuation under ``step``, by beam search.
 

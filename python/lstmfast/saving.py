@@ -11,7 +11,10 @@ builds models: ``lstmfast.models.load_model`` (also ``lstmfast.load_model``) ope
 ``open_model`` and rebuilds the model from what it reads.
 
 Loading never unpickles and never imports anything named in the file: layer classes are looked
-up in lstmfast's own registry, and arrays are read with ``allow_pickle=False``. Files are
+up in lstmfast's own registry, and an array is read only after its ``.npy`` header is checked: a
+plain numeric dtype (an array of Python objects would need unpickling), the shape the manifest
+lists, and exactly the bytes that shape needs. What the archive declares is checked against the
+limits of ``lstmfast._file_limits`` before anything is decompressed or allocated. Files are
 written to a temporary file in the target directory and renamed over the target, so a crash
 leaves either the old file or the new one, never half of one.
 """
@@ -19,18 +22,22 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import zipfile
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from . import _file_limits
 from ._atomic import atomic_file
 
 FORMAT_MODEL = "lstmfast.model"
 FORMAT_WEIGHTS = "lstmfast.weights"
 FORMAT_VERSION = 1
 _MANIFEST = "model.json"
+_NPY_HEADER_MAX = 10_000 + 12  # numpy's own limit on an .npy header (max_header_size), plus the magic and length
+_NPY_KINDS = "biuf"  # the dtypes an array in a model file may have: bool, integers, floats
 
 __all__ = ["save_model", "save_weights", "load_weights", "read_metadata", "open_model", "ModelFile"]
 
@@ -58,48 +65,147 @@ def _open(path, expected_format: Optional[str]):
         raise FileNotFoundError(f"no such file: {path}")
     try:
         z = zipfile.ZipFile(path, "r")
-    except zipfile.BadZipFile as e:
-        raise ValueError(f"{path} is not an lstmfast model file (not a zip archive: {e})") from None
+    except _file_limits.ZIP_ERRORS + (ValueError,) as e:
+        raise ValueError(f"{path} is not an lstmfast model file (not a zip archive: {e}); expected lstmfast's "
+                         f"zip or a Keras .keras zip or .h5 HDF5 file") from None
     try:
-        raw = z.read(_MANIFEST)
-    except KeyError:
+        _file_limits.check_zip(z, path)
+        manifest = _file_limits.load_json(read_member(z, _MANIFEST, _file_limits.MAX_JSON_BYTES, path,
+                                                      missing="is not an lstmfast model file"),
+                                          f"{path} is damaged: {_MANIFEST}")
+        _check_manifest(manifest, expected_format, path)
+    except BaseException:
         z.close()
-        raise ValueError(f"{path} is not an lstmfast model file (no {_MANIFEST} inside)") from None
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        z.close()
-        raise ValueError(f"{path} is damaged: cannot read {_MANIFEST} ({e})") from None
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        z.close()
-        raise ValueError(f"{path} is damaged: {_MANIFEST} is not valid JSON ({e})") from None
-    fmt = manifest.get("format") if isinstance(manifest, dict) else None
-    if fmt not in (FORMAT_MODEL, FORMAT_WEIGHTS):
-        z.close()
-        raise ValueError(f"{path} is not an lstmfast model file (format tag {fmt!r})")
-    if expected_format == FORMAT_MODEL and fmt != FORMAT_MODEL:
-        z.close()
-        raise ValueError(f"{path} holds only weights (saved with save_weights); load it with model.load_weights")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        z.close()
-        raise ValueError(f"{path} was written by a newer lstmfast (format version {manifest.get('format_version')}, "
-                         f"this one reads up to {FORMAT_VERSION})")
+        raise
     return z, manifest
 
 
-def _read_arrays(z: zipfile.ZipFile, folder: str, count: int, path: str) -> List[np.ndarray]:
-    arrays = []
+def _check_manifest(manifest, expected_format: Optional[str], path: str) -> None:
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    if fmt not in (FORMAT_MODEL, FORMAT_WEIGHTS):
+        raise ValueError(f"{path} is not an lstmfast model file (format tag {fmt!r:.100})")
+    if expected_format == FORMAT_MODEL and fmt != FORMAT_MODEL:
+        raise ValueError(f"{path} holds only weights (saved with save_weights); load it with model.load_weights")
+    version = manifest.get("format_version", 0)
+    if type(version) is not int:
+        raise ValueError(f"{path} is damaged: format_version must be an integer, got {version!r:.100}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path} was written by a newer lstmfast (format version {version}, "
+                         f"this one reads up to {FORMAT_VERSION})")
+    for key, kind in (("model", dict), ("weights", list), ("compile", dict), ("optimizer_state", dict)):
+        if manifest.get(key) is not None and not isinstance(manifest[key], kind):
+            raise ValueError(f"{path} is damaged: {_MANIFEST}'s {key!r} must be a {kind.__name__} (or null), "
+                             f"got {manifest[key]!r:.100}")
+    for k, entry in enumerate(manifest.get("weights") or []):
+        _entry_nbytes(entry, f"{path} is damaged: {_MANIFEST}'s weight #{k}")
+
+
+def _entry_nbytes(entry, where: str) -> int:
+    """The bytes of the array a manifest entry ``{"name", "shape", "dtype"}`` lists (ValueError,
+    starting with ``where``, for an entry that is not one)."""
+    shape = entry.get("shape") if isinstance(entry, dict) else None
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise ValueError(f"{where} must be {{'name', 'shape': [non-negative integers], 'dtype'}}, got {entry!r:.100}")
+    try:
+        dtype = np.dtype(entry["dtype"]) if isinstance(entry.get("dtype"), str) else None
+    except TypeError:  # a name NumPy does not know
+        dtype = None
+    if dtype is None or dtype.kind not in _NPY_KINDS:
+        raise ValueError(f"{where} has dtype {entry.get('dtype')!r:.100}, expected a numeric dtype name ('float32')")
+    return math.prod(shape) * dtype.itemsize  # Python integers: no overflow
+
+
+def read_member(z: zipfile.ZipFile, name: str, limit: int, path: str, missing: str = "is damaged") -> bytes:
+    """The bytes of the zip member ``name``, refused before it is decompressed when it declares more
+    than ``limit`` bytes. ValueError naming ``path`` when it is missing (``f"{path} {missing}"``),
+    too large or damaged."""
+    try:
+        info = z.getinfo(name)
+    except KeyError:
+        raise ValueError(f"{path} {missing}: it has no {name}") from None
+    if info.file_size > limit:
+        raise ValueError(f"{path}: {name} declares {info.file_size} bytes, more than the {limit} a model "
+                         f"description can need; refusing to read it")
+    try:
+        return z.read(info)
+    except _file_limits.ZIP_ERRORS + (ValueError,) as e:
+        raise ValueError(f"{path} is damaged: cannot read {name} ({e})") from None
+
+
+def _read_arrays(z: zipfile.ZipFile, folder: str, count: int, path: str, entries: Optional[list] = None,
+                 max_values: Optional[int] = None) -> List[np.ndarray]:
+    """The arrays ``folder/00000.npy``, ... (``count`` of them). With ``entries`` (the manifest's
+    list), each must have the shape and bytes its entry lists; with ``max_values``, they may hold
+    that many values in all. Both are checked against what the archive declares before anything
+    is decompressed."""
+    infos = []
     for k in range(count):
         name = f"{folder}/{k:05d}.npy"
         try:
-            data = z.read(name)
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
+            infos.append(z.getinfo(name))
         except KeyError:
             raise ValueError(f"{path} is damaged: {name} is missing") from None
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-            raise ValueError(f"{path} is damaged: cannot read {name} ({e})") from None
-        arrays.append(arr)
+        if entries is not None:
+            nbytes = _entry_nbytes(entries[k], f"{path} is damaged: {_MANIFEST}'s weight #{k}")
+            if not nbytes <= infos[-1].file_size <= nbytes + _NPY_HEADER_MAX:
+                raise ValueError(f"{path} is damaged: cannot read {name}: it declares {infos[-1].file_size} bytes; "
+                                 f"the manifest's shape {entries[k]['shape']} of {entries[k]['dtype']} needs {nbytes} "
+                                 f"and a header")
+    if max_values is not None:
+        declared = sum(info.file_size for info in infos)
+        if declared > 8 * max_values + _NPY_HEADER_MAX * count:  # 8: the widest dtype a value may have
+            raise ValueError(f"{path}: {folder}/ declares {declared} bytes in {count} arrays, more than {max_values} "
+                             f"values can take; refusing to read them")
+    arrays = []
+    for k, info in enumerate(infos):
+        arrays.append(_read_npy(z, info, path, None if entries is None else tuple(entries[k]["shape"])))
+    if max_values is not None and sum(a.size for a in arrays) > max_values:
+        raise ValueError(f"{path}: {folder}/ holds {sum(a.size for a in arrays)} values, more than the "
+                         f"{max_values} it can have")
     return arrays
+
+
+def _read_npy(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, shape: Optional[tuple]) -> np.ndarray:
+    """The array of the ``.npy`` member ``info``, read only after its header is checked: a numeric
+    dtype, the ``shape`` expected (None: any), and the member's declared size exactly what the
+    header's shape needs."""
+    name = info.filename
+    damaged = f"{path} is damaged: cannot read {name}"
+    try:
+        member = z.open(info)
+    except _file_limits.ZIP_ERRORS + (ValueError,) as e:  # ValueError: a name that is not UTF-8
+        raise ValueError(f"{damaged} ({e})") from None
+    try:
+        with member as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    file_shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    file_shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f".npy format version {version}, expected 1.0 or 2.0")
+            except (ValueError, SyntaxError, TypeError, OverflowError) as e:
+                raise ValueError(f"{damaged} (not a valid .npy header: {e})") from None
+            if any(d < 0 for d in file_shape):
+                raise ValueError(f"{damaged}: its header declares shape {tuple(file_shape)}, a dimension negative")
+            if dtype.hasobject or dtype.kind not in _NPY_KINDS:
+                raise ValueError(f"{damaged}: it holds an array of dtype {dtype}, expected a numeric one (bool, "
+                                 f"integer or float); arrays of Python objects would need unpickling, which "
+                                 f"loading never does")
+            if shape is not None and tuple(file_shape) != shape:
+                raise ValueError(f"{damaged}: it holds shape {tuple(file_shape)}, the manifest lists {shape}")
+            nbytes = math.prod(file_shape) * dtype.itemsize
+            if info.file_size != f.tell() + nbytes:
+                raise ValueError(f"{damaged}: it declares {info.file_size} bytes; its header's shape "
+                                 f"{tuple(file_shape)} of {dtype} needs {f.tell() + nbytes}")
+            data = bytearray(nbytes)
+            if f.readinto(data) != nbytes:
+                raise ValueError(f"{damaged} (truncated)")
+    except _file_limits.ZIP_ERRORS as e:
+        raise ValueError(f"{damaged} ({e})") from None
+    array = np.frombuffer(data, dtype=dtype)
+    return array.reshape(file_shape[::-1]).T if fortran_order else array.reshape(file_shape)
 
 
 class ModelFile:
@@ -113,8 +219,11 @@ class ModelFile:
 
     @property
     def config(self) -> dict:
-        """The architecture: ``get_config()`` of the saved model (KeyError if the file has none)."""
-        return self.manifest["model"]
+        """The architecture: ``get_config()`` of the saved model (ValueError if the file has none)."""
+        config = self.manifest.get("model")
+        if config is None:
+            raise ValueError(f"{self.path} is damaged: {_MANIFEST} has no model architecture ('model')")
+        return config
 
     @property
     def compile_config(self) -> Optional[dict]:
@@ -127,19 +236,50 @@ class ModelFile:
         meta = self.manifest.get("metadata")
         return dict(meta) if isinstance(meta, dict) else {}
 
-    def load_weights_into(self, model) -> None:
-        """Set ``model``'s weights to the file's, after checking their number and shapes."""
+    def weight_values(self) -> int:
+        """How many weight values the file holds, as its manifest lists them, each list entry
+        checked against the bytes its array declares in the archive (``weights_from_file`` builds
+        the model within that)."""
         entries = self.manifest.get("weights") or []
-        _set_checked(model, _read_arrays(self._archive, "weights", len(entries), self.path), entries, self.path)
+        for k, entry in enumerate(entries):
+            name = f"weights/{k:05d}.npy"
+            try:
+                declared = self._archive.getinfo(name).file_size
+            except KeyError:
+                raise ValueError(f"{self.path} is damaged: {name} is missing") from None
+            nbytes = _entry_nbytes(entry, f"{self.path} is damaged: {_MANIFEST}'s weight #{k}")
+            if not nbytes <= declared <= nbytes + _NPY_HEADER_MAX:
+                raise ValueError(f"{self.path} is damaged: cannot read {name}: it declares {declared} bytes; the "
+                                 f"manifest's shape {entry['shape']} of {entry['dtype']} needs {nbytes} and a header")
+        return sum(math.prod(entry["shape"]) for entry in entries)
 
-    def optimizer_state(self) -> Optional[dict]:
+    def load_weights_into(self, model) -> None:
+        """Set ``model``'s weights to the file's, after checking their number and shapes against
+        the manifest (before any is read) and against the arrays."""
+        entries = self.manifest.get("weights") or []
+        _check_entries(model, entries, self.path)
+        _set_checked(model, _read_arrays(self._archive, "weights", len(entries), self.path, entries),
+                     entries, self.path)
+
+    def optimizer_state(self, model=None) -> Optional[dict]:
         """The saved optimizer state for ``optimizer.set_state`` (``{"iterations", "slots"}``), or
-        None when the file has none (not compiled, or no slots yet: the optimizer never stepped)."""
+        None when the file has none (not compiled, or no slots yet: the optimizer never stepped).
+        Given the ``model`` it belongs to, no more arrays and values than its optimizer can have."""
         state = self.manifest.get("optimizer_state")
-        if not state or int(state["slots"]) <= 0:
+        if not state:
             return None
-        slots = _read_arrays(self._archive, "optimizer", int(state["slots"]), self.path)
-        return {"iterations": int(state["iterations"]), "slots": slots}
+        count, iterations = state.get("slots"), state.get("iterations")
+        limit = _file_limits.optimizer_slots_limit(len(model.weights)) if model is not None else None
+        if type(count) is not int or count < 0 or (limit is not None and count > limit) \
+                or type(iterations) is not int or iterations < 0:
+            raise ValueError(f"{self.path} is damaged: optimizer_state must be {{'iterations': n >= 0, 'slots': "
+                             f"0..{limit if limit is not None else 'n'}}}, got {state!r:.100}")
+        if count == 0:
+            return None
+        max_values = None if model is None else \
+            _file_limits.optimizer_values_limit(sum(int(w.size) for w in model.weights))
+        slots = _read_arrays(self._archive, "optimizer", count, self.path, max_values=max_values)
+        return {"iterations": iterations, "slots": slots}
 
     def close(self) -> None:
         self._archive.close()
@@ -209,6 +349,17 @@ def read_metadata(filepath) -> dict:
         return keras_format.read_metadata(filepath)
     with open_model(filepath) as f:
         return f.metadata
+
+
+def _check_entries(model, entries: list, path: str) -> None:
+    """The manifest's list of arrays against ``model``'s weights: their number and shapes."""
+    expected = model.weights
+    if len(expected) != len(entries):
+        raise ValueError(f"{path}: the file has {len(entries)} weight arrays, the model needs {len(expected)}")
+    for k, (want, entry) in enumerate(zip(expected, entries)):
+        if tuple(entry["shape"]) != want.shape:
+            raise ValueError(f"{path}: weight {entry.get('name', f'#{k}')!r:.100} has shape {tuple(entry['shape'])}, "
+                             f"the model needs {want.shape}")
 
 
 def _set_checked(model, weights: List[np.ndarray], entries: list, path: str) -> None:

@@ -13,15 +13,19 @@ import tarfile
 import tempfile
 import time
 import types
+import typing
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
 import zipfile
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ._atomic import atomic_file
+from ._typing import PathLike
 from .backend import set_random_seed
 from .callbacks import Progbar
 
@@ -29,7 +33,7 @@ __all__ = ["set_random_seed", "to_categorical", "pad_sequences", "normalize", "P
            "PyDataset", "Sequence", "np_utils", "data_utils"]
 
 
-def to_categorical(y, num_classes=None, dtype="float64") -> np.ndarray:
+def to_categorical(y: ArrayLike, num_classes: Optional[int] = None, dtype: DTypeLike = "float64") -> np.ndarray:
     """One-hot encode integer labels: shape ``y.shape + (num_classes,)``, except that a trailing
     axis of size 1 is dropped first (``(N, 1)`` -> ``(N, num_classes)``), as Keras does.
     ``num_classes`` defaults to ``max(y) + 1``. float64 by default, as Keras 3 returns (Keras 2
@@ -59,7 +63,8 @@ def to_categorical(y, num_classes=None, dtype="float64") -> np.ndarray:
     return out.reshape(shape + (int(num_classes),))
 
 
-def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncating="pre", value=0.0) -> np.ndarray:
+def pad_sequences(sequences: typing.Sequence[Any], maxlen: Optional[int] = None, dtype: DTypeLike = "int32",
+                  padding: str = "pre", truncating: str = "pre", value: Any = 0.0) -> np.ndarray:
     """Pad (or truncate) a list of sequences to one length: shape ``(len(sequences), maxlen) +
     sample_shape`` where ``sample_shape`` is that of the entries of the first non-empty sequence.
 
@@ -112,7 +117,7 @@ def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncati
     return x
 
 
-def normalize(x, axis=-1, order=2) -> np.ndarray:
+def normalize(x: ArrayLike, axis: int = -1, order: Union[int, float, str, None] = 2) -> np.ndarray:
     """``x`` divided by its ``order``-norm along ``axis`` (zero norms left as 1), as Keras."""
     x = np.asarray(x)
     norm = np.atleast_1d(np.linalg.norm(x, order, axis))
@@ -165,7 +170,7 @@ class PyDataset:
     batches are used as given, ``fit(shuffle=True)`` reorders them each epoch, and
     ``on_epoch_begin``/``on_epoch_end`` run around every epoch."""
 
-    def __init__(self, workers=1, use_multiprocessing=False, max_queue_size=10):
+    def __init__(self, workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10) -> None:
         self.workers = workers
         self.use_multiprocessing = use_multiprocessing
         self.max_queue_size = max_queue_size
@@ -179,13 +184,13 @@ class PyDataset:
         raise NotImplementedError(f"{type(self).__name__} must implement __getitem__(index) (batch number index)")
 
     @property
-    def num_batches(self):
+    def num_batches(self) -> Optional[int]:
         """The number of batches (``len(self)``); None for an endless data set."""
         if hasattr(self, "__len__"):
             return len(self)
         raise NotImplementedError(f"{type(self).__name__} must implement __len__ (the number of batches)")
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         try:
             n = self.num_batches
         except NotImplementedError:
@@ -193,10 +198,10 @@ class PyDataset:
         for index in (range(n) if n is not None else itertools.count()):
             yield self[index]
 
-    def on_epoch_begin(self):
+    def on_epoch_begin(self) -> None:
         """Called at the start of every epoch."""
 
-    def on_epoch_end(self):
+    def on_epoch_end(self) -> None:
         """Called at the end of every epoch (e.g. to reshuffle)."""
 
 
@@ -328,8 +333,11 @@ def _extract(archive: str, dest: str, archive_format) -> bool:
     return False
 
 
-def get_file(fname=None, origin=None, untar=False, md5_hash=None, file_hash=None, cache_subdir="datasets",
-             hash_algorithm="auto", extract=False, archive_format="auto", cache_dir=None, force_download=False):
+def get_file(fname: Optional[PathLike] = None, origin: Optional[str] = None, untar: bool = False,
+             md5_hash: Optional[str] = None, file_hash: Optional[str] = None, cache_subdir: str = "datasets",
+             hash_algorithm: str = "auto", extract: bool = False,
+             archive_format: Union[str, typing.Sequence[str], None] = "auto", cache_dir: Optional[PathLike] = None,
+             force_download: bool = False) -> str:
     """Download ``origin`` into ``<cache_dir>/<cache_subdir>/<fname>`` unless it is already there
     (Keras 3's ``keras.utils.get_file``, same arguments); returns the file's path.
 

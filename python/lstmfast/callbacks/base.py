@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+from .._typing import Logs
+
+if TYPE_CHECKING:
+    from ..models import Model
 
 __all__ = ["Callback", "HOOKS", "LEGACY_ALIASES", "hooks_of", "write"]
 
@@ -27,62 +33,62 @@ class Callback:
 
     chief_only = False
 
-    def __init__(self):
-        self.params = None
-        self.model = None
+    def __init__(self) -> None:
+        self.params: Optional[Dict[str, Any]] = None
+        self.model: Optional[Model] = None
 
-    def set_params(self, params) -> None:
+    def set_params(self, params: Optional[Dict[str, Any]]) -> None:
         self.params = params
 
-    def set_model(self, model) -> None:
+    def set_model(self, model: Model) -> None:
         self.model = model
 
-    def on_batch_begin(self, batch, logs=None):
+    def on_batch_begin(self, batch: int, logs: Logs = None) -> None:
         """Legacy alias, called by the default ``on_train_batch_begin``."""
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch: int, logs: Logs = None) -> None:
         """Legacy alias, called by the default ``on_train_batch_end``."""
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Logs = None) -> None:
         pass
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         pass
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: Logs = None) -> None:
         self.on_batch_begin(batch, logs=logs)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: Logs = None) -> None:
         self.on_batch_end(batch, logs=logs)
 
-    def on_test_batch_begin(self, batch, logs=None):
+    def on_test_batch_begin(self, batch: int, logs: Logs = None) -> None:
         pass
 
-    def on_test_batch_end(self, batch, logs=None):
+    def on_test_batch_end(self, batch: int, logs: Logs = None) -> None:
         pass
 
-    def on_predict_batch_begin(self, batch, logs=None):
+    def on_predict_batch_begin(self, batch: int, logs: Logs = None) -> None:
         pass
 
-    def on_predict_batch_end(self, batch, logs=None):
+    def on_predict_batch_end(self, batch: int, logs: Logs = None) -> None:
         pass
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         pass
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs = None) -> None:
         pass
 
-    def on_test_begin(self, logs=None):
+    def on_test_begin(self, logs: Logs = None) -> None:
         pass
 
-    def on_test_end(self, logs=None):
+    def on_test_end(self, logs: Logs = None) -> None:
         pass
 
-    def on_predict_begin(self, logs=None):
+    def on_predict_begin(self, logs: Logs = None) -> None:
         pass
 
-    def on_predict_end(self, logs=None):
+    def on_predict_end(self, logs: Logs = None) -> None:
         pass
 
 
@@ -101,7 +107,7 @@ def _class_hooks(cls) -> frozenset:
     return hooks
 
 
-def hooks_of(callback) -> frozenset:
+def hooks_of(callback: Callback) -> frozenset:
     """The hooks ``callback`` acts on: methods its class overrides (or their legacy ``on_batch_*``
     aliases) and hooks set on the instance itself (LambdaCallback)."""
     hooks = _CLASS_HOOKS.get(type(callback))

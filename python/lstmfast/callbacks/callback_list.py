@@ -6,9 +6,15 @@ per-batch logs is needed at all.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional
+
+from .._typing import Logs
 from .base import Callback, hooks_of
 from .history import History
 from .progbar_logger import ProgbarLogger
+
+if TYPE_CHECKING:
+    from ..models import Model
 
 __all__ = ["CallbackList"]
 
@@ -17,8 +23,9 @@ class CallbackList(Callback):
     """The callbacks of one ``fit``/``evaluate``/``predict`` call, plus History and ProgbarLogger
     when asked (appended last, so they see what the others add to the logs, as in Keras)."""
 
-    def __init__(self, callbacks=None, model=None, add_history=False, add_progbar=False, verbose=1, epochs=1,
-                 steps=None, **params):
+    def __init__(self, callbacks: Optional[Iterable[Callback]] = None, model: Optional[Model] = None,
+                 add_history: bool = False, add_progbar: bool = False, verbose: int = 1, epochs: int = 1,
+                 steps: Optional[int] = None, **params: Any) -> None:
         super().__init__()
         self.callbacks = list(callbacks) if callbacks else []
         for cb in self.callbacks:
@@ -57,7 +64,7 @@ class CallbackList(Callback):
         """Whether any callback acts on ``hook`` (e.g. "on_train_batch_end")."""
         return hook in self._listeners
 
-    def append(self, callback) -> None:
+    def append(self, callback: Callback) -> None:
         self.callbacks.append(callback)
         if self.params is not None:
             callback.set_params(self.params)
@@ -65,86 +72,86 @@ class CallbackList(Callback):
             callback.set_model(self.model)
         self._index()
 
-    def set_params(self, params) -> None:
+    def set_params(self, params: Optional[Dict[str, Any]]) -> None:
         self.params = params
         for cb in self.callbacks:
             cb.set_params(params)
 
-    def set_model(self, model) -> None:
+    def set_model(self, model: Model) -> None:
         self.model = model
         if self._history is not None:
             model.history = self._history
         for cb in self.callbacks:
             cb.set_model(model)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Callback]:
         return iter(self.callbacks)
 
     def __len__(self) -> int:
         return len(self.callbacks)
 
     # the per-batch hooks are the hot path: one loop over pre-filtered bound methods
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: Logs = None) -> None:
         for f in self._listeners.get("on_train_batch_begin", ()):
             f(batch, logs)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: Logs = None) -> None:
         for f in self._listeners.get("on_train_batch_end", ()):
             f(batch, logs)
 
-    def on_test_batch_begin(self, batch, logs=None):
+    def on_test_batch_begin(self, batch: int, logs: Logs = None) -> None:
         for f in self._listeners.get("on_test_batch_begin", ()):
             f(batch, logs)
 
-    def on_test_batch_end(self, batch, logs=None):
+    def on_test_batch_end(self, batch: int, logs: Logs = None) -> None:
         for f in self._listeners.get("on_test_batch_end", ()):
             f(batch, logs)
 
-    def on_predict_batch_begin(self, batch, logs=None):
+    def on_predict_batch_begin(self, batch: int, logs: Logs = None) -> None:
         for f in self._listeners.get("on_predict_batch_begin", ()):
             f(batch, logs)
 
-    def on_predict_batch_end(self, batch, logs=None):
+    def on_predict_batch_end(self, batch: int, logs: Logs = None) -> None:
         for f in self._listeners.get("on_predict_batch_end", ()):
             f(batch, logs)
 
-    def on_batch_begin(self, batch, logs=None):
+    def on_batch_begin(self, batch: int, logs: Logs = None) -> None:
         self.on_train_batch_begin(batch, logs)
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch: int, logs: Logs = None) -> None:
         self.on_train_batch_end(batch, logs)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Logs = None) -> None:
         for f in self._listeners.get("on_epoch_begin", ()):
             f(epoch, logs)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         for f in self._listeners.get("on_epoch_end", ()):
             f(epoch, logs)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         self._index()  # callbacks may have been added or changed since construction
         for f in self._listeners.get("on_train_begin", ()):
             f(logs)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs = None) -> None:
         for f in self._listeners.get("on_train_end", ()):
             f(logs)
 
-    def on_test_begin(self, logs=None):
+    def on_test_begin(self, logs: Logs = None) -> None:
         self._index()
         for f in self._listeners.get("on_test_begin", ()):
             f(logs)
 
-    def on_test_end(self, logs=None):
+    def on_test_end(self, logs: Logs = None) -> None:
         for f in self._listeners.get("on_test_end", ()):
             f(logs)
 
-    def on_predict_begin(self, logs=None):
+    def on_predict_begin(self, logs: Logs = None) -> None:
         self._index()
         for f in self._listeners.get("on_predict_begin", ()):
             f(logs)
 
-    def on_predict_end(self, logs=None):
+    def on_predict_end(self, logs: Logs = None) -> None:
         for f in self._listeners.get("on_predict_end", ()):
             f(logs)

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from .._typing import Logs, PathLike
 from .base import Callback
 
 __all__ = ["CSVLogger"]
@@ -18,7 +19,7 @@ class CSVLogger(Callback):
 
     chief_only = True  # data-parallel training: only rank 0 runs it (lstmfast.distributed)
 
-    def __init__(self, filename, separator=",", append=False):
+    def __init__(self, filename: PathLike, separator: str = ",", append: bool = False) -> None:
         super().__init__()
         self.filename = os.fspath(filename)
         self.sep = separator
@@ -28,7 +29,7 @@ class CSVLogger(Callback):
         self.append_header = True
         self.csv_file = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         if self.append:
             if os.path.exists(self.filename):
                 with open(self.filename, "r", newline="") as f:
@@ -38,7 +39,7 @@ class CSVLogger(Callback):
             mode = "w"
         self.csv_file = open(self.filename, mode, newline="")
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         logs = logs or {}
 
         def handle_value(k):
@@ -65,7 +66,7 @@ class CSVLogger(Callback):
         self.writer.writerow(row)
         self.csv_file.flush()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs = None) -> None:
         if self.csv_file is not None:
             self.csv_file.close()
             self.csv_file = None

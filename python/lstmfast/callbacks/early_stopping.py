@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
+from .._typing import Logs
 from ._monitor import auto_direction, check_mode, copy_weights
 from .base import Callback, write
 
@@ -15,8 +17,9 @@ class EarlyStopping(Callback):
     wait if it also beats ``baseline``; with ``restore_best_weights`` the best epoch's weights are put
     back at the end of training, whether or not it stopped early)."""
 
-    def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto", baseline=None,
-                 restore_best_weights=False, start_from_epoch=0):
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0, patience: int = 0, verbose: int = 0,
+                 mode: str = "auto", baseline: Optional[float] = None, restore_best_weights: bool = False,
+                 start_from_epoch: int = 0) -> None:
         super().__init__()
         self.monitor = monitor
         self.min_delta = abs(float(min_delta))
@@ -33,7 +36,7 @@ class EarlyStopping(Callback):
         self.best_epoch = 0
         self._direction = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         self.wait = 0
         self.stopped_epoch = 0
         self.best = None
@@ -47,7 +50,7 @@ class EarlyStopping(Callback):
             return value + self.min_delta < reference
         return value - self.min_delta > reference
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         current = (logs or {}).get(self.monitor)
         if current is None:
             warnings.warn(f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
@@ -76,7 +79,7 @@ class EarlyStopping(Callback):
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs = None) -> None:
         if self.stopped_epoch > 0 and self.verbose > 0:
             write(f"Epoch {self.stopped_epoch + 1}: early stopping\n")
         if self.restore_best_weights and self.best_weights is not None:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Dict, List, Optional, Sequence
 
+from .._typing import Logs, PathLike
 from .base import Callback
 
 __all__ = ["History"]
@@ -12,22 +14,22 @@ class History(Callback):
     """Records the epoch logs: ``history[name]`` is a list with one value per epoch; ``epoch`` lists
     the epoch indices. Set as ``model.history``."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
-        self.history = {}
+        self.history: Dict[str, List[Any]] = {}
+        self.epoch: List[int] = []
+
+    def on_train_begin(self, logs: Logs = None) -> None:
         self.epoch = []
 
-    def on_train_begin(self, logs=None):
-        self.epoch = []
-
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         self.epoch.append(epoch)
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(v)
         if self.model is not None:
             self.model.history = self
 
-    def plot(self, path, metrics=None) -> None:
+    def plot(self, path: PathLike, metrics: Optional[Sequence[str]] = None) -> None:
         """Draw the recorded curves to a PNG file at ``path`` (written atomically): one panel per
         metric, its training values and, when recorded, its ``val_`` values against the epoch.
         ``metrics``: names without the ``val_`` prefix (default: every recorded one, loss first).

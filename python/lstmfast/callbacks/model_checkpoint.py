@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Optional, Union
 
+from .._typing import Logs, PathLike
 from ._monitor import auto_direction, check_mode
 from .base import Callback, write
 
@@ -19,8 +21,9 @@ class ModelCheckpoint(Callback):
 
     chief_only = True  # data-parallel training: only rank 0 runs it (lstmfast.distributed)
 
-    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
-                 mode="auto", save_freq="epoch", initial_value_threshold=None):
+    def __init__(self, filepath: PathLike, monitor: str = "val_loss", verbose: int = 0, save_best_only: bool = False,
+                 save_weights_only: bool = False, mode: str = "auto", save_freq: Union[str, int] = "epoch",
+                 initial_value_threshold: Optional[float] = None) -> None:
         super().__init__()
         self.filepath = os.fspath(filepath)
         self.monitor = monitor
@@ -37,10 +40,10 @@ class ModelCheckpoint(Callback):
         self._last_batch_seen = -1
         self._current_epoch = 0
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Logs = None) -> None:
         self._current_epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: Logs = None) -> None:
         if self.save_freq == "epoch":
             return
         add = batch + 1 if batch <= self._last_batch_seen else batch - self._last_batch_seen  # new epoch
@@ -50,7 +53,7 @@ class ModelCheckpoint(Callback):
             self._batches_seen_since_last_saving = 0
             self._save(self._current_epoch, batch, logs)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         if self.save_freq == "epoch":
             self._save(epoch, None, logs)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from typing import Any, Iterable, Mapping, Optional, Tuple, Union
 
 from .base import write
 
@@ -29,6 +30,10 @@ def _format_value(v, signed=True) -> str:
     return f" {v:.4f}" if (abs(v) if signed else v) > 1e-3 else f" {v:.4e}"
 
 
+# ``Progbar.update``'s values: (name, value) pairs or a dict.
+ProgbarValues = Union[None, Iterable[Tuple[str, Any]], Mapping[str, Any]]
+
+
 class Progbar:
     """Keras's progress bar. verbose=1: ``12/100 ━━━━━━━━━━━━━━━━━━━━ 3s 12ms/step - loss: 0.1234``,
     redrawn in place at most every ``interval`` seconds with the remaining time (ETA), and finished
@@ -39,7 +44,8 @@ class Progbar:
     ``stateful_metrics`` are shown as given; the others are averaged over the steps seen (weighted by
     the steps each update covers), as ``Progbar.add`` users expect."""
 
-    def __init__(self, target, width=20, verbose=1, interval=0.05, stateful_metrics=None, unit_name="step"):
+    def __init__(self, target: Optional[int], width: int = 20, verbose: int = 1, interval: float = 0.05,
+                 stateful_metrics: Optional[Iterable[str]] = None, unit_name: str = "step") -> None:
         self.target = target
         self.width = int(width)
         self.verbose = verbose
@@ -57,7 +63,7 @@ class Progbar:
         self._time_after_first_step = None
         self._prev_total_width = 0
 
-    def update(self, current, values=None, finalize=None) -> None:
+    def update(self, current: int, values: ProgbarValues = None, finalize: Optional[bool] = None) -> None:
         if finalize is None:
             finalize = self.target is not None and current >= self.target
         if values:
@@ -81,7 +87,7 @@ class Progbar:
             info += self._format_time(self._time_per_unit(current, now))
             write(info + self._metrics_text(signed=False) + "\n")
 
-    def add(self, n, values=None) -> None:
+    def add(self, n: int, values: ProgbarValues = None) -> None:
         self.update(self._seen_so_far + n, values)
 
     def _accumulate(self, current, values, finalize) -> None:

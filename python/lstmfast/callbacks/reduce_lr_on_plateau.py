@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 
+from .._typing import Logs
 from ._monitor import auto_direction, check_mode
 from .base import Callback, write
 
@@ -17,8 +19,9 @@ class ReduceLROnPlateau(Callback):
     improved by more than ``min_delta`` for ``patience`` epochs, then wait ``cooldown`` epochs before
     counting again. Adds ``logs["learning_rate"]`` every epoch."""
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
-                 cooldown=0, min_lr=0.0, **kwargs):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, verbose: int = 0,
+                 mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__()
         if "epsilon" in kwargs:  # Keras 2 name of min_delta
             min_delta = kwargs.pop("epsilon")
@@ -42,13 +45,13 @@ class ReduceLROnPlateau(Callback):
         self.cooldown_counter = 0
         self.wait = 0
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         self._reset()
 
     def in_cooldown(self) -> bool:
         return self.cooldown_counter > 0
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         logs = logs if logs is not None else {}
         optimizer = self.model.optimizer
         logs["learning_rate"] = float(optimizer.current_learning_rate())

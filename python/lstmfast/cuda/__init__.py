@@ -7,6 +7,7 @@ the engine boundary ``lstmfast.ops`` (``set_backend``, ``get_backend``, ``to_bac
 """
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Optional
 
 __all__ = ["is_available", "require_cupy", "require_gpu"]
@@ -17,7 +18,7 @@ _NEEDS_CUPY = ("the CUDA backend needs CuPy: pip install lstmfast[gpu] (NVIDIA d
 _gpu_count: Optional[int] = None  # CUDA devices CuPy sees, cached after the first successful query
 
 
-def require_cupy():
+def require_cupy() -> ModuleType:
     """The ``cupy`` module, or ImportError saying how to install it."""
     try:
         import cupy
@@ -26,7 +27,7 @@ def require_cupy():
     return cupy
 
 
-def require_gpu():
+def require_gpu() -> ModuleType:
     """The ``cupy`` module when at least one CUDA GPU is visible; otherwise ImportError (no CuPy) or
     RuntimeError (no GPU, no driver)."""
     global _gpu_count

@@ -28,6 +28,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from .._typing import Array
 from . import _kernels, require_gpu
 
 __all__ = ["forward", "backward", "SEQUENCE_KERNELS"]
@@ -198,8 +199,10 @@ def _launch_sequence(cp, kernel, plan: _SequencePlan, args) -> None:
              enable_cooperative_groups=True)
 
 
-def forward(x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, recurrent_dropout_mask,
-            recurrent_activation, y, h, c, gates, cells) -> None:
+def forward(x: Array, kernel: Array, recurrent_kernel: Array, bias: Optional[Array], h0: Optional[Array],
+            c0: Optional[Array], peephole: Optional[Array], lengths: Optional[Array],
+            recurrent_dropout_mask: Optional[Array], recurrent_activation: int, y: Array, h: Array, c: Array,
+            gates: Optional[Array], cells: Optional[Array]) -> None:
     """The forward pass: fills ``y``, ``h``, ``c`` and, in training, ``gates`` and ``cells``
     (``_core.forward``'s arguments; CuPy arrays on the current device)."""
     cp = require_gpu()
@@ -248,8 +251,11 @@ def forward(x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, recurr
 # Backward.
 # ---------------------------------------------------------------------------------------------
 
-def backward(x, kernel, recurrent_kernel, h0, c0, peephole, lengths, recurrent_dropout_mask, recurrent_activation,
-             y, gates, cells, dy, dh, dc, dx, dkernel, drecurrent_kernel, dbias, dh0, dc0, dpeephole) -> None:
+def backward(x: Array, kernel: Array, recurrent_kernel: Array, h0: Optional[Array], c0: Optional[Array],
+             peephole: Optional[Array], lengths: Optional[Array], recurrent_dropout_mask: Optional[Array],
+             recurrent_activation: int, y: Array, gates: Array, cells: Array, dy: Optional[Array], dh: Optional[Array],
+             dc: Optional[Array], dx: Array, dkernel: Array, drecurrent_kernel: Array, dbias: Optional[Array],
+             dh0: Array, dc0: Array, dpeephole: Optional[Array]) -> None:
     """The backward pass: fills ``dx``, ``dkernel``, ``drecurrent_kernel``, ``dh0``, ``dc0`` and, when
     given, ``dbias`` and ``dpeephole``; ``gates`` becomes the gate gradients (``_core.backward``'s
     arguments; CuPy arrays on the current device)."""

@@ -535,8 +535,9 @@ def _check_int(name: str, value, allow_none: bool, minimum: int = 0) -> None:
 
 def load_data(path: Union[str, os.PathLike, None] = None, num_words: Optional[int] = 20000, skip_top: int = 0,
               maxlen: Optional[int] = None, seed: int = 113, start_char: Optional[int] = 1,
-              oov_char: Optional[int] = 2, index_from: int = 3, *, word_index=None, cache: bool = True,
-              verbose: bool = True):
+              oov_char: Optional[int] = 2, index_from: int = 3, *,
+              word_index: Union[None, Dict[str, int], str, os.PathLike] = None, cache: bool = True,
+              verbose: bool = True) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
     """Keras's ``imdb.load_data``: ``(x_train, y_train), (x_test, y_test)``, 25,000 reviews each.
 
     ``path``: a data source (see the module docstring for the formats), or None for the cache

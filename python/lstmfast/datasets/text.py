@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from .._typing import PathLike
 
 __all__ = ["CharVocab", "read_text", "train_val_split", "stateful_batches", "count_batches", "stream_length"]
 
 
-def read_text(path, min_chars: int = 2) -> str:
+def read_text(path: PathLike, min_chars: int = 2) -> str:
     """The UTF-8 text of ``path``; ValueError for an empty or undecodable file, or one shorter
     than ``min_chars`` characters (e.g. one window), FileNotFoundError for a missing one."""
     path = os.fspath(path)
@@ -97,7 +100,7 @@ class CharVocab:
         index = self.index
         return np.fromiter((index[c] for c in text), np.int32, len(text))
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: ArrayLike) -> str:
         chars = self.chars
         return "".join(chars[int(i)] for i in np.asarray(ids).reshape(-1))
 

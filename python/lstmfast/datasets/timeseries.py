@@ -25,9 +25,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from .._typing import PathLike
 
 __all__ = ["TimeSeries", "load_csv", "load_csv_column", "make_windows", "train_test_split", "MinMaxScaler",
            "StandardScaler", "scaler_from_config", "naive_forecast", "seasonal_naive_forecast", "infer_season",
@@ -110,7 +113,8 @@ def _interpolate(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def load_csv(path, columns=None, *, missing: str = "interpolate", time_column=0) -> TimeSeries:
+def load_csv(path: PathLike, columns: Union[None, str, int, Sequence[Union[str, int]]] = None, *,
+             missing: str = "interpolate", time_column: Union[None, str, int] = 0) -> TimeSeries:
     """Read numeric column(s) of a CSV file with a header row.
 
     ``columns``: a name (values ``[N]``), a list of names (values ``[N, F]``) or None for the last
@@ -178,7 +182,8 @@ def load_csv(path, columns=None, *, missing: str = "interpolate", time_column=0)
                       lines=lines, interpolated=interpolated, dropped=dropped)
 
 
-def load_csv_column(path, column=None, *, missing: str = "interpolate") -> np.ndarray:
+def load_csv_column(path: PathLike, column: Union[None, str, int] = None, *,
+                    missing: str = "interpolate") -> np.ndarray:
     """The values ``[N]`` (float64) of one CSV column; see ``load_csv``."""
     return load_csv(path, column, missing=missing, time_column=None).values
 
@@ -225,7 +230,7 @@ def _check_count(value, name, minimum=1) -> int:
     return int(value)
 
 
-def make_windows(series, lookback: int, horizon: int = 1, stride: int = 1,
+def make_windows(series: ArrayLike, lookback: int, horizon: int = 1, stride: int = 1,
                  target_columns: Union[None, int, Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Sliding windows over ``series [N]`` or ``[N, F]``.
 
@@ -263,7 +268,7 @@ def make_windows(series, lookback: int, horizon: int = 1, stride: int = 1,
     return x, (y[:, :, 0] if squeeze else y)
 
 
-def train_test_split(series, test_size) -> Tuple[np.ndarray, np.ndarray]:
+def train_test_split(series: ArrayLike, test_size: Union[int, float]) -> Tuple[np.ndarray, np.ndarray]:
     """Split off the last ``test_size`` steps (an int >= 1, or a fraction in (0, 1), rounded, at
     least 1) as a held-out tail: ``(series[:-k], series[-k:])``. Time order is kept."""
     arr = _as_series(series)
@@ -271,7 +276,7 @@ def train_test_split(series, test_size) -> Tuple[np.ndarray, np.ndarray]:
     return arr[:-k], arr[-k:]
 
 
-def resolve_test_size(n: int, test_size) -> int:
+def resolve_test_size(n: int, test_size: Union[int, float]) -> int:
     """The number of held-out steps for a series of ``n`` steps (see ``train_test_split``)."""
     if isinstance(test_size, bool):
         raise TypeError("test_size must be an int or a float fraction, got a bool")
@@ -290,6 +295,9 @@ def resolve_test_size(n: int, test_size) -> int:
 
 # ---- scalers ----------------------------------------------------------------------------------------
 
+_T = TypeVar("_T", bound="_Scaler")
+
+
 class _Scaler:
     """Per-column affine scaling ``z = (x - offset) * factor``, fitted on training data only.
 
@@ -297,7 +305,7 @@ class _Scaler:
     holds ``[F]`` statistics and transforms arrays whose last axis is F (or, with ``columns=``, the
     given columns' statistics for arrays whose last axis has that many entries)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.offset_ = None
         self.factor_ = None
 
@@ -308,7 +316,7 @@ class _Scaler:
     def fitted(self) -> bool:
         return self.offset_ is not None
 
-    def fit(self, data):
+    def fit(self: _T, data: ArrayLike) -> _T:
         arr = _as_series(data, "data").astype(np.float64)
         if arr.shape[0] == 0:
             raise ValueError(f"{type(self).__name__}.fit needs at least one row, got shape {arr.shape}")
@@ -328,19 +336,19 @@ class _Scaler:
                              f"last axis has {len(offset)} entries, got shape {np.shape(data)}")
         return offset, factor
 
-    def transform(self, data, columns=None) -> np.ndarray:
+    def transform(self, data: ArrayLike, columns: Optional[Sequence[int]] = None) -> np.ndarray:
         arr = np.asarray(data)
         offset, factor = self._params(arr, columns)
         out = (arr - offset) * factor
         return out.astype(arr.dtype, copy=False) if arr.dtype.kind == "f" else out
 
-    def inverse_transform(self, data, columns=None) -> np.ndarray:
+    def inverse_transform(self, data: ArrayLike, columns: Optional[Sequence[int]] = None) -> np.ndarray:
         arr = np.asarray(data)
         offset, factor = self._params(arr, columns)
         out = arr / factor + offset
         return out.astype(arr.dtype, copy=False) if arr.dtype.kind == "f" else out
 
-    def fit_transform(self, data) -> np.ndarray:
+    def fit_transform(self, data: ArrayLike) -> np.ndarray:
         return self.fit(data).transform(data)
 
     def get_config(self) -> dict:
@@ -358,7 +366,7 @@ class MinMaxScaler(_Scaler):
     """Scale each column to ``feature_range`` using the training minimum and maximum (scikit-learn's
     MinMaxScaler). A constant column maps to the range's lower end."""
 
-    def __init__(self, feature_range: Tuple[float, float] = (0.0, 1.0)):
+    def __init__(self, feature_range: Tuple[float, float] = (0.0, 1.0)) -> None:
         super().__init__()
         lo, hi = (float(v) for v in feature_range)
         if not lo < hi:
@@ -402,7 +410,7 @@ def scaler_from_config(config: dict) -> _Scaler:
 
 # ---- baselines --------------------------------------------------------------------------------------
 
-def naive_forecast(history, horizon: int) -> np.ndarray:
+def naive_forecast(history: ArrayLike, horizon: int) -> np.ndarray:
     """The last observed value repeated: ``history [..., T] -> [..., horizon]``."""
     arr = np.asarray(history)
     horizon = _check_count(horizon, "horizon")
@@ -411,7 +419,7 @@ def naive_forecast(history, horizon: int) -> np.ndarray:
     return np.repeat(arr[..., -1:], horizon, axis=-1)
 
 
-def seasonal_naive_forecast(history, horizon: int, season: int) -> np.ndarray:
+def seasonal_naive_forecast(history: ArrayLike, horizon: int, season: int) -> np.ndarray:
     """The value one season earlier: ``history [..., T] -> [..., horizon]`` with
     ``yhat[T + h] = y[T + h - season * ceil(h / season)]`` for h = 1..horizon (so steps beyond
     one season repeat the last observed season). Needs ``T >= season``."""

@@ -23,6 +23,7 @@ Keras and TensorFlow are never imported; h5py is needed (``pip install h5py``).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import inspect
@@ -37,8 +38,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .. import _file_limits, saving
 from .. import layers as layers_module
-from .. import saving
 from .._atomic import atomic_file
 from .._naming import snake_case
 from . import keras_legacy
@@ -47,7 +48,7 @@ __all__ = ["load", "save", "load_weights", "save_weights", "read_metadata", "is_
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _KERAS_CONFIG, _KERAS_METADATA, _KERAS_WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
-_MAX_JSON_BYTES = 64 << 20  # an architecture is kilobytes; a larger config.json is not a model's
+_MAX_JSON_BYTES = _file_limits.MAX_JSON_BYTES  # an architecture is kilobytes; a larger config.json is not a model's
 _KERAS_VERSION_WRITTEN = "3.0.0"  # the Keras whose formats we write (3.0 reads them, as do later ones)
 # What lstmfast adds to a Keras file (Keras ignores it): metadata and the optimizer's state.
 _EXTRAS_FORMAT, _EXTRAS_JSON, _EXTRAS_SLOTS = "lstmfast.keras_extras", "lstmfast_extras.json", "lstmfast_optimizer"
@@ -76,8 +77,8 @@ def is_keras_file(path) -> Optional[str]:
         try:
             with zipfile.ZipFile(path) as z:
                 names = set(z.namelist())
-        except zipfile.BadZipFile:
-            return None
+        except _file_limits.ZIP_ERRORS + (ValueError,):
+            return None  # not a zip lstmfast can read: saving.open_model says why
         if _KERAS_CONFIG in names:
             return "keras"
     return None
@@ -92,25 +93,38 @@ def load(path, compile: bool = True):
     and, with ``compile``, compiled as the file says where lstmfast has the equivalent."""
     path = os.fspath(path)
     kind = is_keras_file(path)
-    if kind == "keras":
-        return _load_keras_zip(path, compile)
-    if kind == "h5":
-        return _load_h5(path, compile)
-    raise ValueError(f"{path} is not a Keras model file (neither a .keras zip nor HDF5)")
+    if kind not in ("keras", "h5"):
+        raise ValueError(f"{path} is not a Keras model file (neither a .keras zip nor HDF5)")
+    with _reading(path):
+        return _load_keras_zip(path, compile) if kind == "keras" else _load_h5(path, compile)
+
+
+@contextlib.contextmanager
+def _reading(path: str):
+    """Whatever reading the file ``path`` raises, as a ValueError naming it: h5py's errors for a
+    damaged HDF5 file (OSError, KeyError, RuntimeError) and those of a config lstmfast cannot read."""
+    try:
+        yield
+    except ValueError as e:
+        raise _file_limits.file_error(path, e, "cannot be read") from None
+    except _file_limits.CONFIG_ERRORS + (OSError, RuntimeError) as e:
+        raise ValueError(f"{path} is damaged or not a Keras file lstmfast reads ({type(e).__name__}: "
+                         f"{str(e)[:500]})") from None
 
 
 def _load_keras_zip(path: str, compile: bool):
     _h5py()  # before any work: without h5py the message says how to install it
-    with zipfile.ZipFile(path) as z:
+    with _open_zip(path) as z:
         config = _json(_read_member(z, _KERAS_CONFIG, _MAX_JSON_BYTES, path), f"{path}: {_KERAS_CONFIG}")
         builder = _Builder(path, "keras3")
-        model = builder.model(config)
-        with _weights_of_zip(z, model, path) as f:
-                builder.set_weights(model, _Keras3Weights(f, path))
-                optimizer_group = f.get("optimizer/vars")
-                keras_state = _optimizer_arrays(
-                    model, [optimizer_group[k] for k in sorted(optimizer_group, key=_int_key)]
-                    if optimizer_group is not None else [], path)
+        with _weights_of_zip(z, path) as f:
+            with _file_limits.weights_from_file(_stored_values(f, path), path):
+                model = builder.model(config)
+            builder.set_weights(model, _Keras3Weights(f, path))
+            optimizer_group = f.get("optimizer/vars")
+            keras_state = _optimizer_arrays(
+                model, [optimizer_group[k] for k in sorted(optimizer_group, key=_int_key)]
+                if optimizer_group is not None else [], path)
         extras, slots = _zip_extras(z, model, path)
     if compile:
         _compile(model, config.get("compile_config"), "keras3", path)
@@ -119,27 +133,45 @@ def _load_keras_zip(path: str, compile: bool):
 
 
 @contextlib.contextmanager
-def _weights_of_zip(z: zipfile.ZipFile, model, path: str):
+def _open_zip(path: str):
+    """The ``.keras`` zip ``path``, opened, after ``_file_limits.check_zip`` (no zip bomb)."""
+    try:
+        z = zipfile.ZipFile(path)
+    except _file_limits.ZIP_ERRORS + (ValueError,) as e:
+        raise ValueError(f"{path} is not a Keras .keras file (not a readable zip archive: {e})") from None
+    with z:
+        _file_limits.check_zip(z, path)
+        yield z
+
+
+@contextlib.contextmanager
+def _weights_of_zip(z: zipfile.ZipFile, path: str, model=None):
     """The ``model.weights.h5`` of a ``.keras`` zip, extracted to a temporary file and opened.
 
     It holds the model's arrays, an optimizer's (up to three slots per weight) and HDF5's
-    bookkeeping: a member that declares more bytes is refused before anything is extracted (a zip
-    bomb stops here), and extraction stops at the declared size."""
+    bookkeeping: a member that declares more bytes than that (given the ``model``) or more than
+    ``_file_limits.expansion_limit`` of what it occupies in the zip is refused before anything is
+    extracted (a zip bomb stops here), and extraction stops at the declared size."""
     h5py = _h5py()
     try:
         info = z.getinfo(_KERAS_WEIGHTS)
     except KeyError:
         raise ValueError(f"{path} is damaged: it has no {_KERAS_WEIGHTS}") from None
-    limit = 5 * sum(int(w.nbytes) for w in model.weights) + (16 << 20)
+    limit = _file_limits.expansion_limit(info.compress_size)
+    if model is not None:
+        limit = min(limit, 5 * sum(int(w.nbytes) for w in model.weights) + (16 << 20))
     if info.file_size > limit:
-        raise ValueError(f"{path}: {_KERAS_WEIGHTS} declares {info.file_size} bytes; the model it describes "
-                         f"needs at most {limit}; refusing to extract it")
+        raise ValueError(f"{path}: {_KERAS_WEIGHTS} declares {info.file_size} bytes; "
+                         + (f"the model it describes needs at most {limit}" if model is not None and
+                            limit < _file_limits.expansion_limit(info.compress_size) else
+                            f"stored in {info.compress_size}, it may expand to at most {limit}")
+                         + "; refusing to extract it")
     with tempfile.TemporaryDirectory(prefix="lstmfast-keras-") as tmp:
         local = os.path.join(tmp, _KERAS_WEIGHTS)
         try:
             with z.open(info) as src, open(local, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
-        except (zipfile.BadZipFile, EOFError, OSError) as e:
+        except _file_limits.ZIP_ERRORS + (ValueError,) as e:
             raise ValueError(f"{path} is damaged: cannot extract {_KERAS_WEIGHTS} ({e})") from None
         try:
             f = h5py.File(local, "r")
@@ -155,12 +187,17 @@ def load_weights(model, path) -> None:
     whole model (layers with weights matched in order, as Keras 2 did), or a ``.keras`` zip."""
     path = os.fspath(path)
     kind = is_keras_file(path)
+    if kind not in ("keras", "h5"):
+        raise ValueError(f"{path} is not a Keras weights file (neither HDF5 nor a .keras zip)")
+    with _reading(path):
+        _load_weights(model, path, kind)
+
+
+def _load_weights(model, path: str, kind: str) -> None:
     if kind == "keras":
-        with zipfile.ZipFile(path) as z, _weights_of_zip(z, model, path) as f:
+        with _open_zip(path) as z, _weights_of_zip(z, path, model) as f:
             _Builder(path, "keras3").set_weights(model, _Keras3Weights(f, path, model))
         return
-    if kind != "h5":
-        raise ValueError(f"{path} is not a Keras weights file (neither HDF5 nor a .keras zip)")
     try:
         f = _h5py().File(path, "r")
     except OSError as e:
@@ -194,7 +231,8 @@ def _load_h5(path: str, compile: bool):
             "keras3" if version is not None and version.startswith("3") else "keras2"
         config = _json(_attr_text(f, "model_config", path), f"{path}: model_config")
         builder = _Builder(path, dialect)
-        model = builder.model(config)
+        with _file_limits.weights_from_file(_stored_values(group, path), path):
+            model = builder.model(config)
         builder.set_weights(model, _LegacyWeights(group, path))
         training = _attr_text(f, "training_config", path)
         extras, slots = _h5_extras(f, model, path)
@@ -214,15 +252,15 @@ def read_metadata(path) -> dict:
     """The ``metadata`` lstmfast saved in a Keras file ({} if none, as for a file Keras wrote)."""
     path = os.fspath(path)
     kind = is_keras_file(path)
-    if kind == "keras":
-        with zipfile.ZipFile(path) as z:
-            extras = _zip_extras_manifest(z, path)
-    elif kind == "h5":
-        with _h5py().File(path, "r") as f:
-            raw = _attr_text(f, _EXTRAS_JSON, path)
-            extras = _extras_manifest(raw, path)
-    else:
+    if kind not in ("keras", "h5"):
         raise ValueError(f"{path} is not a Keras model file")
+    with _reading(path):
+        if kind == "keras":
+            with _open_zip(path) as z:
+                extras = _zip_extras_manifest(z, path)
+        else:
+            with _h5py().File(path, "r") as f:
+                extras = _extras_manifest(_attr_text(f, _EXTRAS_JSON, path), path)
     meta = extras.get("metadata") if extras else None
     return dict(meta) if isinstance(meta, dict) else {}
 
@@ -246,50 +284,86 @@ def _slot_count(extras: Optional[dict], model, path: str) -> int:
     state = (extras or {}).get("optimizer_state")
     if not state:
         return 0
-    count = state.get("slots")
-    if not isinstance(count, int) or not 0 <= count <= 4 * len(model.weights) + 4:
-        raise ValueError(f"{path}: {_EXTRAS_JSON} declares {count!r} optimizer arrays for a model of "
+    count = state.get("slots") if isinstance(state, dict) else None
+    if type(count) is not int or not 0 <= count <= _file_limits.optimizer_slots_limit(len(model.weights)):
+        raise ValueError(f"{path}: {_EXTRAS_JSON} declares {count!r:.100} optimizer arrays for a model of "
                          f"{len(model.weights)} weights")
+    iterations = state.get("iterations", 0)
+    if type(iterations) is not int or iterations < 0:
+        raise ValueError(f"{path}: {_EXTRAS_JSON} declares {iterations!r:.100} optimizer iterations, "
+                         f"expected an integer >= 0")
     return count
 
 
 def _zip_extras(z: zipfile.ZipFile, model, path: str) -> Tuple[Optional[dict], list]:
     extras = _zip_extras_manifest(z, path)
     count = _slot_count(extras, model, path)
-    limit = 4 * sum(int(w.nbytes) for w in model.weights) + (1 << 20)
-    names = [f"{_EXTRAS_SLOTS}/{k:05d}.npy" for k in range(count)]
-    declared = sum(z.getinfo(n).file_size for n in names if n in z.namelist())
-    if declared > limit:
-        raise ValueError(f"{path}: the optimizer state declares {declared} bytes, more than a model of "
-                         f"{limit // 4} bytes of weights can have; refusing to read it")
-    return extras, saving._read_arrays(z, _EXTRAS_SLOTS, count, path)
+    limit = _file_limits.optimizer_values_limit(sum(int(w.size) for w in model.weights))
+    return extras, saving._read_arrays(z, _EXTRAS_SLOTS, count, path, max_values=limit)
 
 
 def _h5_extras(f, model, path: str) -> Tuple[Optional[dict], list]:
     extras = _extras_manifest(_attr_text(f, _EXTRAS_JSON, path), path)
     count = _slot_count(extras, model, path)
     group = f.get(_EXTRAS_SLOTS)
-    limit = 4 * sum(int(w.size) for w in model.weights) + (1 << 18)
+    limit = _file_limits.optimizer_values_limit(sum(int(w.size) for w in model.weights))
     datasets = []
     for k in range(count):
         d = group.get(f"{k:05d}") if group is not None else None
         if d is None or not hasattr(d, "shape"):
             raise ValueError(f"{path}: optimizer array {k} is missing")
         datasets.append(d)
-    if sum(math.prod(d.shape) for d in datasets) > limit:
-        raise ValueError(f"{path}: the optimizer state holds more values than a model of this size can have")
-    return extras, [np.asarray(d[()]) for d in datasets]
+    return extras, _read_datasets(datasets, limit, f"{path}: the optimizer state", path)
 
 
 def _optimizer_arrays(model, datasets: list, path: str) -> list:
     """Keras's optimizer variables read from ``datasets``, after checking they hold no more values
     than an optimizer of this model can ([] when there are none)."""
-    limit = 4 * sum(int(w.size) for w in model.weights) + 64
-    if not all(hasattr(d, "shape") and d.dtype.kind in "fiu" for d in datasets):
-        raise ValueError(f"{path}: an optimizer variable is not a numeric array")
-    if sum(math.prod(d.shape) for d in datasets) > limit:
-        raise ValueError(f"{path}: the optimizer variables hold more values than a model of this size can have")
-    return [np.asarray(d[()]) for d in datasets]
+    limit = _file_limits.optimizer_values_limit(sum(int(w.size) for w in model.weights))
+    return _read_datasets(datasets, limit, f"{path}: the optimizer variables", path)
+
+
+def _read_datasets(datasets: list, limit: int, what: str, path: str) -> list:
+    """The arrays of HDF5 ``datasets`` (``what`` names them), read only after checking that they are
+    numeric, stored in the file itself and hold at most ``limit`` values in all."""
+    for d in datasets:
+        _check_dataset(d, what, path)
+    total = sum(math.prod(d.shape) for d in datasets)
+    if total > limit:
+        raise ValueError(f"{what} holds {total} values, more than the {limit} a model of this size can have")
+    try:
+        return [np.asarray(d[()]) for d in datasets]
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{path} is damaged: cannot read {what.split(': ', 1)[-1]} ({e})") from None
+
+
+def _check_dataset(d, what: str, path: str) -> None:
+    """An HDF5 object that must be a numeric dataset whose data lies in the file (not a group, not
+    a virtual or external dataset that reads other files)."""
+    if not hasattr(d, "shape") or getattr(d, "dtype", None) is None:
+        raise ValueError(f"{what}: {getattr(d, 'name', d)!r} is not an array")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"{what}: {d.name!r} has dtype {d.dtype}, not a number")
+    if d.is_virtual or d.external:
+        raise ValueError(f"{what}: {d.name!r} reads its data from outside {path}; refusing to read it")
+
+
+def _stored_values(group, path: str) -> int:
+    """How many weight values the HDF5 ``group`` can hold: each dataset's size, up to what
+    its stored bytes can expand to (``_file_limits.expansion_limit``), so a dataset that declares a
+    huge shape over a few stored bytes counts for little. ``weights_from_file`` builds within this."""
+    datasets = []
+
+    def visit(name, obj):
+        if hasattr(obj, "shape") and getattr(obj, "dtype", None) is not None:
+            datasets.append(obj)
+    try:
+        group.visititems(visit)
+        return sum(min(math.prod(d.shape or ()),
+                       _file_limits.expansion_limit(d.id.get_storage_size()) // max(1, d.dtype.itemsize))
+                   for d in datasets)
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{path} is damaged: cannot list its weights ({e})") from None
 
 
 def _restore_optimizer(model, extras: Optional[dict], slots: list, keras_arrays: list) -> None:
@@ -310,25 +384,11 @@ def _restore_optimizer(model, extras: Optional[dict], slots: list, keras_arrays:
     model.optimizer.set_state(restored)
 
 
-def _read_member(z: zipfile.ZipFile, name: str, limit: int, path: str) -> bytes:
-    try:
-        info = z.getinfo(name)
-    except KeyError:
-        raise ValueError(f"{path} is damaged: it has no {name}") from None
-    if info.file_size > limit:
-        raise ValueError(f"{path}: {name} declares {info.file_size} bytes, more than the {limit} a model "
-                         f"description can need; refusing to read it")
-    try:
-        return z.read(info)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ValueError(f"{path} is damaged: cannot read {name} ({e})") from None
+_read_member = saving.read_member
 
 
 def _json(raw, what: str):
-    try:
-        value = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, RecursionError) as e:
-        raise ValueError(f"{what} is not valid JSON ({e})") from None
+    value = _file_limits.load_json(raw, what)
     if not isinstance(value, dict):
         raise ValueError(f"{what} is not a JSON object")
     return value
@@ -465,9 +525,11 @@ class _Builder:
         damaged or hostile file) gets a ValueError naming the file, whatever part of it is wrong."""
         try:
             return self._model(config)
-        except (KeyError, IndexError, TypeError, AttributeError, RecursionError) as e:
+        except ValueError as e:
+            raise _file_limits.file_error(self.path, e, "its model cannot be built") from None
+        except _file_limits.CONFIG_ERRORS as e:
             raise ValueError(f"{self.path}: the model config is not one lstmfast can read "
-                             f"({type(e).__name__}: {e})") from None
+                             f"({type(e).__name__}: {str(e)[:500]})") from None
 
     def _model(self, config: dict):
         from ..models import Model, Sequential
@@ -479,14 +541,16 @@ class _Builder:
                 raise ValueError(f"{self.path}: the Sequential model has no layer list")
             name = None if isinstance(body, list) else body.get("name")
             model = Sequential(name=name)
+            stack = []
             for entry in layer_entries:
                 if self._class_of(entry) == "InputLayer":
                     cfg = self._layer_config(entry)
-                    model.add(layers_module.Input(batch_shape=_input_shape(cfg, self.path),
-                                                  dtype=_dtype_name(cfg.get("dtype"), input=True),
-                                                  name=cfg.get("name")))
+                    stack.append(layers_module.Input(batch_shape=_input_shape(cfg, self.path),
+                                                     dtype=_dtype_name(cfg.get("dtype"), input=True),
+                                                     name=cfg.get("name")))
                     continue
-                model.add(self.layer(entry))
+                stack.append(self.layer(entry))
+            model._extend(stack)  # the graph built once, not after each layer
             if not model.built and isinstance(body, dict) and body.get("build_input_shape"):
                 shape = tuple(body["build_input_shape"])
                 first = model.layers[0]
@@ -535,20 +599,25 @@ class _Builder:
             built[name] = self.layer(entry)
             for k, node in enumerate(entry.get("inbound_nodes") or []):
                 pending.append((name, k, node))
-        while pending:
-            waiting = []
-            for name, k, node in pending:
-                call = self._node_call(node, name, produced, mask_only)
-                if call is None:
-                    waiting.append((name, k, node))
-                    continue
-                inputs, kwargs = call
-                out = built[name](inputs, **kwargs)
-                produced[(name, k)] = list(out) if isinstance(out, (list, tuple)) else [out]
-            if len(waiting) == len(pending):
-                names = ", ".join(sorted({n for n, _, _ in waiting}))
-                raise ValueError(f"{self.path}: the calls of layer(s) {names} use tensors no layer produces")
-            pending = waiting
+        # Each call runs once its inputs exist; one that misses an input waits for that tensor's call
+        # (so the work is linear in the number of calls, whatever order the file lists them in).
+        produced = _Produced(produced)
+        queue = collections.deque(pending)
+        waiting: Dict[Tuple[str, int], list] = {}
+        while queue:
+            name, k, node = queue.popleft()
+            produced.missed = None
+            call = self._node_call(node, name, produced, mask_only)
+            if call is None:
+                waiting.setdefault(produced.missed, []).append((name, k, node))
+                continue
+            inputs, kwargs = call
+            out = built[name](inputs, **kwargs)
+            produced[(name, k)] = list(out) if isinstance(out, (list, tuple)) else [out]
+            queue.extend(waiting.pop((name, k), ()))
+        if waiting:
+            names = ", ".join(sorted({n for calls in waiting.values() for n, _, _ in calls}))
+            raise ValueError(f"{self.path}: the calls of layer(s) {names} use tensors no layer produces")
         inputs = self._endpoints(body.get("input_layers"), produced, "input")
         outputs = self._endpoints(body.get("output_layers"), produced, "output")
         return Model(inputs, outputs, name=body.get("name"))
@@ -743,13 +812,16 @@ class _Builder:
         for d in datasets:
             if not hasattr(d, "shape") or getattr(d, "dtype", None) is None:
                 raise ValueError(f"{self.path}: a weight of layer {layer.name!r} is not an array")
-            if d.dtype.kind not in "fiu":
-                raise ValueError(f"{self.path}: a weight of layer {layer.name!r} has dtype {d.dtype}, not a number")
+            _check_dataset(d, f"{self.path}: a weight of layer {layer.name!r}", self.path)
             total += math.prod(d.shape)
         if total > budget:
             raise ValueError(f"{self.path}: layer {layer.name!r} has {total} weight values in the file, more than "
                              f"its {sum(int(w.size) for w in layer.weights.values())}; refusing to read them")
-        return self._convert(layer, file_class, [np.asarray(d[()]) for d in datasets])
+        try:
+            arrays = [np.asarray(d[()]) for d in datasets]
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"{self.path} is damaged: cannot read the weights of layer {layer.name!r} ({e})") from None
+        return self._convert(layer, file_class, arrays)
 
     def _convert(self, layer, file_class: str, arrays: list) -> list:
         if isinstance(layer, layers_module.Bidirectional):
@@ -766,6 +838,17 @@ class _Builder:
             if self.dialect == "keras1":
                 return keras_legacy.lstm_weights_from_keras1(arrays, units)
         return arrays
+
+
+class _Produced(dict):
+    """The tensors each layer call produced, ``(layer name, node index) -> outputs``; ``missed``: the
+    last key looked up with ``get`` and not found (the tensor a call waits for)."""
+    missed = None
+
+    def get(self, key, default=None):
+        if key not in self:
+            self.missed = key
+        return super().get(key, default)
 
 
 def _mask_only(entries: list, outputs) -> set:
@@ -957,7 +1040,7 @@ def _compile(model, compile_config, dialect: str, path: str) -> None:
             metrics = metrics[0]  # tf.keras nests a single output's metrics in a list of their own
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
                       loss_weights=compile_config.get("loss_weights"))
-    except (ValueError, TypeError, KeyError, NotImplementedError) as e:
+    except (ValueError,) + _file_limits.CONFIG_ERRORS as e:
         warnings.warn(f"{path}: the model is loaded uncompiled; its compile settings have no lstmfast "
                       f"equivalent ({e}). Call model.compile(...) before fit.", stacklevel=3)
 

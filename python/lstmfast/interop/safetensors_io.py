@@ -10,8 +10,9 @@ A file is::
 Files we read may be hostile. Everything the header declares is checked against the file's real
 size before anything is allocated: the header length, each tensor's offsets (inside the data), its
 byte count (exactly ``prod(shape) * itemsize`` of its dtype, in Python integers, so no overflow),
-and that no two tensors overlap. A tensor is then read as the bytes it occupies, so reading never
-allocates more than the file holds. Nothing in a file is executed.
+and that no two tensors overlap; the header's JSON may nest at most ``_file_limits.MAX_JSON_DEPTH``
+deep. A tensor is then read as the bytes it occupies, so reading never allocates more than the
+file holds. Nothing in a file is executed.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from .. import _file_limits
 from .._atomic import atomic_file
 
 __all__ = ["load_file", "read_header", "save_file", "MAX_HEADER_BYTES"]
@@ -54,10 +56,7 @@ def read_header(path) -> Tuple[Dict[str, dict], Dict[str, str], int]:
             raise ValueError(f"{path}: the header declares {n} bytes but only {size - 8} follow the length field "
                              f"(truncated file, or not safetensors)")
         raw = f.read(n)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: the header is not valid UTF-8 JSON ({e})") from None
+    header = _file_limits.load_json(raw, f"{path}: the header", invalid="is not valid UTF-8 JSON")
     if not isinstance(header, dict):
         raise ValueError(f"{path}: the header must be a JSON object, got {type(header).__name__}")
     metadata = header.pop("__metadata__", None) or {}
@@ -78,7 +77,7 @@ def _check_entry(path, name, entry, data_len, data_start) -> dict:
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
         raise ValueError(f"{where}: expected an object with dtype, shape and data_offsets, got {entry!r:.100}")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in _DTYPES:
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
         raise ValueError(f"{where}: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r:.40}")
     if not isinstance(shape, list) or len(shape) > _MAX_RANK \
             or not all(type(d) is int and d >= 0 for d in shape):

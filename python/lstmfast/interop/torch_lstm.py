@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Mapping
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from .. import _file_limits
 from . import safetensors_io
 
 __all__ = ["from_torch_lstm", "to_torch_state_dict", "torch_lstm_kwargs"]
@@ -59,14 +61,32 @@ def _torch_from_keras(kernel, recurrent_kernel, bias) -> Dict[str, np.ndarray]:
 
 def _to_numpy(key: str, value, where: str) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch.Tensor: bfloat16 has no NumPy dtype, widen it (exactly)
-        value = value.detach().cpu()
+        value = _dense_tensor(key, value, where).detach().cpu()
         if str(value.dtype) in ("torch.bfloat16", "torch.float16"):
             value = value.float()
-        value = value.numpy()
+        try:
+            value = value.numpy()
+        except (TypeError, RuntimeError) as e:  # a dtype NumPy lacks
+            raise ValueError(f"{where}: {key!r} must hold floating-point weights, got {value.dtype} ({e})") from None
     array = np.asarray(value)
     if array.dtype.kind != "f":
         raise ValueError(f"{where}: {key!r} must hold floating-point weights, got dtype {array.dtype}")
     return array
+
+
+def _dense_tensor(key: str, tensor, where: str):
+    """``tensor``, checked to be a plain dense tensor whose storage holds all its elements: a file can
+    also declare a sparse or quantized tensor, or a view that repeats a few stored values over a
+    huge shape (stride 0), and converting those would allocate what the file does not hold."""
+    import torch
+    if tensor.layout != torch.strided or tensor.is_quantized or tensor.is_nested:
+        raise ValueError(f"{where}: {key!r} must be a dense tensor, got layout {tensor.layout}"
+                         + (" (quantized)" if tensor.is_quantized else ""))
+    stored = tensor.untyped_storage().nbytes()
+    if tensor.numel() * tensor.element_size() > stored:
+        raise ValueError(f"{where}: {key!r} has shape {list(tensor.shape)} over {stored} stored bytes (a view "
+                         f"that repeats them); expected a tensor that holds its {tensor.numel()} values")
+    return tensor
 
 
 def _load_path(path: str) -> Tuple[Mapping, str]:
@@ -79,6 +99,16 @@ def _load_path(path: str) -> Tuple[Mapping, str]:
     except ImportError:
         raise ImportError(f"from_torch_lstm: reading {path!r} (a PyTorch pickle file) needs torch: pip install torch; "
                           f"a .safetensors file is read without it") from None
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # torch.save's format (torch tells it so), not the legacy pickle
+    if zipped:  # a zip bomb is refused before torch reads it
+        try:
+            archive = zipfile.ZipFile(path)
+        except _file_limits.ZIP_ERRORS + (ValueError,) as e:
+            raise ValueError(f"from_torch_lstm: {path!r} starts as torch.save's zip archive but cannot be read as "
+                             f"one ({e}): a truncated or damaged file") from None
+        with archive:
+            _file_limits.check_zip(archive, f"from_torch_lstm: {path!r}")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the unpickler's errors come in many types; none may run code
@@ -176,12 +206,13 @@ def _parse(state: Mapping, where: str, prefix: Optional[str]) -> _Spec:
     first = arrays[(0, False)]
     hh = first["weight_hh"]
     if hh.ndim != 2 or hh.shape[0] != 4 * hh.shape[1] or hh.shape[1] == 0:
-        raise ValueError(f"from_torch_lstm: {prefix}weight_hh_l0 must have shape [4H, H], got {list(hh.shape)}")
+        raise ValueError(f"from_torch_lstm: {label}: {prefix}weight_hh_l0 must have shape [4H, H], "
+                         f"got {list(hh.shape)}")
     H = hh.shape[1]
     ih = first["weight_ih"]
     if ih.ndim != 2 or ih.shape[0] != 4 * H or ih.shape[1] == 0:
-        raise ValueError(f"from_torch_lstm: {prefix}weight_ih_l0 must have shape [4H, X] = [{4 * H}, X], "
-                         f"got {list(ih.shape)}")
+        raise ValueError(f"from_torch_lstm: {label}: {prefix}weight_ih_l0 must have shape [4H, X] = "
+                         f"[{4 * H}, X], got {list(ih.shape)}")
     X = ih.shape[1]
     for (layer, rev), kinds in arrays.items():
         suffix = f"_l{layer}" + ("_reverse" if rev else "")
@@ -189,12 +220,37 @@ def _parse(state: Mapping, where: str, prefix: Optional[str]) -> _Spec:
                 "bias_ih": (4 * H,), "bias_hh": (4 * H,)}
         for kind, array in kinds.items():
             if array.shape != want[kind]:
-                raise ValueError(f"from_torch_lstm: {prefix}{kind}{suffix} must have shape {list(want[kind])} "
-                                 f"(H={H}, X={X}, {directions} direction(s)), got {list(array.shape)}")
+                raise ValueError(f"from_torch_lstm: {label}: {prefix}{kind}{suffix} must have shape "
+                                 f"{list(want[kind])} (H={H}, X={X}, {directions} direction(s)), "
+                                 f"got {list(array.shape)}")
     return _Spec(len(layers), directions, X, H, bool(has_bias), arrays)
 
 
 # ---- building -------------------------------------------------------------------------------------
+
+def _model(spec: "_Spec", return_sequences: bool, return_state: bool, name: Optional[str]) -> tuple:
+    """``(model, its LSTM or Bidirectional layers)`` of ``spec``'s LSTM stack, weights not set yet."""
+    from .. import layers as L
+    from ..models import Model, Sequential
+
+    H, D = spec.hidden_size, spec.directions
+    recurrent = []
+    for k in range(spec.num_layers):
+        sequences = return_sequences or k < spec.num_layers - 1
+        cell = L.LSTM(H, return_sequences=sequences, return_state=return_state, use_bias=spec.bias)
+        recurrent.append(L.Bidirectional(cell, merge_mode="concat") if D == 2 else cell)
+    inp = L.Input(shape=(None, spec.input_size))
+    if return_state:
+        t, states = inp, []
+        for layer in recurrent:
+            out = layer(t)
+            t = out[0]
+            states += out[1:]  # LSTM: h, c; Bidirectional: h_fw, c_fw, h_bw, c_bw
+        return Model(inp, [t] + states, name=name), recurrent
+    model = Sequential(name=name)
+    model._extend([inp] + recurrent)  # the graph built once, not after each layer
+    return model, recurrent
+
 
 def from_torch_lstm(source, *, return_sequences: bool = True, return_state: bool = False,
                     prefix: Optional[str] = None, name: Optional[str] = None):
@@ -216,27 +272,15 @@ def from_torch_lstm(source, *, return_sequences: bool = True, return_state: bool
     PyTorch's order, so ``h_n = np.stack(out[1::2])`` and ``c_n = np.stack(out[2::2])`` are
     PyTorch's ``[num_layers * D, B, H]``. Zero initial states, as nn.LSTM without ``(h_0, c_0)``.
     """
-    from .. import layers as L
-    from ..models import Model, Sequential
-
     state, where = _read_source(source)
     spec = _parse(state, where, prefix)
-    H, D = spec.hidden_size, spec.directions
-    recurrent = []
-    for k in range(spec.num_layers):
-        sequences = return_sequences or k < spec.num_layers - 1
-        cell = L.LSTM(H, return_sequences=sequences, return_state=return_state, use_bias=spec.bias)
-        recurrent.append(L.Bidirectional(cell, merge_mode="concat") if D == 2 else cell)
-    inp = L.Input(shape=(None, spec.input_size))
-    if return_state:
-        t, states = inp, []
-        for layer in recurrent:
-            out = layer(t)
-            t = out[0]
-            states += out[1:]  # LSTM: h, c; Bidirectional: h_fw, c_fw, h_bw, c_bw
-        model = Model(inp, [t] + states, name=name)
-    else:
-        model = Sequential([inp] + recurrent, name=name)
+    D = spec.directions
+    values = sum(a.size for arrays in spec.arrays.values() for a in arrays.values())
+    try:  # the weights come from the file: no initializers, and no more values than it holds
+        with _file_limits.weights_from_file(values, where):
+            model, recurrent = _model(spec, return_sequences, return_state, name)
+    except _file_limits.CONFIG_ERRORS as e:  # a stack too deep to build (RecursionError)
+        raise _file_limits.file_error(where, e, f"its {spec.num_layers}-layer LSTM cannot be built") from None
     for k, layer in enumerate(recurrent):
         weights = []
         for rev in ([False, True] if D == 2 else [False]):

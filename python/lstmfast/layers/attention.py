@@ -21,9 +21,12 @@ node, saved with the model).
 """
 from __future__ import annotations
 
+from typing import Any, Optional, Tuple
+
 import numpy as np
 
 from .. import ops
+from .._typing import Arrays, InputShape, Mask, OutputShape
 from .base import Layer, _cast, _dropout_mask, _is_shape_list, _rate, register
 from .graph import _shape_tuple
 
@@ -50,7 +53,8 @@ class Attention(Layer):
     supports_masking = True
     _extra_call_kwargs = ("return_attention_scores", "use_causal_mask")
 
-    def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, seed=None, **kwargs):
+    def __init__(self, use_scale: bool = False, score_mode: str = "dot", dropout: float = 0.0,
+                 seed: Optional[int] = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not isinstance(use_scale, (bool, np.bool_)):
             raise TypeError(f"{type(self).__name__} {self.name!r}: use_scale must be True or False, got {use_scale!r}")
@@ -88,7 +92,7 @@ class Attention(Layer):
                              f"and key {key}")
         return query, value, key
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         self._check_shapes(input_shape)
         if self.use_scale:
             self.add_weight("scale", (), "ones")
@@ -96,14 +100,16 @@ class Attention(Layer):
             self.add_weight("concat_score_weight", (), "ones")
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape, return_attention_scores=False, use_causal_mask=False):
+    def compute_output_shape(self, input_shape: InputShape, return_attention_scores: bool = False,
+                             use_causal_mask: bool = False) -> OutputShape:
         query, value, key = self._check_shapes(input_shape)
         out = query[:-1] + (value[-1],)
         if return_attention_scores:
             return [out, query[:-1] + (key[-2],)]
         return out
 
-    def compute_mask(self, inputs, mask=None, return_attention_scores=False, use_causal_mask=False):
+    def compute_mask(self, inputs: Arrays, mask: Mask = None, return_attention_scores: bool = False,
+                     use_causal_mask: bool = False) -> Mask:
         query_mask = self._split_mask(mask, inputs)[0]
         return [query_mask, None] if return_attention_scores else query_mask
 
@@ -166,7 +172,8 @@ class Attention(Layer):
         q, v = xs[0], xs[1]
         return q, v, (xs[2] if len(xs) == 3 else v), len(xs)
 
-    def forward(self, inputs, training=False, mask=None, return_attention_scores=False, use_causal_mask=False):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None, return_attention_scores: bool = False,
+                use_causal_mask: bool = False) -> Tuple[Arrays, Any]:
         q, v, k, n_inputs = self._inputs(inputs)
         query_mask, value_mask = self._split_mask(mask)
         xp = ops.array_module(q)
@@ -196,10 +203,11 @@ class Attention(Layer):
         cache = (q, v, k, n_inputs, tape, probs, keep, weights, row_mask, return_attention_scores)
         return ([out, weights] if return_attention_scores else out), cache
 
-    def call(self, inputs, training=False, mask=None, return_attention_scores=False, use_causal_mask=False):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None, return_attention_scores: bool = False,
+             use_causal_mask: bool = False) -> Arrays:
         return self.forward(inputs, training, mask, return_attention_scores, use_causal_mask)[0]
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         q, v, k, n_inputs, tape, probs, keep, weights, row_mask, with_scores = cache
         if with_scores:
             dout, dweights = grad_outputs
@@ -221,7 +229,7 @@ class Attention(Layer):
             return [dq, dv, dk]
         return [dq, dv + dk]
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "use_scale": self.use_scale, "score_mode": self.score_mode,
                 "dropout": self.dropout, "seed": self.seed}
 
@@ -231,10 +239,10 @@ class AdditiveAttention(Attention):
     """Additive (Bahdanau-style) attention; see the module docstring. Weight: ``scale [D]``
     (``use_scale``, glorot_uniform as Keras). ``dropout`` and ``seed`` as in Attention."""
 
-    def __init__(self, use_scale=True, dropout=0.0, **kwargs):
+    def __init__(self, use_scale: bool = True, dropout: float = 0.0, **kwargs: Any) -> None:
         super().__init__(use_scale=use_scale, dropout=dropout, **kwargs)
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         query, _, _ = self._check_shapes(input_shape)
         if query[-1] is None:
             raise ValueError(f"AdditiveAttention {self.name!r}: the query's last dim must be known to build the "
@@ -259,7 +267,7 @@ class AdditiveAttention(Attention):
         dpre = dt * (1 - t * t)
         return dpre.sum(axis=-2), dpre.sum(axis=-3)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         del config["score_mode"]
         return config

@@ -2,10 +2,16 @@
 helpers the layers share. The protocol every layer follows is in ``lstmfast.layers``'s docstring."""
 from __future__ import annotations
 
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .. import backend, initializers, ops
+from .._file_limits import claim_weight
 from .._naming import snake_case, unique_name
+from .._typing import Array, Arrays, InputShape, Mask, OutputShape
+from ..initializers import InitializerLike
 from .graph import KerasTensor, Node, _shape_tuple
 
 __all__ = ["Layer", "LAYERS", "register", "get", "serialize", "deserialize"]
@@ -97,6 +103,9 @@ def _rate(value, what: str, layer: str) -> float:
 # Base layer.
 # ---------------------------------------------------------------------------------------------
 
+_L = TypeVar("_L", bound="Layer")
+
+
 class Layer:
     """Base class; see ``lstmfast.layers``'s docstring for the protocol.
 
@@ -112,8 +121,10 @@ class Layer:
     _extra_call_kwargs: tuple = ()  # call-time keyword arguments passed on to forward/call/compute_mask
     _input_dtype_hint = None  # dtype of the data this layer expects first in a Sequential (None: floatx)
 
-    def __init__(self, name=None, trainable=True, dtype=None, input_shape=None, input_dim=None,
-                 batch_input_shape=None, batch_size=None, weights=None, **kwargs):
+    def __init__(self, name: Optional[str] = None, trainable: bool = True, dtype: DTypeLike = None,
+                 input_shape: Union[None, int, Sequence[Optional[int]]] = None, input_dim: Optional[int] = None,
+                 batch_input_shape: Optional[Sequence[Optional[int]]] = None, batch_size: Optional[int] = None,
+                 weights: Optional[Sequence[ArrayLike]] = None, **kwargs: Any) -> None:
         if kwargs:
             raise TypeError(f"{type(self).__name__}() got unexpected keyword argument(s): "
                             f"{', '.join(sorted(kwargs))}")
@@ -146,12 +157,15 @@ class Layer:
 
     # -- weights --------------------------------------------------------------------------------
 
-    def add_weight(self, name, shape, initializer, trainable=True):
+    def add_weight(self, name: str, shape: Sequence[int], initializer: InitializerLike,
+                   trainable: bool = True) -> np.ndarray:
         """Create weight ``name`` (and its zero gradient) from ``initializer``; ``trainable=False``
         makes it state the optimizer never updates (its key goes into ``non_trainable``)."""
         shape = tuple(int(d) for d in shape)
-        value = initializers.get(initializer)(shape, self._np_dtype)
-        value = np.array(value, dtype=self._np_dtype, order="C")  # a fresh C array (0-d stays 0-d)
+        value = claim_weight(self.name, name, shape, self._np_dtype)  # built from a file: zeros, its size checked
+        if value is None:
+            value = initializers.get(initializer)(shape, self._np_dtype)
+            value = np.array(value, dtype=self._np_dtype, order="C")  # a fresh C array (0-d stays 0-d)
         if value.shape != shape:
             raise ValueError(f"layer {self.name!r}: initializer for {name!r} returned shape {value.shape}, "
                              f"expected {shape}")
@@ -161,7 +175,7 @@ class Layer:
             self.non_trainable.add(name)
         return value
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         """Create the weights for inputs of ``input_shape`` (batch dim included, may be None)."""
         self._build_input_shape = input_shape
         self.built = True
@@ -190,7 +204,7 @@ class Layer:
         """Copies of the weights as NumPy arrays (also when they live on the GPU)."""
         return [_host_copy(w) for w in self.weights.values()]
 
-    def set_weights(self, weights) -> None:
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         """Copy ``weights`` (Keras order) into this layer's arrays, in place."""
         weights = list(weights)
         params = list(self.weights.items())
@@ -240,19 +254,19 @@ class Layer:
 
     # -- computation ----------------------------------------------------------------------------
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         return input_shape
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         return self.forward(inputs, training, mask)[0]
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(self, inputs: Arrays, mask: Mask = None) -> Mask:
         return mask if self.supports_masking else None
 
     def reset_states(self) -> None:
@@ -267,12 +281,13 @@ class Layer:
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls: Type[_L], config: Dict[str, Any]) -> _L:
         return cls(**config)
 
     # -- calling --------------------------------------------------------------------------------
 
-    def __call__(self, inputs, *, training=None, mask=None, initial_state=None, **kwargs):
+    def __call__(self, inputs: Any, *, training: Optional[bool] = None, mask: Mask = None,
+                 initial_state: Union[None, Array, Sequence[Array]] = None, **kwargs: Any) -> Any:
         unexpected = sorted(set(kwargs) - set(self._extra_call_kwargs))
         if unexpected:
             accepted = ", ".join(("training", "mask") + self._extra_call_kwargs
@@ -323,12 +338,12 @@ class Layer:
         return list(node.outputs) if multi else node.outputs[0]
 
     @property
-    def input(self):
+    def input(self) -> Union[KerasTensor, List[KerasTensor]]:
         """The symbolic input(s) of this layer's first call."""
         return self._first_call_tensors("inputs")
 
     @property
-    def output(self):
+    def output(self) -> Union[KerasTensor, List[KerasTensor]]:
         """The symbolic output(s) of this layer's first call."""
         return self._first_call_tensors("outputs")
 
@@ -350,13 +365,13 @@ class Layer:
 LAYERS: dict = {}  # class name -> class, for lstmfast's own layers only (a file never names a new class)
 
 
-def register(cls):
+def register(cls: Type[_L]) -> Type[_L]:
     """Class decorator: ``deserialize`` and ``get`` know ``cls`` by its class name."""
     LAYERS[cls.__name__] = cls
     return cls
 
 
-def get(class_name: str):
+def get(class_name: str) -> Type[Layer]:
     """The layer class called ``class_name`` ("LSTM", "Dense", ...)."""
     if class_name not in LAYERS:
         raise ValueError(f"unknown layer class {class_name!r}; known: {', '.join(sorted(LAYERS))}")
@@ -368,7 +383,7 @@ def serialize(layer: Layer) -> dict:
     return {"class_name": type(layer).__name__, "config": layer.get_config()}
 
 
-def deserialize(config: dict, custom_objects=None) -> Layer:
+def deserialize(config: dict, custom_objects: Optional[Mapping[str, Type[Layer]]] = None) -> Layer:
     """A new (unbuilt) layer from ``serialize``'s output; ``custom_objects`` maps extra class names."""
     name = config.get("class_name")
     cls = (custom_objects or {}).get(name) or get(name)

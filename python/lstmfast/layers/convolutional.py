@@ -14,7 +14,12 @@ Each layer computes with the array module of its inputs (NumPy or CuPy).
 """
 from __future__ import annotations
 
+from typing import Any, Optional, Sequence, Tuple, Union
+
 from .. import activations, ops
+from .._typing import Arrays, InputShape, Mask, OutputShape
+from ..activations import ActivationLike
+from ..initializers import InitializerLike
 from .base import (
     Layer,
     _cast,
@@ -147,10 +152,13 @@ class Conv1D(Layer):
     ``[k * Cg, Fg]``, one GEMM per group (one in all for ``groups=1``). The mask is dropped, as Keras.
     """
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
-                 groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, **kwargs):
+    def __init__(self, filters: int, kernel_size: Union[int, Sequence[int]], strides: Union[int, Sequence[int]] = 1,
+                 padding: str = "valid", data_format: Optional[str] = None,
+                 dilation_rate: Union[int, Sequence[int]] = 1, groups: int = 1, activation: ActivationLike = None,
+                 use_bias: bool = True, kernel_initializer: InitializerLike = "glorot_uniform",
+                 bias_initializer: InitializerLike = "zeros", kernel_regularizer: None = None,
+                 bias_regularizer: None = None, activity_regularizer: None = None, kernel_constraint: None = None,
+                 bias_constraint: None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.filters = _positive_int(filters, "filters", self.name)
         self.kernel_size = _size(kernel_size, "kernel_size", self.name)
@@ -177,7 +185,7 @@ class Conv1D(Layer):
         _check_rank3(shape, self, self.data_format)
         return (shape[1], shape[2]) if self.data_format == "channels_last" else (shape[2], shape[1])
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         shape = _first_shape(input_shape)
         _, channels = self._steps_and_channels(shape)
         if channels is None:
@@ -191,7 +199,7 @@ class Conv1D(Layer):
             self.add_weight("bias", (self.filters,), self.bias_initializer)
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         shape = _first_shape(input_shape)
         steps, _ = self._steps_and_channels(shape)
         n_out = _output_length(steps, self.kernel_size, self.strides, self.dilation_rate, self.padding, self)
@@ -229,16 +237,16 @@ class Conv1D(Layer):
             z += self.weights["bias"]
         return z, patches, (T, left, right)
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         z, _, _ = self._convolve(self._input(inputs))
         return _from_channels_last(self.activation(z), self.data_format)
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         z, patches, geometry = self._convolve(self._input(inputs))
         y = self.activation(z)
         return _from_channels_last(y, self.data_format), (patches, geometry, z, y)
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         patches, (T, left, right), z, y = cache
         xp = ops.array_module(z)
         if grad_outputs is None:
@@ -263,7 +271,7 @@ class Conv1D(Layer):
         dx = _scatter_windows(d_windows, left + T + right, self.strides, self.dilation_rate)[:, left:left + T]
         return _from_channels_last(_contiguous(dx), self.data_format)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "filters": self.filters, "kernel_size": [self.kernel_size],
                 "strides": [self.strides], "padding": self.padding, "data_format": self.data_format,
                 "dilation_rate": [self.dilation_rate], "groups": self.groups, "activation": self.activation.name,

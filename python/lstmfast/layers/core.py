@@ -4,10 +4,15 @@ CuPy when the model runs on the GPU); see ``lstmfast.layers`` for the protocol."
 from __future__ import annotations
 
 import math
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .. import activations, backend, ops
+from .._typing import Arrays, InputShape, Mask, OutputShape
+from ..activations import ActivationLike
+from ..initializers import InitializerLike
 from .base import (
     Layer,
     _as_array,
@@ -36,8 +41,11 @@ __all__ = ["InputLayer", "Input", "Dense", "Activation", "Dropout", "Masking", "
 class InputLayer(Layer):
     """The source of a functional graph: no weights; forward/backward are the identity."""
 
-    def __init__(self, shape=None, batch_size=None, dtype=None, batch_shape=None, name=None, sparse=None,
-                 input_shape=None, batch_input_shape=None, **kwargs):
+    def __init__(self, shape: Union[None, int, Sequence[Optional[int]]] = None, batch_size: Optional[int] = None,
+                 dtype: DTypeLike = None, batch_shape: Optional[Sequence[Optional[int]]] = None,
+                 name: Optional[str] = None, sparse: Optional[bool] = None,
+                 input_shape: Union[None, int, Sequence[Optional[int]]] = None,
+                 batch_input_shape: Optional[Sequence[Optional[int]]] = None, **kwargs: Any) -> None:
         if sparse:
             raise NotImplementedError("sparse inputs are not supported by lstmfast")
         for key in ("trainable", "input_dim", "weights"):
@@ -60,20 +68,22 @@ class InputLayer(Layer):
         self.built = True
         self._build_input_shape = batch_shape
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         return inputs
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         return inputs, None
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         return grad_outputs
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"batch_shape": list(self.batch_shape), "dtype": self.dtype, "sparse": False, "name": self.name}
 
 
-def Input(shape=None, batch_size=None, dtype=None, name=None, batch_shape=None):
+def Input(shape: Union[None, int, Sequence[Optional[int]]] = None, batch_size: Optional[int] = None,
+          dtype: DTypeLike = None, name: Optional[str] = None,
+          batch_shape: Optional[Sequence[Optional[int]]] = None) -> KerasTensor:
     """A symbolic input tensor (Keras ``keras.Input``): ``shape`` excludes the batch dim."""
     return InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, batch_shape=batch_shape,
                       name=name).output
@@ -89,9 +99,10 @@ class Dense(Layer):
 
     supports_masking = True
 
-    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, **kwargs):
+    def __init__(self, units: int, activation: ActivationLike = None, use_bias: bool = True,
+                 kernel_initializer: InitializerLike = "glorot_uniform", bias_initializer: InitializerLike = "zeros",
+                 kernel_regularizer: None = None, bias_regularizer: None = None, activity_regularizer: None = None,
+                 kernel_constraint: None = None, bias_constraint: None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.units = _positive_int(units, "units", self.name)
         self.activation = activations.get(activation)
@@ -102,7 +113,7 @@ class Dense(Layer):
                 activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
                 bias_constraint=bias_constraint)
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         shape = _first_shape(input_shape)
         if len(shape) < 2 or shape[-1] is None:
             raise ValueError(f"Dense {self.name!r} needs inputs of shape (batch, ..., features) with known "
@@ -112,7 +123,7 @@ class Dense(Layer):
             self.add_weight("bias", (self.units,), self.bias_initializer)
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         return _first_shape(input_shape)[:-1] + (self.units,)
 
     def _affine(self, x):
@@ -130,17 +141,17 @@ class Dense(Layer):
             z += self.weights["bias"]
         return z
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         x = _cast(inputs, self._np_dtype)
         return self.activation(self._affine(x))
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = _cast(inputs, self._np_dtype)
         z = self._affine(x)
         y = self.activation(z)
         return y, (x, z, y)
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         x, z, y = cache
         dy = np.zeros_like(y) if grad_outputs is None else _cast(grad_outputs, self._np_dtype)
         dz = self.activation.backward(z, y, dy)
@@ -155,7 +166,7 @@ class Dense(Layer):
         dx = ops.matmul(dz2, kernel, trans_b=True)
         return dx if flat else dx.reshape(dz.shape[:-1] + (kernel.shape[0],))
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "units": self.units, "activation": self.activation.name,
                 "use_bias": self.use_bias, "kernel_initializer": _serialize_initializer(self.kernel_initializer),
                 "bias_initializer": _serialize_initializer(self.bias_initializer)}
@@ -167,24 +178,24 @@ class Activation(Layer):
 
     supports_masking = True
 
-    def __init__(self, activation, **kwargs):
+    def __init__(self, activation: ActivationLike, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.activation = activations.get(activation)
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = _cast(inputs, self._np_dtype)
         y = self.activation(x)
         return y, (x, y)
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         return self.activation(_cast(inputs, self._np_dtype))
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         x, y = cache
         dy = np.zeros_like(y) if grad_outputs is None else _cast(grad_outputs, self._np_dtype)
         return self.activation.backward(x, y, dy)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "activation": self.activation.name}
 
 
@@ -196,7 +207,8 @@ class Dropout(Layer):
 
     supports_masking = True
 
-    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+    def __init__(self, rate: float, noise_shape: Optional[Sequence[Optional[int]]] = None, seed: Optional[int] = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rate = _rate(rate, "rate", self.name)
         self.noise_shape = None if noise_shape is None else _shape_tuple(noise_shape)
@@ -212,25 +224,25 @@ class Dropout(Layer):
             noise_shape = tuple(s if n is None else n for n, s in zip(self.noise_shape, shape))
         return _dropout_mask(self._rng, noise_shape, self.rate, self._np_dtype)
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         x = _cast(inputs, self._np_dtype)
         if not training or self.rate == 0:
             return x
         return x * ops.to_device_of(x, self._keep_mask(x.shape))
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = _cast(inputs, self._np_dtype)
         if not training or self.rate == 0:
             return x, None
         keep = ops.to_device_of(x, self._keep_mask(x.shape))
         return x * keep, keep
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         if grad_outputs is None:
             return None
         return grad_outputs if cache is None else grad_outputs * cache
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "rate": self.rate,
                 "noise_shape": None if self.noise_shape is None else list(self.noise_shape), "seed": self.seed}
 
@@ -242,22 +254,22 @@ class Masking(Layer):
 
     supports_masking = True
 
-    def __init__(self, mask_value=0.0, **kwargs):
+    def __init__(self, mask_value: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mask_value = float(mask_value)
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(self, inputs: Arrays, mask: Mask = None) -> Mask:
         return np.any(inputs != self.mask_value, axis=-1)
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = _cast(inputs, self._np_dtype)
         keep = np.any(x != self.mask_value, axis=-1, keepdims=True)
         return x * keep, keep
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         return None if grad_outputs is None else grad_outputs * cache
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "mask_value": self.mask_value}
 
 
@@ -276,9 +288,10 @@ class Embedding(Layer):
 
     _input_dtype_hint = "int32"
 
-    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
-                 activity_regularizer=None, embeddings_constraint=None, mask_zero=False, input_length=None,
-                 **kwargs):
+    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer: InitializerLike = "uniform",
+                 embeddings_regularizer: None = None, activity_regularizer: None = None,
+                 embeddings_constraint: None = None, mask_zero: bool = False, input_length: Optional[int] = None,
+                 **kwargs: Any) -> None:
         if input_length is not None and not any(k in kwargs for k in ("input_shape", "batch_input_shape")):
             kwargs["input_shape"] = (input_length,)
         super().__init__(**kwargs)
@@ -293,14 +306,14 @@ class Embedding(Layer):
             self.build(self._input_shape_hint or (None, None))
 
     @property
-    def supports_masking(self):
+    def supports_masking(self) -> bool:
         return self.mask_zero
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         self.add_weight("embeddings", (self.input_dim, self.output_dim), self.embeddings_initializer)
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         return _first_shape(input_shape) + (self.output_dim,)
 
     def _indices(self, inputs):
@@ -318,25 +331,25 @@ class Embedding(Layer):
                                  f"for input_dim={self.input_dim} (valid: 0..{self.input_dim - 1})")
         return x
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         return self.weights["embeddings"].take(self._indices(inputs), axis=0)
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         idx = self._indices(inputs)
         return self.weights["embeddings"].take(idx, axis=0), idx
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         if self.trainable and grad_outputs is not None:
             rows = _contiguous(_cast(grad_outputs, self._np_dtype)).reshape(-1, self.output_dim)
             ops.scatter_add(self.grads["embeddings"], cache.reshape(-1), rows)
         return None
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(self, inputs: Arrays, mask: Mask = None) -> Mask:
         if not self.mask_zero:
             return None
         return _as_array(inputs) != 0
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
                 "embeddings_initializer": _serialize_initializer(self.embeddings_initializer),
                 "mask_zero": self.mask_zero, "input_length": self.input_length}
@@ -350,28 +363,28 @@ class Embedding(Layer):
 class RepeatVector(Layer):
     """``[B, X] -> [B, n, X]``."""
 
-    def __init__(self, n, **kwargs):
+    def __init__(self, n: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n = _positive_int(n, "n", self.name)
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         if len(_first_shape(input_shape)) != 2:
             raise ValueError(f"RepeatVector {self.name!r} needs inputs of shape (batch, features), "
                              f"got {input_shape}")
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         b, x = _first_shape(input_shape)
         return (b, self.n, x)
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = _cast(inputs, self._np_dtype)
         return np.repeat(x[:, None, :], self.n, axis=1), None
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         return None if grad_outputs is None else grad_outputs.sum(axis=1)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "n": self.n}
 
 
@@ -379,23 +392,23 @@ class RepeatVector(Layer):
 class Flatten(Layer):
     """``[B, d1, d2, ...] -> [B, d1 * d2 * ...]``."""
 
-    def __init__(self, data_format=None, **kwargs):
+    def __init__(self, data_format: Optional[str] = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.data_format = data_format
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         shape = _first_shape(input_shape)
         rest = shape[1:]
         return (shape[0], None if any(d is None for d in rest) else math.prod(rest))
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = _cast(inputs, self._np_dtype)
         return x.reshape(x.shape[0], -1), x.shape
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         return None if grad_outputs is None else grad_outputs.reshape(cache)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "data_format": self.data_format}
 
 
@@ -405,11 +418,11 @@ class Concatenate(Layer):
 
     supports_masking = True
 
-    def __init__(self, axis=-1, **kwargs):
+    def __init__(self, axis: int = -1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.axis = int(axis)
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         if not _is_shape_list(input_shape):
             raise ValueError(f"Concatenate {self.name!r} must be called on a list of inputs, got shape "
                              f"{input_shape}")
@@ -418,7 +431,7 @@ class Concatenate(Layer):
             raise ValueError(f"Concatenate {self.name!r}: inputs must have the same rank, got shapes {input_shape}")
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         shapes = [_shape_tuple(s) for s in input_shape] if _is_shape_list(input_shape) else [_shape_tuple(input_shape)]
         axis = self.axis % len(shapes[0])
         sizes = [s[axis] for s in shapes]
@@ -426,13 +439,13 @@ class Concatenate(Layer):
         out[axis] = None if any(d is None for d in sizes) else sum(sizes)
         return tuple(out)
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         listed = isinstance(inputs, (list, tuple))
         xs = [_cast(x, self._np_dtype) for x in (inputs if listed else [inputs])]
         sizes = [x.shape[self.axis] for x in xs]
         return np.concatenate(xs, axis=self.axis), (np.cumsum(sizes)[:-1], listed)
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         splits, listed = cache
         if grad_outputs is None:
             grads = [None] * (len(splits) + 1)
@@ -440,7 +453,7 @@ class Concatenate(Layer):
             grads = np.split(grad_outputs, splits, axis=self.axis)
         return grads if listed else grads[0]
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(self, inputs: Arrays, mask: Mask = None) -> Mask:
         # Keras: a missing mask counts as all-True; the output mask is any() over the last axis
         # of the concatenated per-entry masks.
         if mask is None or not isinstance(mask, (list, tuple)) or all(m is None for m in mask):
@@ -455,7 +468,7 @@ class Concatenate(Layer):
                 full.append(np.broadcast_to(m.reshape(m.shape + (1,) * (x.ndim - m.ndim)), x.shape))
         return np.concatenate(full, axis=self.axis).any(axis=-1)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "axis": self.axis}
 
 

@@ -4,8 +4,13 @@ walks them backwards from the outputs to run the graph."""
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import DTypeLike
+
+if TYPE_CHECKING:
+    from .base import Layer
 
 __all__ = ["KerasTensor", "Node"]
 
@@ -26,7 +31,8 @@ class KerasTensor:
 
     __slots__ = ("shape", "dtype", "name", "_history")
 
-    def __init__(self, shape, dtype="float32", name=None, history=None):
+    def __init__(self, shape: Sequence[Optional[int]], dtype: DTypeLike = "float32", name: Optional[str] = None,
+                 history: Optional[Tuple[Layer, int, int]] = None) -> None:
         self.shape = _shape_tuple(shape)
         self.dtype = np.dtype(dtype).name
         self.name = name if name is not None else f"keras_tensor_{next(_TENSOR_IDS)}"
@@ -46,7 +52,8 @@ class Node:
 
     __slots__ = ("layer", "inputs", "outputs", "call_kwargs")
 
-    def __init__(self, layer, inputs, outputs, call_kwargs):
+    def __init__(self, layer: Layer, inputs: List[KerasTensor], outputs: List[KerasTensor],
+                 call_kwargs: Dict[str, Any]) -> None:
         self.layer, self.inputs, self.outputs, self.call_kwargs = layer, inputs, outputs, call_kwargs
 
     @property

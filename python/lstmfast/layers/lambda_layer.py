@@ -12,9 +12,11 @@ Serialisation: a Lambda's function is code, and lstmfast never saves or runs cod
 from __future__ import annotations
 
 import inspect
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .._typing import Array, Arrays, InputShape, Mask, OutputShape
 from .base import Layer, _first_shape, _is_shape_list, register
 from .graph import _shape_tuple
 
@@ -47,7 +49,12 @@ class Lambda(Layer):
       through this layer raises NotImplementedError.
     """
 
-    def __init__(self, function, output_shape=None, mask=None, arguments=None, backward=None, **kwargs):
+    def __init__(self, function: Callable[..., Any],
+                 output_shape: Union[None, Sequence[Optional[int]], Sequence[Sequence[Optional[int]]],
+                                     Callable[[Any], Any]] = None,
+                 mask: Union[None, Array, Callable[[Any, Mask], Mask]] = None,
+                 arguments: Optional[Dict[str, Any]] = None,
+                 backward: Optional[Callable[..., Optional[Arrays]]] = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not callable(function):
             raise TypeError(f"Lambda {self.name!r}: function must be callable, got {type(function).__name__}")
@@ -74,12 +81,12 @@ class Lambda(Layer):
         self._takes_training = _accepts(function, "training")
 
     @property
-    def supports_masking(self):
+    def supports_masking(self) -> bool:
         return self.mask is not None
 
     # -- shapes ---------------------------------------------------------------------------------
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         if callable(self._output_shape):
             return self._output_shape(input_shape)
         if self._output_shape is not None:
@@ -116,7 +123,7 @@ class Lambda(Layer):
             return [merge(a, b) for a, b in zip(first, second)]
         return merge(first, second)
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(self, inputs: Arrays, mask: Mask = None) -> Mask:
         if callable(self.mask):
             return self.mask(inputs, mask)
         return self.mask
@@ -131,13 +138,13 @@ class Lambda(Layer):
             kwargs["training"] = training
         return self.function(inputs, **kwargs)
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         return self._apply(inputs, training, mask)
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         return self._apply(inputs, training, mask), inputs
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         if self._backward_function is None:
             raise NotImplementedError(
                 f"Lambda {self.name!r} has no backward pass: lstmfast cannot differentiate a Python function. "
@@ -150,13 +157,13 @@ class Lambda(Layer):
 
     # -- config ---------------------------------------------------------------------------------
 
-    def get_config(self):
+    def get_config(self) -> dict:
         raise ValueError(f"Lambda layer {self.name!r} cannot be serialised: its function is Python code, and "
                          "lstmfast never saves or loads code. Save the weights (model.save_weights) and rebuild "
                          "the model in code, or replace the Lambda with a built-in layer")
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Dict[str, Any]) -> Lambda:
         name = config.get("name") if isinstance(config, dict) else None
         raise ValueError(f"Lambda layer {name!r} cannot be loaded from a config: lstmfast never runs code from a "
                          "file (rebuild the model in code and load its weights with load_weights)")

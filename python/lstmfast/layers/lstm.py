@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import activations, initializers, ops
+from .._typing import Array, Arrays, InputShape, Mask, OutputShape
+from ..initializers import InitializerLike
 from .base import (
     Layer,
     _as_array,
@@ -113,14 +117,19 @@ class LSTM(Layer):
     supports_masking = True
     _accepts_initial_state = True
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
-                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
-                 unit_forget_bias=True, kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
-                 bias_constraint=None, dropout=0.0, recurrent_dropout=0.0, return_sequences=False,
-                 return_state=False, go_backwards=False, stateful=False, unroll=False, zero_output_for_mask=False,
-                 peephole=False, peephole_initializer="glorot_uniform", seed=None, time_major=False,
-                 implementation=None, use_cudnn="auto", **kwargs):
+    def __init__(self, units: int, activation: Union[str, activations.Activation] = "tanh",
+                 recurrent_activation: Union[str, activations.Activation] = "sigmoid", use_bias: bool = True,
+                 kernel_initializer: InitializerLike = "glorot_uniform",
+                 recurrent_initializer: InitializerLike = "orthogonal", bias_initializer: InitializerLike = "zeros",
+                 unit_forget_bias: bool = True, kernel_regularizer: None = None, recurrent_regularizer: None = None,
+                 bias_regularizer: None = None, activity_regularizer: None = None, kernel_constraint: None = None,
+                 recurrent_constraint: None = None, bias_constraint: None = None, dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0, return_sequences: bool = False, return_state: bool = False,
+                 go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
+                 zero_output_for_mask: bool = False, peephole: bool = False,
+                 peephole_initializer: InitializerLike = "glorot_uniform", seed: Optional[int] = None,
+                 time_major: bool = False, implementation: Optional[int] = None, use_cudnn: Union[str, bool] = "auto",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.units = _positive_int(units, "units", self.name)
         act = activation.name if isinstance(activation, activations.Activation) else activation
@@ -157,7 +166,7 @@ class LSTM(Layer):
 
     # -- building -------------------------------------------------------------------------------
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         shape = _first_shape(input_shape)
         if len(shape) != 3 or shape[-1] is None:
             raise ValueError(f"LSTM {self.name!r} needs inputs of shape (batch, timesteps, features) with known "
@@ -182,13 +191,13 @@ class LSTM(Layer):
             self._stateful_batch = batch
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         B, T = _first_shape(input_shape)[:2]
         H = self.units
         out = (B, T, H) if self.return_sequences else (B, H)
         return [out, (B, H), (B, H)] if self.return_state else out
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(self, inputs: Arrays, mask: Mask = None) -> Mask:
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         out = mask if self.return_sequences else None
@@ -197,13 +206,13 @@ class LSTM(Layer):
     # -- states ---------------------------------------------------------------------------------
 
     @property
-    def states(self):
+    def states(self) -> Optional[List[Array]]:
         """The stateful layer's current [h, c] (None before the first batch)."""
         if "h" not in self.buffers:
             return None
         return [self.buffers["h"], self.buffers["c"]]
 
-    def reset_states(self, states=None) -> None:
+    def reset_states(self, states: Optional[Sequence[ArrayLike]] = None) -> None:
         if not self.stateful:
             return
         if states is None:
@@ -307,13 +316,13 @@ class LSTM(Layer):
             return outputs, None
         return outputs, (out.cache, x_tm, input_mask, plan, has_state, T)
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         return self._run(inputs, training, mask, False)[0]
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         return self._run(inputs, training, mask, True)
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         engine_cache, x_tm, input_mask, plan, has_state, T = cache
         dt = self._np_dtype
         if self.return_state:
@@ -362,7 +371,7 @@ class LSTM(Layer):
             return [dx, g.dh0, g.dc0]
         return dx
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "units": self.units, "activation": self.activation,
                 "recurrent_activation": self.recurrent_activation, "use_bias": self.use_bias,
                 "kernel_initializer": _serialize_initializer(self.kernel_initializer),
@@ -376,11 +385,13 @@ class LSTM(Layer):
                 "seed": self.seed}
 
 
-def CuDNNLSTM(units, kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-              bias_initializer="zeros", unit_forget_bias=True, kernel_regularizer=None, recurrent_regularizer=None,
-              bias_regularizer=None, activity_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
-              bias_constraint=None, return_sequences=False, return_state=False, go_backwards=False, stateful=False,
-              **kwargs) -> LSTM:
+def CuDNNLSTM(units: int, kernel_initializer: InitializerLike = "glorot_uniform",
+              recurrent_initializer: InitializerLike = "orthogonal", bias_initializer: InitializerLike = "zeros",
+              unit_forget_bias: bool = True, kernel_regularizer: None = None, recurrent_regularizer: None = None,
+              bias_regularizer: None = None, activity_regularizer: None = None, kernel_constraint: None = None,
+              recurrent_constraint: None = None, bias_constraint: None = None, return_sequences: bool = False,
+              return_state: bool = False, go_backwards: bool = False, stateful: bool = False,
+              **kwargs: Any) -> LSTM:
     """Keras 2's ``CuDNNLSTM`` (deprecated): an :class:`LSTM` with cuDNN's fixed cell (tanh,
     recurrent_activation sigmoid, no dropout) and Keras 2's CuDNNLSTM arguments and defaults. It
     builds, saves and loads as an LSTM; ``lstmfast.load_model`` converts the weights of Keras 2

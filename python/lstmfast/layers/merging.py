@@ -4,9 +4,12 @@ NumPy does after lower-rank inputs get axes inserted at 1 (``[B, C]`` with ``[B,
 ``[B, 1, C]``). See ``lstmfast.layers`` for the protocol; ``Concatenate`` lives in ``core``."""
 from __future__ import annotations
 
+from typing import Any, Optional, Tuple
+
 import numpy as np
 
 from .. import ops
+from .._typing import Arrays, InputShape, Mask, OutputShape
 from .base import Layer, _cast, _is_shape_list, register
 from .graph import _shape_tuple
 
@@ -69,14 +72,14 @@ class _Merge(Layer):
             out = _broadcast_dims(out, s[1:], self.name, shapes)
         return (batch.pop() if batch else None,) + out
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         self._check_shapes(input_shape)
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         return self._check_shapes(input_shape)
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(self, inputs: Arrays, mask: Mask = None) -> Mask:
         if mask is None:
             return None
         if not isinstance(mask, (list, tuple)):
@@ -91,7 +94,7 @@ class _Merge(Layer):
             out = out | m
         return out
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         if not isinstance(inputs, (list, tuple)):
             raise ValueError(f"{type(self).__name__} {self.name!r} must be called on a list of inputs, got "
                              f"{type(inputs).__name__}")
@@ -115,10 +118,10 @@ class _Merge(Layer):
         y, tape = self._merge(raised, masks)
         return y, (tape, [x.shape for x in xs], [x.shape for x in raised])
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         return self.forward(inputs, training, mask)[0]
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         tape, shapes, raised = cache
         if grad_outputs is None:
             return [None] * len(shapes)

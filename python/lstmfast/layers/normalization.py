@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import ops
+from .._typing import Arrays, InputShape, Mask, OutputShape
+from ..initializers import InitializerLike
 from .base import Layer, _cast, _first_shape, _refuse, _serialize_initializer, register
 
 __all__ = ["BatchNormalization", "LayerNormalization"]
@@ -65,11 +68,13 @@ class BatchNormalization(Layer):
 
     supports_masking = True
 
-    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
-                 beta_initializer="zeros", gamma_initializer="ones", moving_mean_initializer="zeros",
-                 moving_variance_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
-                 beta_constraint=None, gamma_constraint=None, renorm=False, renorm_clipping=None,
-                 renorm_momentum=0.99, synchronized=False, **kwargs):
+    def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
+                 scale: bool = True, beta_initializer: InitializerLike = "zeros",
+                 gamma_initializer: InitializerLike = "ones", moving_mean_initializer: InitializerLike = "zeros",
+                 moving_variance_initializer: InitializerLike = "ones", beta_regularizer: None = None,
+                 gamma_regularizer: None = None, beta_constraint: None = None, gamma_constraint: None = None,
+                 renorm: bool = False, renorm_clipping: None = None, renorm_momentum: float = 0.99,
+                 synchronized: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
             raise TypeError(f"BatchNormalization {self.name!r}: axis must be an int, got {axis!r}")
@@ -91,7 +96,7 @@ class BatchNormalization(Layer):
                                           f"(got {argument}={value!r}; only False)")
         self._reduction_axes = None
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         shape = _first_shape(input_shape)
         axis = _axis_index(self.axis, len(shape), self.name)
         if shape[axis] is None:
@@ -107,7 +112,7 @@ class BatchNormalization(Layer):
         self._reduction_axes = tuple(i for i in range(len(shape)) if i != axis)
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         shape = _first_shape(input_shape)
         _axis_index(self.axis, len(shape), self.name)
         return shape
@@ -163,7 +168,7 @@ class BatchNormalization(Layer):
             moving *= moving.dtype.type(momentum)
             moving += stat.reshape(-1).astype(moving.dtype, copy=False) * moving.dtype.type(1.0 - momentum)
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = _cast(inputs, self._np_dtype)
         self._check(x, mask)
         gamma, beta = self._affine(x.ndim)
@@ -184,10 +189,10 @@ class BatchNormalization(Layer):
             y = y + beta
         return y, (centred, xhat, inv, w, n, batch)
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         return self.forward(inputs, training, mask)[0]
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         centred, xhat, inv, w, n, batch = cache
         if grad_outputs is None:
             return None
@@ -211,7 +216,7 @@ class BatchNormalization(Layer):
         dmean = -dx.sum(axis=axes, keepdims=True) - 2 * dvar * (w * centred).sum(axis=axes, keepdims=True) / n
         return dx + w * (dmean + 2 * dvar * centred) / n
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon,
                 "center": self.center, "scale": self.scale,
                 "beta_initializer": _serialize_initializer(self.beta_initializer),
@@ -239,9 +244,11 @@ class LayerNormalization(Layer):
 
     supports_masking = True
 
-    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
-                 gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
-                 gamma_constraint=None, rms_scaling=False, **kwargs):
+    def __init__(self, axis: Union[int, Sequence[int]] = -1, epsilon: float = 1e-3, center: bool = True,
+                 scale: bool = True, beta_initializer: InitializerLike = "zeros",
+                 gamma_initializer: InitializerLike = "ones", beta_regularizer: None = None,
+                 gamma_regularizer: None = None, beta_constraint: None = None, gamma_constraint: None = None,
+                 rms_scaling: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(axis, (list, tuple)):
             if not axis or any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in axis):
@@ -274,7 +281,7 @@ class LayerNormalization(Layer):
             raise ValueError(f"LayerNormalization {self.name!r}: axis {self.axis} names an axis twice")
         return tuple(axes)
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         shape = _first_shape(input_shape)
         axes = self._resolve_axes(len(shape))
         if any(shape[a] is None for a in axes):
@@ -289,7 +296,7 @@ class LayerNormalization(Layer):
         self._param_shape = tuple(shape[i] if i in axes else 1 for i in range(len(shape)))
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         shape = _first_shape(input_shape)
         self._resolve_axes(len(shape))
         return shape
@@ -299,7 +306,7 @@ class LayerNormalization(Layer):
         beta = self.weights["beta"].reshape(self._param_shape) if "beta" in self.weights else None
         return gamma, beta
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = _cast(inputs, self._np_dtype)
         if x.ndim != len(self._param_shape) or any(x.shape[a] != self._param_shape[a] for a in self._axes):
             sizes = ", ".join(f"{self._param_shape[a]} on axis {a}" for a in self._axes)
@@ -317,10 +324,10 @@ class LayerNormalization(Layer):
             y = y + beta
         return y, (x, centred, xhat, inv)
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         return self.forward(inputs, training, mask)[0]
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         if grad_outputs is None:
             return None
         x, centred, xhat, inv = cache
@@ -343,7 +350,7 @@ class LayerNormalization(Layer):
         mean_dxhat_xhat = (dxhat * xhat).mean(axis=axes, keepdims=True)
         return inv * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon, "center": self.center,
                 "scale": self.scale, "rms_scaling": self.rms_scaling,
                 "beta_initializer": _serialize_initializer(self.beta_initializer),

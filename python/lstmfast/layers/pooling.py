@@ -4,9 +4,12 @@ GlobalAveragePooling1D (over all steps). Masks as Keras 3: GlobalAveragePooling1
 unmasked steps and drops the mask; the others ignore and drop it."""
 from __future__ import annotations
 
+from typing import Any, Optional, Sequence, Tuple, Union
+
 import numpy as np
 
 from .. import ops
+from .._typing import Arrays, InputShape, Mask, OutputShape
 from .base import Layer, _cast, _first_shape, register
 from .convolutional import (
     _check_rank3,
@@ -29,7 +32,8 @@ class _Pooling1D(Layer):
     """Windows of ``pool_size`` steps every ``strides`` steps (default ``pool_size``); subclasses
     reduce the windows ``[B, T_out, pool_size, C]`` over their third axis."""
 
-    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
+    def __init__(self, pool_size: Union[int, Sequence[int]] = 2, strides: Union[None, int, Sequence[int]] = None,
+                 padding: str = "valid", data_format: Optional[str] = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.pool_size = _size(pool_size, "pool_size", self.name)
         self.strides = self.pool_size if strides is None else _size(strides, "strides", self.name)
@@ -40,11 +44,11 @@ class _Pooling1D(Layer):
         _check_rank3(shape, self, self.data_format)
         return shape[1] if self.data_format == "channels_last" else shape[2]
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         self.compute_output_shape(input_shape)  # rank, and a sequence shorter than one 'valid' window
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         shape = _first_shape(input_shape)
         n_out = _output_length(self._steps(shape), self.pool_size, self.strides, 1, self.padding, self)
         if self.data_format == "channels_last":
@@ -66,7 +70,7 @@ class _Pooling1D(Layer):
         dx = _scatter_windows(grad_windows, left + T + right, self.strides, 1)[:, left:left + T]
         return _from_channels_last(ops.array_module(dx).ascontiguousarray(dx), self.data_format)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "pool_size": [self.pool_size], "padding": self.padding,
                 "strides": [self.strides], "data_format": self.data_format}
 
@@ -76,13 +80,13 @@ class MaxPooling1D(_Pooling1D):
     """``y[b, t, c] = max_j xp[b, t * strides + j, c]`` (padding counts as -inf). The gradient goes to
     the window's first maximum, the one the forward pass picked."""
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         windows, geometry = self._pooled_windows(inputs, -np.inf)
         winner = windows.argmax(axis=2)                                   # [B, T_out, C]
         y = windows.max(axis=2)
         return _from_channels_last(y, self.data_format), (winner, geometry)
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         winner, geometry = cache
         if grad_outputs is None:
             return None
@@ -99,7 +103,8 @@ class AveragePooling1D(_Pooling1D):
     left out of the count (as Keras, on its TensorFlow and JAX backends). ``pool_size`` has no default
     (as Keras)."""
 
-    def __init__(self, pool_size, strides=None, padding="valid", data_format=None, **kwargs):
+    def __init__(self, pool_size: Union[int, Sequence[int]], strides: Union[None, int, Sequence[int]] = None,
+                 padding: str = "valid", data_format: Optional[str] = None, **kwargs: Any) -> None:
         super().__init__(pool_size, strides, padding, data_format, **kwargs)
 
     def _counts(self, geometry, windows):
@@ -110,12 +115,12 @@ class AveragePooling1D(_Pooling1D):
         counts = _windows(real, self.pool_size, self.strides, 1, windows.shape[1]).sum(axis=2)[0]
         return ops.to_device_of(windows, counts)
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         windows, geometry = self._pooled_windows(inputs, 0)
         counts = self._counts(geometry, windows)
         return _from_channels_last(windows.sum(axis=2) / counts, self.data_format), (counts, geometry)
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         counts, geometry = cache
         if grad_outputs is None:
             return None
@@ -129,17 +134,17 @@ class _GlobalPooling1D(Layer):
     """A reduction over all time steps: ``[B, T, C] -> [B, C]`` (``keepdims``: ``[B, 1, C]``;
     channels_first: ``[B, C, T] -> [B, C]`` or ``[B, C, 1]``)."""
 
-    def __init__(self, data_format=None, keepdims=False, **kwargs):
+    def __init__(self, data_format: Optional[str] = None, keepdims: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.data_format = _data_format(data_format, self.name)
         self.keepdims = bool(keepdims)
         self._axis = 1 if self.data_format == "channels_last" else 2  # the time axis
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         _check_rank3(_first_shape(input_shape), self, self.data_format)
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         shape = _check_rank3(_first_shape(input_shape), self, self.data_format)
         channels = shape[2] if self.data_format == "channels_last" else shape[1]
         if not self.keepdims:
@@ -159,7 +164,7 @@ class _GlobalPooling1D(Layer):
     def _reduced(self, y):
         return y if self.keepdims else y.squeeze(self._axis)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "data_format": self.data_format, "keepdims": self.keepdims}
 
 
@@ -168,13 +173,13 @@ class GlobalMaxPooling1D(_GlobalPooling1D):
     """The maximum over time; the gradient goes to the first maximum. A mask is ignored and dropped
     (as Keras 3)."""
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = self._input(inputs)
         xp = ops.array_module(x)
         winner = xp.expand_dims(x.argmax(axis=self._axis), self._axis)    # the time index of each max
         return self._reduced(x.max(axis=self._axis, keepdims=True)), (winner, x.shape)
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         winner, shape = cache
         if grad_outputs is None:
             return None
@@ -192,10 +197,10 @@ class GlobalAveragePooling1D(_GlobalPooling1D):
 
     supports_masking = True
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(self, inputs: Arrays, mask: Mask = None) -> Mask:
         return None
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = self._input(inputs)
         xp = ops.array_module(x)
         if mask is None:
@@ -212,7 +217,7 @@ class GlobalAveragePooling1D(_GlobalPooling1D):
             y = total / counts
         return self._reduced(y), (keep, counts, x.shape)
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         keep, counts, shape = cache
         if grad_outputs is None:
             return None

@@ -1,6 +1,9 @@
 """SpatialDropout1D: dropout of whole channels of a sequence (Keras 3 semantics)."""
 from __future__ import annotations
 
+from typing import Any, Optional, Tuple
+
+from .._typing import Arrays, InputShape, Mask
 from .base import _dropout_mask, _first_shape, register
 from .core import Dropout
 
@@ -13,7 +16,7 @@ class SpatialDropout1D(Dropout):
     with one draw ``keep[b, c]`` (probability ``1 - rate``) shared by every time step; the identity
     otherwise. Inputs ``[B, T, C]``; the mask passes through. Draws as ``Dropout`` does."""
 
-    def __init__(self, rate, seed=None, **kwargs):
+    def __init__(self, rate: float, seed: Optional[int] = None, **kwargs: Any) -> None:
         if "noise_shape" in kwargs:
             raise TypeError(f"SpatialDropout1D takes no noise_shape (it is (batch, 1, channels)), got "
                             f"noise_shape={kwargs['noise_shape']!r}")
@@ -24,22 +27,22 @@ class SpatialDropout1D(Dropout):
             raise ValueError(f"SpatialDropout1D {self.name!r} needs inputs of shape (batch, steps, channels), got "
                              f"shape {tuple(shape)}")
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         self._check_rank(_first_shape(input_shape))
         super().build(input_shape)
 
     def _keep_mask(self, shape):
         return _dropout_mask(self._rng, (shape[0], 1, shape[2]), self.rate, self._np_dtype)
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         self._check_rank(inputs.shape)
         return super().call(inputs, training, mask)
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         self._check_rank(inputs.shape)
         return super().forward(inputs, training, mask)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         del config["noise_shape"]
         return config

@@ -3,10 +3,12 @@ backward pass undoes the forward one. As Keras 3, both drop the mask."""
 from __future__ import annotations
 
 import math
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import ops
+from .._typing import Arrays, InputShape, Mask, OutputShape
 from .base import Layer, _cast, _first_shape, register
 
 __all__ = ["Reshape", "Permute"]
@@ -23,7 +25,7 @@ def _int_tuple(value, what: str, layer: str) -> tuple:
 class Reshape(Layer):
     """``[B, *s] -> [B, *target_shape]``; one entry of ``target_shape`` may be -1 (inferred)."""
 
-    def __init__(self, target_shape, **kwargs):
+    def __init__(self, target_shape: Sequence[int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         target = _int_tuple(target_shape, "target_shape", self.name)
         if any(d < -1 for d in target) or target.count(-1) > 1:
@@ -48,22 +50,22 @@ class Reshape(Layer):
                              f"per sample) to target_shape {self.target_shape}")
         return resolved
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         self._resolved(_first_shape(input_shape))
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         shape = _first_shape(input_shape)
         return (shape[0],) + self._resolved(shape)
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = _cast(inputs, self._np_dtype)
         return x.reshape((x.shape[0],) + self._resolved(x.shape)), x.shape
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         return None if grad_outputs is None else grad_outputs.reshape(cache)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "target_shape": list(self.target_shape)}
 
 
@@ -71,7 +73,7 @@ class Reshape(Layer):
 class Permute(Layer):
     """Reorders the non-batch axes: output axis ``i`` (1-based) is input axis ``dims[i - 1]``."""
 
-    def __init__(self, dims, **kwargs):
+    def __init__(self, dims: Sequence[int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         dims = _int_tuple(dims, "dims", self.name)
         if sorted(dims) != list(range(1, len(dims) + 1)):
@@ -86,24 +88,24 @@ class Permute(Layer):
                              f"{len(self.dims) + 1} (batch included), got shape {shape}")
         return shape
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         self._check_rank(_first_shape(input_shape))
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         shape = self._check_rank(_first_shape(input_shape))
         return (shape[0],) + tuple(shape[d] for d in self.dims)
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = _cast(inputs, self._np_dtype)
         self._check_rank(x.shape)
         return ops.array_module(x).ascontiguousarray(x.transpose((0,) + self.dims)), None
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         if grad_outputs is None:
             return None
         inverse = tuple(int(i) for i in np.argsort((0,) + self.dims))
         return ops.array_module(grad_outputs).ascontiguousarray(grad_outputs.transpose(inverse))
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "dims": list(self.dims)}

@@ -4,9 +4,11 @@ their sublayers' own dicts (``_sublayers()`` lists the sublayers)."""
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from .._typing import Arrays, InputShape, Mask, OutputShape
 from .base import Layer, _as_array, _contiguous, _first_shape, deserialize, register, serialize
 
 __all__ = ["TimeDistributed", "Bidirectional"]
@@ -64,11 +66,11 @@ class _Wrapper(Layer):
         return []
 
     @property
-    def trainable(self):
+    def trainable(self) -> bool:
         return self._trainable
 
     @trainable.setter
-    def trainable(self, value):
+    def trainable(self, value: bool) -> None:
         self._trainable = bool(value)
         if self.__dict__.get("_sublayers_ready"):  # not during construction: sublayers keep their own flag
             for layer in self._sublayers():
@@ -97,7 +99,7 @@ class TimeDistributed(_Wrapper):
 
     supports_masking = True
 
-    def __init__(self, layer, **kwargs):
+    def __init__(self, layer: Union[Layer, Dict[str, Any]], **kwargs: Any) -> None:
         self.layer = _layer_from(layer)
         super().__init__(**kwargs)
         self.weights = self.layer.weights
@@ -107,7 +109,7 @@ class TimeDistributed(_Wrapper):
     def _sublayers(self):
         return [self.layer]
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         shape = _first_shape(input_shape)
         if len(shape) < 3:
             raise ValueError(f"TimeDistributed {self.name!r} needs inputs of shape (batch, timesteps, ...), "
@@ -116,31 +118,31 @@ class TimeDistributed(_Wrapper):
             self.layer.build((None,) + shape[2:])
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         shape = _first_shape(input_shape)
         inner = self.layer.compute_output_shape((None,) + shape[2:])
         return shape[:2] + tuple(inner[1:])
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         x = _as_array(inputs)
         B, T = x.shape[:2]
         y = self.layer.call(x.reshape((B * T,) + x.shape[2:]), training)
         return y.reshape((B, T) + y.shape[1:])
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = _as_array(inputs)
         B, T = x.shape[:2]
         y, inner = self.layer.forward(x.reshape((B * T,) + x.shape[2:]), training)
         return y.reshape((B, T) + y.shape[1:]), (inner, x.shape)
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         inner, shape = cache
         if grad_outputs is not None:
             grad_outputs = grad_outputs.reshape((shape[0] * shape[1],) + grad_outputs.shape[2:])
         dx = self.layer.backward(inner, grad_outputs)
         return None if dx is None else dx.reshape(shape[:2] + dx.shape[1:])
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "layer": serialize(self.layer)}
 
 
@@ -164,7 +166,8 @@ class Bidirectional(_Wrapper):
     supports_masking = True
     _accepts_initial_state = True
 
-    def __init__(self, layer, merge_mode="concat", backward_layer=None, **kwargs):
+    def __init__(self, layer: Union[Layer, Dict[str, Any]], merge_mode: Optional[str] = "concat",
+                 backward_layer: Union[None, Layer, Dict[str, Any]] = None, **kwargs: Any) -> None:
         layer = _layer_from(layer)
         if merge_mode not in _MERGE_MODES:
             raise ValueError(f"Bidirectional merge_mode must be one of {_MERGE_MODES}, got {merge_mode!r}")
@@ -207,14 +210,14 @@ class Bidirectional(_Wrapper):
     def _sublayers(self):
         return [self.forward_layer, self.backward_layer]
 
-    def build(self, input_shape):
+    def build(self, input_shape: InputShape) -> None:
         shape = _first_shape(input_shape)
         for layer in self._sublayers():
             if not layer.built:
                 layer.build(shape)
         super().build(input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         shape = _first_shape(input_shape)
         out = self.forward_layer.compute_output_shape(shape)
         states = []
@@ -227,7 +230,7 @@ class Bidirectional(_Wrapper):
             return outs + list(states) + list(states)
         return outs if self.merge_mode is None else out
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(self, inputs: Arrays, mask: Mask = None) -> Mask:
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         out = mask if self.return_sequences else None
@@ -283,13 +286,13 @@ class Bidirectional(_Wrapper):
             return outputs, None
         return outputs, (fw_cache, bw_cache, yf, yb, fw_state is not None)
 
-    def call(self, inputs, training=False, mask=None):
+    def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         return self._run(inputs, training, mask, False)[0]
 
-    def forward(self, inputs, training=False, mask=None):
+    def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         return self._run(inputs, training, mask, True)
 
-    def backward(self, cache, grad_outputs):
+    def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:
         fw_cache, bw_cache, yf, yb, has_state = cache
         mode = self.merge_mode
         grads = list(grad_outputs) if (self.return_state or mode is None) else [grad_outputs]
@@ -320,7 +323,7 @@ class Bidirectional(_Wrapper):
             return [dxf[0] + dxb[0]] + list(dxf[1:]) + list(dxb[1:])
         return dxf + dxb
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = {**super().get_config(), "layer": serialize(self.forward_layer), "merge_mode": self.merge_mode,
                   "backward_layer": serialize(self.backward_layer)}
         return config

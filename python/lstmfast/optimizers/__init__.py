@@ -7,6 +7,8 @@ schedules. This module looks them up by name and (de)serializes them.
 """
 from __future__ import annotations
 
+from typing import Any, Dict, Union
+
 from .._serialization import class_and_config, serialized
 from .adagrad import Adagrad
 from .adam import Adam
@@ -23,7 +25,11 @@ _CLASSES = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad)}
 _BY_NAME = {k.lower(): c for k, c in _CLASSES.items()}
 
 
-def get(identifier) -> Optimizer:
+# What ``compile(optimizer=...)`` and ``get`` take: a name, a ``{"class_name", "config"}`` dict or an Optimizer.
+OptimizerLike = Union[str, Dict[str, Any], Optimizer]
+
+
+def get(identifier: OptimizerLike) -> Optimizer:
     """An optimizer from a name ('sgd', 'adam', 'adamw', 'rmsprop', 'adagrad'; case-insensitive;
     Keras defaults), a ``{"class_name", "config"}`` dict, or an Optimizer (returned as is)."""
     if isinstance(identifier, Optimizer):
@@ -38,12 +44,12 @@ def get(identifier) -> Optimizer:
     raise TypeError(f"optimizer must be a name, a dict or an Optimizer, got {type(identifier).__name__}")
 
 
-def serialize(optimizer) -> dict:
+def serialize(optimizer: OptimizerLike) -> dict:
     """JSON-ready ``{"class_name": ..., "config": {...}}`` (a schedule nests the same way)."""
     return serialized(get(optimizer))
 
 
-def deserialize(config) -> Optimizer:
+def deserialize(config: OptimizerLike) -> Optimizer:
     """Inverse of ``serialize``; also accepts a name."""
     if isinstance(config, str):
         return get(config)

@@ -1,10 +1,12 @@
 """Adagrad."""
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import numpy as np
 
 from ._checks import real
-from .base import Optimizer
+from .base import LearningRate, Optimizer
 
 __all__ = ["Adagrad"]
 
@@ -15,14 +17,16 @@ class Adagrad(Optimizer):
 
     _default_name = "adagrad"
 
-    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, weight_decay=None,
-                 clipnorm=None, clipvalue=None, global_clipnorm=None, name=None):
+    def __init__(self, learning_rate: LearningRate = 0.001, initial_accumulator_value: float = 0.1,
+                 epsilon: float = 1e-7, weight_decay: Optional[float] = None, clipnorm: Optional[float] = None,
+                 clipvalue: Optional[float] = None, global_clipnorm: Optional[float] = None,
+                 name: Optional[str] = None) -> None:
         self.initial_accumulator_value = real(initial_accumulator_value, "initial_accumulator_value", 0.0)
         self.epsilon = real(epsilon, "epsilon", 0.0)
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
 
     @property
-    def slot_names(self):
+    def slot_names(self) -> Tuple[str, ...]:
         return ("accumulator",)
 
     def _slot_initial_value(self, name):
@@ -41,6 +45,6 @@ class Adagrad(Optimizer):
     def _fused_rule(self, lr, t):
         return 9, (lr, 0.0, 0.0, 0.0, 0.0, 0.0, self.epsilon)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
                 "epsilon": self.epsilon}

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
+from typing import Optional, Tuple
 
 import numpy as np
 
 from ._checks import real
-from .base import Optimizer
+from .base import LearningRate, Optimizer
 
 __all__ = ["Adam"]
 
@@ -19,8 +20,10 @@ class Adam(Optimizer):
 
     _default_name = "adam"
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
-                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, name=None):
+    def __init__(self, learning_rate: LearningRate = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, amsgrad: bool = False, weight_decay: Optional[float] = None,
+                 clipnorm: Optional[float] = None, clipvalue: Optional[float] = None,
+                 global_clipnorm: Optional[float] = None, name: Optional[str] = None) -> None:
         self.beta_1 = real(beta_1, "beta_1", 0.0, 1.0)
         self.beta_2 = real(beta_2, "beta_2", 0.0, 1.0)
         self.epsilon = real(epsilon, "epsilon", 0.0)
@@ -28,7 +31,7 @@ class Adam(Optimizer):
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
 
     @property
-    def slot_names(self):
+    def slot_names(self) -> Tuple[str, ...]:
         return ("momentum", "velocity", "velocity_hat") if self.amsgrad else ("momentum", "velocity")
 
     def _update(self, b, c, lr, t):
@@ -56,6 +59,6 @@ class Adam(Optimizer):
         return (4 if self.amsgrad else 3), (alpha, 0.0, 1.0 - self.beta_1, 1.0 - self.beta_2, 0.0, 0.0,
                                             self.epsilon)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
                 "amsgrad": self.amsgrad}

@@ -39,10 +39,12 @@ import inspect
 import math
 import numbers
 import warnings
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import numpy as np
 
 from .. import ops
+from .._typing import Array
 from ._checks import real, shape_str
 from .schedules import InverseTimeDecay, LearningRateSchedule
 from .schedules import deserialize as deserialize_schedule
@@ -154,6 +156,11 @@ _KERAS_DEFAULTS = {"use_ema": False, "ema_momentum": 0.99, "ema_overwrite_freque
                    "jit_compile": None, "decay": 0.0}
 
 
+_O = TypeVar("_O", bound="Optimizer")
+# What ``learning_rate`` takes: a float, a LearningRateSchedule, or a callable of the step (or of nothing).
+LearningRate = Union[float, LearningRateSchedule, Callable[..., float]]
+
+
 class Optimizer:
     """Base class. Subclasses set ``_default_name``, list their slots in ``slot_names`` (a property:
     it may depend on hyperparameters) with ``_slot_initial_value`` and implement ``_update``."""
@@ -165,8 +172,9 @@ class Optimizer:
         if "__init__" in cls.__dict__:
             cls.__init__ = _accepting_keras2(cls.__dict__["__init__"])
 
-    def __init__(self, learning_rate, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
-                 name=None):
+    def __init__(self, learning_rate: LearningRate, weight_decay: Optional[float] = None,
+                 clipnorm: Optional[float] = None, clipvalue: Optional[float] = None,
+                 global_clipnorm: Optional[float] = None, name: Optional[str] = None) -> None:
         if sum(a is not None for a in (clipnorm, clipvalue, global_clipnorm)) > 1:
             raise ValueError(f"only one of clipnorm, clipvalue and global_clipnorm can be set, got "
                              f"clipnorm={clipnorm}, clipvalue={clipvalue}, global_clipnorm={global_clipnorm}")
@@ -190,12 +198,12 @@ class Optimizer:
     # ---- learning rate -----------------------------------------------------------------------
 
     @property
-    def learning_rate(self):
+    def learning_rate(self) -> LearningRate:
         """A float, a LearningRateSchedule, or a callable of the step; settable (e.g. by ReduceLROnPlateau)."""
         return self._learning_rate
 
     @learning_rate.setter
-    def learning_rate(self, value):
+    def learning_rate(self, value: LearningRate) -> None:
         if isinstance(value, LearningRateSchedule):
             self._lr_const, self._lr_takes_step = None, True
         elif callable(value):
@@ -206,14 +214,14 @@ class Optimizer:
         self._learning_rate = value
 
     @property
-    def lr(self):
+    def lr(self) -> LearningRate:
         """Keras 2's name for ``learning_rate`` (``model.optimizer.lr = 1e-4``), with a DeprecationWarning."""
         warnings.warn("optimizer.lr is Keras 2's spelling; use optimizer.learning_rate", DeprecationWarning,
                       stacklevel=2)
         return self.learning_rate
 
     @lr.setter
-    def lr(self, value):
+    def lr(self, value: LearningRate) -> None:
         warnings.warn("optimizer.lr is Keras 2's spelling; use optimizer.learning_rate", DeprecationWarning,
                       stacklevel=2)
         self.learning_rate = value
@@ -239,7 +247,7 @@ class Optimizer:
     def built(self) -> bool:
         return self._groups is not None
 
-    def build(self, variables) -> None:
+    def build(self, variables: Sequence[Array]) -> None:
         """Create the slots for ``variables`` (float arrays, updated in place later), in order."""
         variables = list(variables)
         xp = ops.array_module(variables[0]) if variables else np
@@ -279,7 +287,7 @@ class Optimizer:
 
     # ---- the step ----------------------------------------------------------------------------
 
-    def apply_gradients(self, grads_and_vars) -> None:
+    def apply_gradients(self, grads_and_vars: Iterable[Tuple[Array, Array]]) -> None:
         """One step over ``(gradient, variable)`` pairs; variables are updated in place."""
         pairs = grads_and_vars if isinstance(grads_and_vars, (list, tuple)) else list(grads_and_vars)
         if pairs:
@@ -288,7 +296,7 @@ class Optimizer:
             grads = variables = ()
         self.apply(grads, variables)
 
-    def apply(self, grads, variables) -> None:
+    def apply(self, grads: Sequence[Array], variables: Sequence[Array]) -> None:
         """One step: ``grads[i]`` updates ``variables[i]`` in place (Keras 3's ``optimizer.apply``)."""
         if self._groups is None:
             self.build(variables)
@@ -346,8 +354,10 @@ class Optimizer:
             try:
                 kernel(rule, vs, gs, slots, *hyper, sc, self.clipvalue, keep)
             except (TypeError, ValueError):
-                # Lists, other dtypes, strided or wrongly shaped gradients: convert, or explain.
-                checked = self._checked_grads(grads, variables)
+                # Lists, other dtypes, strided or wrongly shaped gradients: convert, or explain. A
+                # gradient that is a variable's memory is copied, as the NumPy rules gather it first.
+                checked = [g.copy() if any(np.may_share_memory(g, v) for v in variables) else g
+                           for g in self._checked_grads(grads, variables)]
                 kernel(rule, vs, checked if single else [checked[i] for i in index], slots, *hyper, sc,
                        self.clipvalue, keep)
         self.iterations += 1
@@ -359,8 +369,8 @@ class Optimizer:
             shape = self._shapes[i]
             if getattr(g, "shape", None) != shape or v.shape != shape:
                 self._bad_pair(i, g, v)
-            if not (isinstance(g, np.ndarray) and g.dtype == v.dtype and g.flags.c_contiguous):
-                g = np.ascontiguousarray(g, dtype=v.dtype)
+            if not (isinstance(g, np.ndarray) and g.dtype == v.dtype and g.flags.c_contiguous and g.flags.aligned):
+                g = np.array(g, dtype=v.dtype, order="C")  # the fused kernel's layout (aligned too)
             out.append(g)
         return out
 
@@ -425,7 +435,7 @@ class Optimizer:
             slots = [s.copy() for s in self._pending_slots]
         return {"iterations": int(self.iterations), "slots": slots}
 
-    def set_state(self, state) -> None:
+    def set_state(self, state: Dict[str, Any]) -> None:
         """Restore ``get_state``'s result. Before ``build`` the slots are kept and checked at build."""
         if not isinstance(state, dict) or "iterations" not in state or "slots" not in state:
             raise ValueError("optimizer state must be a dict with 'iterations' and 'slots' (from get_state())")
@@ -471,7 +481,7 @@ class Optimizer:
                 "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm, "clipvalue": self.clipvalue}
 
     @classmethod
-    def from_config(cls, config: dict):
+    def from_config(cls: Type[_O], config: dict) -> _O:
         config = dict(config)
         for key, default in _KERAS_DEFAULTS.items():
             if key in config:

@@ -1,10 +1,12 @@
 """RMSprop, plain or centered, with optional momentum."""
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import numpy as np
 
 from ._checks import real
-from .base import Optimizer
+from .base import LearningRate, Optimizer
 
 __all__ = ["RMSprop"]
 
@@ -17,8 +19,10 @@ class RMSprop(Optimizer):
 
     _default_name = "rmsprop"
 
-    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
-                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, name=None):
+    def __init__(self, learning_rate: LearningRate = 0.001, rho: float = 0.9, momentum: float = 0.0,
+                 epsilon: float = 1e-7, centered: bool = False, weight_decay: Optional[float] = None,
+                 clipnorm: Optional[float] = None, clipvalue: Optional[float] = None,
+                 global_clipnorm: Optional[float] = None, name: Optional[str] = None) -> None:
         self.rho = real(rho, "rho", 0.0, 1.0)
         self.momentum = real(momentum, "momentum", 0.0, 1.0)
         self.epsilon = real(epsilon, "epsilon", 0.0)
@@ -26,7 +30,7 @@ class RMSprop(Optimizer):
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
 
     @property
-    def slot_names(self):
+    def slot_names(self) -> Tuple[str, ...]:
         return ("velocity",) + (("momentum",) if self.momentum > 0 else ()) \
             + (("average_gradient",) if self.centered else ())
 
@@ -61,6 +65,6 @@ class RMSprop(Optimizer):
         rule = (8 if self.momentum > 0 else 7) if self.centered else (6 if self.momentum > 0 else 5)
         return rule, (lr, self.momentum, 0.0, 0.0, self.rho, 1.0 - self.rho, self.epsilon)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
                 "centered": self.centered}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional, Sequence, Type, TypeVar
 
 from ._checks import real
 
@@ -9,17 +10,20 @@ __all__ = ["LearningRateSchedule", "ExponentialDecay", "InverseTimeDecay", "Piec
            "deserialize"]
 
 
+_S = TypeVar("_S", bound="LearningRateSchedule")
+
+
 class LearningRateSchedule:
     """A learning rate as a function of the step (``optimizer.iterations``)."""
 
-    def __call__(self, step) -> float:  # pragma: no cover - abstract
+    def __call__(self, step: float) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def get_config(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
     @classmethod
-    def from_config(cls, config: dict):
+    def from_config(cls: Type[_S], config: dict) -> _S:
         return cls(**config)
 
 
@@ -27,7 +31,8 @@ class _RateDecay(LearningRateSchedule):
     """What the exponential and inverse-time decays share: the decay rate per ``decay_steps``
     steps, ``p = step / decay_steps`` (``floor``-ed with ``staircase``), and their config."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name=None):
+    def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float, staircase: bool = False,
+                 name: Optional[str] = None) -> None:
         self.initial_learning_rate = real(initial_learning_rate, "initial_learning_rate", 0.0)
         self.decay_steps = real(decay_steps, "decay_steps", 0.0, low_open=True)
         self.decay_rate = real(decay_rate, "decay_rate", 0.0)
@@ -47,7 +52,7 @@ class ExponentialDecay(_RateDecay):
     """``initial_learning_rate * decay_rate ** (step / decay_steps)``; with ``staircase`` the
     exponent is ``floor(step / decay_steps)``."""
 
-    def __call__(self, step) -> float:
+    def __call__(self, step: float) -> float:
         return self.initial_learning_rate * self.decay_rate ** self._progress(step)
 
 
@@ -55,7 +60,7 @@ class InverseTimeDecay(_RateDecay):
     """``initial_learning_rate / (1 + decay_rate * step / decay_steps)``; with ``staircase`` the
     ratio is ``floor(step / decay_steps)``. With ``decay_steps=1`` it is Keras 2's ``decay=``."""
 
-    def __call__(self, step) -> float:
+    def __call__(self, step: float) -> float:
         return self.initial_learning_rate / (1.0 + self.decay_rate * self._progress(step))
 
 
@@ -63,7 +68,7 @@ class PiecewiseConstantDecay(LearningRateSchedule):
     """``values[0]`` while ``step <= boundaries[0]``, ``values[i]`` while
     ``boundaries[i-1] < step <= boundaries[i]``, ``values[-1]`` after the last boundary."""
 
-    def __init__(self, boundaries, values, name="PiecewiseConstant"):
+    def __init__(self, boundaries: Sequence[float], values: Sequence[float], name: str = "PiecewiseConstant") -> None:
         boundaries, values = list(boundaries), list(values)
         if len(boundaries) != len(values) - 1:
             raise ValueError(f"PiecewiseConstantDecay needs len(values) == len(boundaries) + 1, got "
@@ -74,7 +79,7 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         self.values = [real(v, "values[]", 0.0) for v in values]
         self.name = name
 
-    def __call__(self, step) -> float:
+    def __call__(self, step: float) -> float:
         for b, v in zip(self.boundaries, self.values):
             if step <= b:
                 return v
@@ -89,8 +94,8 @@ class CosineDecay(LearningRateSchedule):
     ``warmup_steps``, then cosine decay over ``decay_steps`` from the peak ``p`` to ``alpha * p``:
     ``p * ((1 - alpha) * 0.5 * (1 + cos(pi * min(step, decay_steps) / decay_steps)) + alpha)``."""
 
-    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay", warmup_target=None,
-                 warmup_steps=0):
+    def __init__(self, initial_learning_rate: float, decay_steps: float, alpha: float = 0.0, name: str = "CosineDecay",
+                 warmup_target: Optional[float] = None, warmup_steps: float = 0) -> None:
         self.initial_learning_rate = real(initial_learning_rate, "initial_learning_rate", 0.0)
         self.decay_steps = real(decay_steps, "decay_steps", 0.0, low_open=True)
         self.alpha = real(alpha, "alpha", 0.0, 1.0)
@@ -102,7 +107,7 @@ class CosineDecay(LearningRateSchedule):
         frac = min(step, self.decay_steps) / self.decay_steps
         return peak * ((1.0 - self.alpha) * 0.5 * (1.0 + math.cos(math.pi * frac)) + self.alpha)
 
-    def __call__(self, step) -> float:
+    def __call__(self, step: float) -> float:
         step = float(step)
         if self.warmup_target is None:
             return self._decay(step, self.initial_learning_rate)

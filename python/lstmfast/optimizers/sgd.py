@@ -1,10 +1,12 @@
 """SGD, with optional (Nesterov) momentum."""
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import numpy as np
 
 from ._checks import real
-from .base import Optimizer
+from .base import LearningRate, Optimizer
 
 __all__ = ["SGD"]
 
@@ -15,14 +17,16 @@ class SGD(Optimizer):
 
     _default_name = "SGD"
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None, clipnorm=None,
-                 clipvalue=None, global_clipnorm=None, name=None):
+    def __init__(self, learning_rate: LearningRate = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: Optional[float] = None, clipnorm: Optional[float] = None,
+                 clipvalue: Optional[float] = None, global_clipnorm: Optional[float] = None,
+                 name: Optional[str] = None) -> None:
         self.momentum = real(momentum, "momentum", 0.0, 1.0)
         self.nesterov = bool(nesterov)
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
 
     @property
-    def slot_names(self):
+    def slot_names(self) -> Tuple[str, ...]:
         return ("momentum",) if self.momentum else ()
 
     def _update(self, b, c, lr, t):
@@ -44,5 +48,5 @@ class SGD(Optimizer):
         rule = 0 if not self.momentum else (2 if self.nesterov else 1)
         return rule, (lr, self.momentum, 0.0, 0.0, 0.0, 0.0, 0.0)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections import OrderedDict, defaultdict
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -25,9 +26,12 @@ __all__ = ["Tokenizer", "text_to_word_sequence", "tokenizer_from_json"]
 
 DEFAULT_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
 _MODES = ("binary", "count", "tfidf", "freq")
+# A text: a string, or a list of tokens (taken as its words).
+Text = Union[str, List[str]]
 
 
-def text_to_word_sequence(text, filters=DEFAULT_FILTERS, lower=True, split=" ") -> list:
+def text_to_word_sequence(text: str, filters: str = DEFAULT_FILTERS, lower: bool = True,
+                          split: str = " ") -> List[str]:
     """The words of ``text``: lower-cased, each character of ``filters`` turned into ``split``,
     split on ``split``, empty words dropped."""
     if lower:
@@ -39,8 +43,9 @@ def text_to_word_sequence(text, filters=DEFAULT_FILTERS, lower=True, split=" ") 
 class Tokenizer:
     """Keras 2's text tokenizer (rules in the module docstring)."""
 
-    def __init__(self, num_words=None, filters=DEFAULT_FILTERS, lower=True, split=" ", char_level=False,
-                 oov_token=None, document_count=0, **kwargs):
+    def __init__(self, num_words: Optional[int] = None, filters: str = DEFAULT_FILTERS, lower: bool = True,
+                 split: str = " ", char_level: bool = False, oov_token: Optional[str] = None, document_count: int = 0,
+                 **kwargs: Any) -> None:
         if "nb_words" in kwargs:   # Keras 1's spelling, still accepted by Keras 2
             warnings.warn("Tokenizer(nb_words=...) is Keras 1's spelling; use num_words=", DeprecationWarning,
                           stacklevel=2)
@@ -70,7 +75,7 @@ class Tokenizer:
             return list(text)
         return text_to_word_sequence(text, self.filters, self.lower, self.split)
 
-    def fit_on_texts(self, texts) -> None:
+    def fit_on_texts(self, texts: Iterable[Text]) -> None:
         """Count the words of ``texts`` (strings, or lists of tokens; any iterable) and rebuild
         ``word_index``/``index_word`` over everything seen so far."""
         for text in texts:
@@ -87,14 +92,14 @@ class Tokenizer:
         for w, n in self.word_docs.items():
             self.index_docs[self.word_index[w]] = n
 
-    def fit_on_sequences(self, sequences) -> None:
+    def fit_on_sequences(self, sequences: Sequence[Iterable[int]]) -> None:
         """Count documents per index from integer sequences (for ``sequences_to_matrix`` tfidf)."""
         self.document_count += len(sequences)
         for seq in sequences:
             for i in set(seq):
                 self.index_docs[i] += 1
 
-    def texts_to_sequences_generator(self, texts):
+    def texts_to_sequences_generator(self, texts: Iterable[Text]) -> Iterator[List[int]]:
         """Yield each text as a list of word indices (rules in the module docstring)."""
         oov = self.word_index.get(self.oov_token)
         for text in texts:
@@ -107,11 +112,11 @@ class Tokenizer:
                     out.append(oov)
             yield out
 
-    def texts_to_sequences(self, texts) -> list:
+    def texts_to_sequences(self, texts: Iterable[Text]) -> List[List[int]]:
         """Each text as a list of word indices."""
         return list(self.texts_to_sequences_generator(texts))
 
-    def sequences_to_texts_generator(self, sequences):
+    def sequences_to_texts_generator(self, sequences: Iterable[Iterable[int]]) -> Iterator[str]:
         """Yield each index sequence as its words joined by spaces (unknown or ``>= num_words``
         indices dropped, or shown as ``oov_token`` when set)."""
         oov = self.word_index.get(self.oov_token)
@@ -125,14 +130,14 @@ class Tokenizer:
                     words.append(self.index_word[oov])
             yield " ".join(words)
 
-    def sequences_to_texts(self, sequences) -> list:
+    def sequences_to_texts(self, sequences: Iterable[Iterable[int]]) -> List[str]:
         return list(self.sequences_to_texts_generator(sequences))
 
-    def texts_to_matrix(self, texts, mode="binary") -> np.ndarray:
+    def texts_to_matrix(self, texts: Iterable[Text], mode: str = "binary") -> np.ndarray:
         """``[len(texts), width]`` float64 matrix (``mode``: binary, count, tfidf, freq)."""
         return self.sequences_to_matrix(self.texts_to_sequences(texts), mode=mode)
 
-    def sequences_to_matrix(self, sequences, mode="binary") -> np.ndarray:
+    def sequences_to_matrix(self, sequences: Sequence[Sequence[int]], mode: str = "binary") -> np.ndarray:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
         if self.num_words:
@@ -175,7 +180,7 @@ class Tokenizer:
         return json.dumps({"class_name": "Tokenizer", "config": self.get_config()}, **kwargs)
 
 
-def tokenizer_from_json(json_string) -> Tokenizer:
+def tokenizer_from_json(json_string: str) -> Tokenizer:
     """The Tokenizer that ``Tokenizer.to_json`` wrote."""
     config = dict(json.loads(json_string).get("config") or {})
     tables = {k: json.loads(config.pop(k)) for k in ("word_counts", "word_docs", "index_docs", "index_word",

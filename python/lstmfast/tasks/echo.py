@@ -7,8 +7,9 @@ one update each, learns to echo the value it saw ``length - index`` steps ago.
 """
 from __future__ import annotations
 
+import argparse
 import time
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def build_model(length: int = 5, features: int = 10, units: int = 25, peephole: 
 
 def run(length: int = 5, features: int = 10, index: int = 2, units: int = 25, steps: int = 10_000,
         peephole: bool = False, seed: Optional[int] = 1, verbose: int = 1, test_size: int = 100,
-        print_fn=print) -> dict:
+        print_fn: Callable[[str], None] = print) -> dict:
     """Train with ``steps`` single-example updates, then measure accuracy on ``test_size`` new
     sequences. Returns the metrics (accuracy, seconds, updates per second, an example)."""
     if not 0 <= index < length:
@@ -89,7 +90,7 @@ def run(length: int = 5, features: int = 10, index: int = 2, units: int = 25, st
     return result
 
 
-def register(subparsers, common) -> None:
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """The ``lstmfast echo`` sub-command."""
     from ..cli import positive_int
     p = subparsers.add_parser("echo", parents=[common],

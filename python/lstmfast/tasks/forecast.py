@@ -31,14 +31,16 @@ Data flow, for a series ``y [N]`` with a held-out tail of ``K`` steps (``--test-
 """
 from __future__ import annotations
 
+import argparse
 import os
 import time
-from typing import Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
 from .. import backend, distributed
 from .._atomic import atomic_file, check_writable
+from .._typing import PathLike
 from ..callbacks import EarlyStopping, LambdaCallback
 from ..datasets import timeseries as ts
 from ..layers import LSTM, Dense
@@ -52,7 +54,7 @@ MATPLOTLIB_MISSING = "matplotlib is not installed: pip install matplotlib (or ls
 
 # ---- small helpers shared with the other tasks ------------------------------------------------------
 
-def require_figure():
+def require_figure() -> type:
     """matplotlib's ``Figure`` class (used without pyplot, so no global backend or figure state is
     touched), or a ModuleNotFoundError with an install hint."""
     try:
@@ -62,7 +64,7 @@ def require_figure():
     return Figure
 
 
-def save_figure(fig, path) -> None:
+def save_figure(fig: Any, path: PathLike) -> None:
     """Write ``fig`` as a PNG to ``path`` atomically (a temporary file renamed over the target)."""
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
@@ -115,11 +117,12 @@ def _errors(y_true: np.ndarray, y_pred: np.ndarray):
     return float(np.sqrt(np.mean(err ** 2))), float(np.mean(np.abs(err)))
 
 
-def run(csv_path, column=None, lookback: int = 12, horizon: int = 1, test_size=0.2, season: Optional[int] = None,
+def run(csv_path: PathLike, column: Union[None, str, int] = None, lookback: int = 12, horizon: int = 1,
+        test_size: Union[int, float] = 0.2, season: Optional[int] = None,
         transform: str = "diff", scaler: str = "minmax", units: int = 50, epochs: int = 200, batch_size: int = 16,
         learning_rate: float = 0.001, validation_split: float = 0.1, patience: int = 20,
         missing: str = "interpolate", seed: Optional[int] = 1, verbose: int = 1,
-        plot: Optional[str] = None, save: Optional[str] = None, print_fn=print) -> dict:
+        plot: Optional[str] = None, save: Optional[str] = None, print_fn: Callable[[str], None] = print) -> dict:
     """Train on the series in ``csv_path`` and evaluate on its held-out tail (module docstring).
     Returns the metrics; writes a plot (``plot``) and the model (``save``) when asked."""
     if transform not in TRANSFORMS:
@@ -327,7 +330,7 @@ def _test_size(text: str):
     return value
 
 
-def register(subparsers, common) -> None:
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """The ``lstmfast forecast`` sub-command."""
     from ..cli import positive_int
     p = subparsers.add_parser(

@@ -21,14 +21,16 @@ The test accuracy is that of the last epoch's validation pass (the same computat
 """
 from __future__ import annotations
 
+import argparse
 import os
 import time
-from typing import Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .. import backend, distributed
 from .._atomic import check_writable
+from .._typing import PathLike
 from ..callbacks import Callback
 from ..datasets import imdb as imdb_data
 from ..layers import LSTM, Bidirectional, Dense, Embedding, Input
@@ -65,20 +67,21 @@ def build_model(config: str = "tutorial", num_words: int = NUM_WORDS, maxlen: Op
 class EpochTimer(Callback):
     """Wall-clock seconds of each epoch, from its start to the end of its validation pass."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
-        self.seconds = []
+        self.seconds: List[float] = []
         self._start = 0.0
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._start = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def load_padded(data=None, maxlen: int = 80, limit: Optional[int] = None, num_words: int = NUM_WORDS,
-                verbose: bool = True):
+def load_padded(data: Optional[PathLike] = None, maxlen: int = 80, limit: Optional[int] = None,
+                num_words: int = NUM_WORDS,
+                verbose: bool = True) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
     """``(x_train, y_train), (x_test, y_test)`` as the examples prepare them: int32 ``[N, maxlen]``
     (pre-padded, pre-truncated) and float32 labels; ``limit`` keeps the first N of each split."""
     (x_train, y_train), (x_test, y_test) = imdb_data.load_data(data, num_words=num_words, verbose=verbose)
@@ -89,9 +92,10 @@ def load_padded(data=None, maxlen: int = 80, limit: Optional[int] = None, num_wo
     return (x_train, y_train.astype(np.float32)), (x_test, y_test.astype(np.float32))
 
 
-def run(data=None, config: str = "tutorial", epochs: Optional[int] = None, batch_size: Optional[int] = None,
-        maxlen: Optional[int] = None, limit: Optional[int] = None, seed: Optional[int] = 1, verbose: int = 1,
-        save: Optional[str] = None, metrics_json: Optional[str] = None, print_fn=print) -> dict:
+def run(data: Optional[PathLike] = None, config: str = "tutorial", epochs: Optional[int] = None,
+        batch_size: Optional[int] = None, maxlen: Optional[int] = None, limit: Optional[int] = None,
+        seed: Optional[int] = 1, verbose: int = 1, save: Optional[str] = None, metrics_json: Optional[str] = None,
+        print_fn: Callable[[str], None] = print) -> dict:
     """Train ``config`` on IMDB and return the metrics (test accuracy, per-epoch history and seconds)."""
     if config not in CONFIGS:
         raise ValueError(f"config must be one of {sorted(CONFIGS)}, got {config!r}")
@@ -156,7 +160,7 @@ def run(data=None, config: str = "tutorial", epochs: Optional[int] = None, batch
     return result
 
 
-def register(subparsers, common) -> None:
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """The ``lstmfast imdb`` sub-command."""
     from ..cli import positive_int
     p = subparsers.add_parser(

@@ -34,8 +34,9 @@ when ``--beam`` > 1, else greedy's.
 """
 from __future__ import annotations
 
+import argparse
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -132,7 +133,8 @@ def model_order(task: str, text: str) -> str:
     return text[::-1] if task == "addition" else text
 
 
-def vectorize(task: str, digits: int, questions, answers=None):
+def vectorize(task: str, digits: int, questions: Sequence[str], answers: Optional[Sequence[str]] = None
+              ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Encoder input, decoder input ("^" + answer) and decoder target (answer + "$"), one-hot, in
     the model's order; only the encoder input when ``answers`` is None."""
     tq, ta = lengths(task, digits)
@@ -147,7 +149,8 @@ def vectorize(task: str, digits: int, questions, answers=None):
 
 # ---- models -----------------------------------------------------------------------------------------
 
-def build_models(tq: int, ta: int, units: int = 128, learning_rate=0.01, decay_steps: Optional[int] = 1000):
+def build_models(tq: int, ta: int, units: int = 128, learning_rate: float = 0.01,
+                 decay_steps: Optional[int] = 1000) -> Tuple[Model, Model, Model]:
     """(training model, encoder, decoder): the three share the encoder LSTM, decoder LSTM and Dense.
     Adam's learning rate halves every ``decay_steps`` updates (None: constant)."""
     v = len(VOCAB)
@@ -197,7 +200,7 @@ def _text(tokens, task: str) -> str:
     return model_order(task, "".join(chars).strip())
 
 
-def greedy_decode(encoder, decoder, enc_x: np.ndarray, max_length: int, task: str,
+def greedy_decode(encoder: Model, decoder: Model, enc_x: np.ndarray, max_length: int, task: str,
                   batch_size: int = 1024) -> List[str]:
     """Decode every question by feeding back the most probable token (batched); answers in
     reading order."""
@@ -218,7 +221,8 @@ def greedy_decode(encoder, decoder, enc_x: np.ndarray, max_length: int, task: st
     return out
 
 
-def beam_decode(encoder, decoder, enc_x: np.ndarray, max_length: int, beam_width: int, task: str) -> List[str]:
+def beam_decode(encoder: Model, decoder: Model, enc_x: np.ndarray, max_length: int, beam_width: int,
+                task: str) -> List[str]:
     """Decode each question with beam search over the decoder's log-probabilities."""
     def step(tokens, state):
         probs, h, c = decoder.predict_on_batch([_one_hot_tokens(tokens), state[0], state[1]])
@@ -239,7 +243,7 @@ def run(task: str = "addition", digits: int = 3, samples: int = 50_000, test_sam
         epochs: int = 30, units: int = 128, batch_size: int = 128, learning_rate: float = 0.01,
         decay_steps: Optional[int] = 1000, beam: int = 3,
         beam_samples: int = 1000, stop_at: float = 0.995, seed: Optional[int] = 1, verbose: int = 1,
-        save: Optional[str] = None, print_fn=print) -> dict:
+        save: Optional[str] = None, print_fn: Callable[[str], None] = print) -> dict:
     """Train on ``samples`` generated examples for at most ``epochs`` epochs, stopping early once
     greedy decoding reaches ``stop_at`` exact match on a validation set (``test_samples``
     questions, disjoint from the training and the held-out ones; measured after each epoch once
@@ -335,7 +339,7 @@ def run(task: str = "addition", digits: int = 3, samples: int = 50_000, test_sam
     return result
 
 
-def register(subparsers, common) -> None:
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """The ``lstmfast seq2seq`` sub-command."""
     from ..cli import positive_int
     p = subparsers.add_parser(

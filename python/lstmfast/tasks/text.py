@@ -29,6 +29,7 @@ scaled to [0, 1], two LSTM(300) with Dropout(0.2), one prediction per window.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import time
@@ -38,11 +39,12 @@ import numpy as np
 
 from .. import backend, distributed, ops
 from .._atomic import check_writable
+from .._typing import PathLike
 from ..callbacks import Progbar
 from ..datasets import text as text_data
 from ..datasets.text import CharVocab
 from ..layers import LSTM, Dense, Dropout, Embedding, Input, TimeDistributed
-from ..models import Sequential
+from ..models import Model, Sequential
 from ..optimizers import Adam
 
 TASK = "text"
@@ -79,7 +81,7 @@ class CharLM:
     ``log p[k, t]`` is the distribution of the character after ``ids[k, t]``."""
 
     def __init__(self, lstm_weights: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]], dense_kernel: np.ndarray,
-                 dense_bias: np.ndarray, embeddings: Optional[np.ndarray] = None):
+                 dense_bias: np.ndarray, embeddings: Optional[np.ndarray] = None) -> None:
         self.lstm_weights = [tuple(np.ascontiguousarray(w, np.float32) for w in triple) for triple in lstm_weights]
         self.dense_kernel = np.ascontiguousarray(dense_kernel, np.float32)   # [units, V]
         self.dense_bias = np.ascontiguousarray(dense_bias, np.float32)       # [V]
@@ -88,7 +90,7 @@ class CharLM:
         self._eye = np.eye(self.vocab_size, dtype=np.float32)
 
     @classmethod
-    def from_model(cls, model) -> "CharLM":
+    def from_model(cls, model: Model) -> "CharLM":
         """Read the weights of a model made by :func:`build_model` (layer by layer, by kind)."""
         lstm, dense, embeddings = [], None, None
         for layer in model.layers:
@@ -185,7 +187,8 @@ def _check_train_args(layers, units, dropout, seq_len, batch_size, embedding, lr
         raise ValueError(f"val_every must be >= 1 batch, got {val_every!r}")
 
 
-def prepare_data(path, seq_len: int, batch_size: int, val_fraction: float = 0.1):
+def prepare_data(path: PathLike, seq_len: int, batch_size: int,
+                 val_fraction: float = 0.1) -> Tuple[CharVocab, np.ndarray, np.ndarray]:
     """Read ``path`` and check it is long enough: ``(vocab, train_ids, val_ids)``."""
     text = text_data.read_text(path, min_chars=seq_len + 1)
     vocab = CharVocab.from_text(text)
@@ -205,9 +208,9 @@ def _val_batch_size(n_val: int, batch_size: int, seq_len: int) -> int:
     return max(1, min(batch_size, (n_val - 1) // seq_len))
 
 
-def train(path, save, epochs: Optional[int] = None, minutes: Optional[float] = None, layers: int = 2,
-          units: int = 256, dropout: float = 0.2, seq_len: int = 100, batch_size: int = 64, embedding: int = 0,
-          lr: float = 2e-3, clipnorm: Optional[float] = 5.0, lr_schedule: str = "constant",
+def train(path: PathLike, save: PathLike, epochs: Optional[int] = None, minutes: Optional[float] = None,
+          layers: int = 2, units: int = 256, dropout: float = 0.2, seq_len: int = 100, batch_size: int = 64,
+          embedding: int = 0, lr: float = 2e-3, clipnorm: Optional[float] = 5.0, lr_schedule: str = "constant",
           val_fraction: float = 0.1, val_every: Optional[int] = None, seed: Optional[int] = 1, verbose: int = 1,
           print_fn: Callable[[str], None] = print) -> dict:
     """Train a char-level LSTM on the text file ``path`` and save the best model (by validation
@@ -362,7 +365,7 @@ def train(path, save, epochs: Optional[int] = None, minutes: Optional[float] = N
 
 # ---- generation --------------------------------------------------------------------------------
 
-def load(path) -> Tuple[CharLM, CharVocab, dict]:
+def load(path: PathLike) -> Tuple[CharLM, CharVocab, dict]:
     """``(CharLM, vocab, metadata)`` of a model saved by :func:`train`; ValueError for another kind."""
     from .. import models, saving
     meta = saving.read_metadata(path)
@@ -381,7 +384,7 @@ def load(path) -> Tuple[CharLM, CharVocab, dict]:
     return charlm, vocab, meta
 
 
-def generate(path, length: int = 500, prime: Optional[str] = None, temperature: Optional[float] = None,
+def generate(path: PathLike, length: int = 500, prime: Optional[str] = None, temperature: Optional[float] = None,
              top_k: Optional[int] = None, top_p: Optional[float] = None, beam: Optional[int] = None,
              seed: Optional[int] = None, verbose: int = 1, print_fn: Callable[[str], None] = print) -> dict:
     """Generate ``length`` characters after ``prime`` with the model saved at ``path``.
@@ -442,8 +445,8 @@ def generate(path, length: int = 500, prime: Optional[str] = None, temperature: 
 
 # ---- the tutorial's model ----------------------------------------------------------------------
 
-def tutorial(path, epochs: int = 20, window: int = 50, units: int = 300, dropout: float = 0.2, batch_size: int = 64,
-             lowercase: bool = True, max_windows: Optional[int] = None, generate_chars: int = 200,
+def tutorial(path: PathLike, epochs: int = 20, window: int = 50, units: int = 300, dropout: float = 0.2,
+             batch_size: int = 64, lowercase: bool = True, max_windows: Optional[int] = None, generate_chars: int = 200,
              seed: Optional[int] = 1, verbose: int = 1, print_fn: Callable[[str], None] = print) -> dict:
     """The classic blog-post character model, as written there, through the Keras-style API.
 
@@ -523,7 +526,7 @@ def _run_generate(args) -> dict:
                     verbose=0 if args.quiet else 1)
 
 
-def register(subparsers, common) -> None:
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """``lstmfast text train FILE --save MODEL ...`` and ``lstmfast text generate MODEL ...``."""
     from ..cli import positive_int
     p = subparsers.add_parser("text", help="character-level text generation (char-rnn): train, generate",
