@@ -402,7 +402,8 @@ CASES = {
         lambda v: _set_path(v, ["model", "layers", 0, "config", "units"], json.loads(deep(150))))),
         r"model\.json nests deeper than 100 levels"),
     "lstmfast_units_60000": ("load_model", None, case_lf(_lf_manifest(lambda v: set_units(v, 60000))),
-                             r"config asks layer 'lstm(_[0-9]+)?' for weight 'kernel' of shape \(3, 240000\) \(720000 values\), "
+                             r"config asks layer 'lstm(_[0-9]+)?' for weight 'kernel' of shape \(3, 240000\) "
+                             r"\(720000 values\), "
                              r"but the file holds only \d+ weight values"),
     "lstmfast_units_60000_in_manifest": ("load_model", None, case_lf(_lf_manifest(lambda v: _set_path(_set_path(
         set_units(v, 60000), ["weights", 0, "shape"], [3, 240000]), ["weights", 1, "shape"], [60000, 240000]))),

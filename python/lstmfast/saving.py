@@ -25,12 +25,17 @@ import json
 import math
 import os
 import zipfile
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 
 from . import _file_limits
 from ._atomic import atomic_file
+from ._typing import PathLike
+
+if TYPE_CHECKING:  # type names only: models imports this module
+    from .models import Model
+
 
 FORMAT_MODEL = "lstmfast.model"
 FORMAT_WEIGHTS = "lstmfast.weights"
@@ -212,7 +217,7 @@ class ModelFile:
     """A model file opened for reading (``open_model``): its manifest, and its arrays, read when
     asked for. Close it, or use it in a ``with`` block."""
 
-    def __init__(self, path: str, archive: zipfile.ZipFile, manifest: dict):
+    def __init__(self, path: str, archive: zipfile.ZipFile, manifest: dict) -> None:
         self.path = path
         self.manifest = manifest
         self._archive = archive
@@ -253,7 +258,7 @@ class ModelFile:
                                  f"manifest's shape {entry['shape']} of {entry['dtype']} needs {nbytes} and a header")
         return sum(math.prod(entry["shape"]) for entry in entries)
 
-    def load_weights_into(self, model) -> None:
+    def load_weights_into(self, model: Model) -> None:
         """Set ``model``'s weights to the file's, after checking their number and shapes against
         the manifest (before any is read) and against the arrays."""
         entries = self.manifest.get("weights") or []
@@ -261,7 +266,7 @@ class ModelFile:
         _set_checked(model, _read_arrays(self._archive, "weights", len(entries), self.path, entries),
                      entries, self.path)
 
-    def optimizer_state(self, model=None) -> Optional[dict]:
+    def optimizer_state(self, model: Optional[Model] = None) -> Optional[dict]:
         """The saved optimizer state for ``optimizer.set_state`` (``{"iterations", "slots"}``), or
         None when the file has none (not compiled, or no slots yet: the optimizer never stepped).
         Given the ``model`` it belongs to, no more arrays and values than its optimizer can have."""
@@ -291,7 +296,7 @@ class ModelFile:
         self.close()
 
 
-def open_model(filepath) -> ModelFile:
+def open_model(filepath: PathLike) -> ModelFile:
     """Open a file written by ``save_model`` (ValueError, naming the file, for anything else)."""
     path = os.fspath(filepath)
     archive, manifest = _open(path, FORMAT_MODEL)
@@ -303,7 +308,7 @@ def _weights_manifest(model) -> list:
             for layer in model.layers for key, w in layer.weights.items()]
 
 
-def check_savable(model, metadata: Optional[dict]) -> None:
+def check_savable(model: Model, metadata: Optional[dict]) -> None:
     """What every model file needs, checked before anything is written: a built model and
     JSON-serialisable ``metadata``."""
     if metadata is not None:
@@ -315,7 +320,7 @@ def check_savable(model, metadata: Optional[dict]) -> None:
         raise ValueError("cannot save a model that is not built yet (give it an input shape or fit it once)")
 
 
-def save_model(model, filepath, overwrite: bool = True, metadata: Optional[dict] = None) -> None:
+def save_model(model: Model, filepath: PathLike, overwrite: bool = True, metadata: Optional[dict] = None) -> None:
     """Write ``model`` (architecture, weights, compile settings and optimizer state) to ``filepath``.
     ``metadata``: a JSON-serialisable dict stored beside the model (the sample tasks keep their
     vocabulary and settings there); ``read_metadata`` returns it without building the model."""
@@ -340,7 +345,7 @@ def save_model(model, filepath, overwrite: bool = True, metadata: Optional[dict]
     _write_atomically(filepath, manifest, groups, overwrite)
 
 
-def read_metadata(filepath) -> dict:
+def read_metadata(filepath: PathLike) -> dict:
     """The metadata dict saved with ``model.save(..., metadata=...)`` ({} if none); raises the same
     clear errors as ``load_model`` for files that are not lstmfast models. A Keras file lstmfast
     wrote keeps its metadata too (``interop.keras_format.read_metadata``)."""
@@ -373,14 +378,14 @@ def _set_checked(model, weights: List[np.ndarray], entries: list, path: str) -> 
     model.set_weights([w.astype(e.dtype, copy=False) for w, e in zip(weights, expected)])
 
 
-def save_weights(model, filepath, overwrite: bool = True) -> None:
+def save_weights(model: Model, filepath: PathLike, overwrite: bool = True) -> None:
     """Write only ``model``'s weights (``model.load_weights`` reads them back)."""
     manifest = {"format": FORMAT_WEIGHTS, "format_version": FORMAT_VERSION, "lstmfast_version": _version(),
                 "weights": _weights_manifest(model)}
     _write_atomically(filepath, manifest, {"weights": model.get_weights()}, overwrite)
 
 
-def load_weights(model, filepath) -> None:
+def load_weights(model: Model, filepath: PathLike) -> None:
     """Set ``model``'s weights from a file of ``save_weights`` or ``save_model``."""
     path = os.fspath(filepath)
     archive, manifest = _open(path, None)

@@ -16,13 +16,20 @@ Nothing here runs code from a file it reads.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from .._typing import PathLike
 from . import safetensors_io
 from .torch_lstm import from_torch_lstm, to_torch_state_dict, torch_lstm_kwargs
+
+if TYPE_CHECKING:  # type names only: models imports this module
+    from ..models import Model
+
 
 __all__ = ["from_torch_lstm", "to_torch_state_dict", "torch_lstm_kwargs", "export_onnx", "safetensors_io"]
 
 
-def export_onnx(model, filepath, **kwargs) -> None:
+def export_onnx(model: Model, filepath: PathLike, **kwargs: Any) -> None:
     """Write ``model`` as an ONNX file (see :func:`lstmfast.interop.onnx_export.export_onnx`)."""
     from .onnx_export import export_onnx as export
     export(model, filepath, **kwargs)

@@ -34,7 +34,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -42,7 +42,12 @@ from .. import _file_limits, saving
 from .. import layers as layers_module
 from .._atomic import atomic_file
 from .._naming import snake_case
+from .._typing import PathLike
 from . import keras_legacy
+
+if TYPE_CHECKING:  # type names only: models imports this module
+    from ..models import Model
+
 
 __all__ = ["load", "save", "load_weights", "save_weights", "read_metadata", "is_keras_file"]
 
@@ -66,7 +71,7 @@ def _h5py():
     return h5py
 
 
-def is_keras_file(path) -> Optional[str]:
+def is_keras_file(path: PathLike) -> Optional[str]:
     """"keras" (a Keras 3 ``.keras`` zip), "h5" (an HDF5 file) or None, from the file's first bytes
     and, for a zip, its member names."""
     with open(path, "rb") as f:
@@ -88,7 +93,7 @@ def is_keras_file(path) -> Optional[str]:
 # Reading
 # =================================================================================================
 
-def load(path, compile: bool = True):
+def load(path: PathLike, compile: bool = True) -> Model:
     """The lstmfast model of the Keras file ``path`` (``.keras`` or legacy ``.h5``), its weights set
     and, with ``compile``, compiled as the file says where lstmfast has the equivalent."""
     path = os.fspath(path)
@@ -181,7 +186,7 @@ def _weights_of_zip(z: zipfile.ZipFile, path: str, model=None):
             yield f
 
 
-def load_weights(model, path) -> None:
+def load_weights(model: Model, path: PathLike) -> None:
     """Set ``model``'s weights from a Keras file: a ``.weights.h5`` of Keras 3's ``save_weights``
     (layers matched by Keras's attribute paths, as Keras does), a legacy ``.h5`` of weights or of a
     whole model (layers with weights matched in order, as Keras 2 did), or a ``.keras`` zip."""
@@ -248,7 +253,7 @@ def _load_h5(path: str, compile: bool):
     return model
 
 
-def read_metadata(path) -> dict:
+def read_metadata(path: PathLike) -> dict:
     """The ``metadata`` lstmfast saved in a Keras file ({} if none, as for a file Keras wrote)."""
     path = os.fspath(path)
     kind = is_keras_file(path)
@@ -1113,7 +1118,7 @@ def _metric_name(spec):
 # Writing
 # =================================================================================================
 
-def save(model, path, overwrite: bool = True, metadata: Optional[dict] = None) -> None:
+def save(model: Model, path: PathLike, overwrite: bool = True, metadata: Optional[dict] = None) -> None:
     """Write ``model`` as a Keras file: ``.h5``/``.hdf5`` legacy HDF5, anything else a ``.keras`` zip.
     lstmfast's ``metadata`` and optimizer state go in beside Keras's content (Keras ignores them;
     ``load`` restores them, so ``fit`` continues exactly)."""
@@ -1304,7 +1309,7 @@ class _KerasWriter:
                 shutil.copyfileobj(src, dst, 1 << 20)
 
 
-def save_weights(model, path, overwrite: bool = True) -> None:
+def save_weights(model: Model, path: PathLike, overwrite: bool = True) -> None:
     """Write ``model``'s weights as Keras 3's ``save_weights`` does (an HDF5 file that Keras's
     ``model.load_weights`` reads, for a Keras model with the same layers)."""
     path = os.fspath(path)

@@ -13,7 +13,7 @@ What each function reproduces was read in Keras's own sources: Keras 1.2.2
 from __future__ import annotations
 
 import warnings
-from typing import List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
@@ -40,7 +40,7 @@ _WRAPPERS = ("TimeDistributed", "Bidirectional")
 _MERGE_LAYERS = {"concat": "Concatenate", "sum": "Add", "mul": "Multiply", "ave": "Average", "max": "Maximum"}
 
 
-def is_keras1(keras_version) -> bool:
+def is_keras1(keras_version: Any) -> bool:
     """True when a legacy file's ``keras_version`` attribute (str, bytes or None) means Keras 1:
     absent, or a version whose major number is 1 ("1.2.2").
 

@@ -44,11 +44,16 @@ float32 whatever the model's dtype.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import numpy as np
 
 from .._atomic import atomic_file, check_writable
+from .._typing import PathLike
+
+if TYPE_CHECKING:  # type names only: models imports this module
+    from ..models import Model
+
 
 __all__ = ["export_onnx", "DEFAULT_OPSET", "SUPPORTED_LAYERS"]
 
@@ -488,7 +493,7 @@ def _input_dims(t, name: str, dynamic_time: bool) -> list:
     return dims
 
 
-def export_onnx(model, filepath, *, opset: int = DEFAULT_OPSET, dynamic_time: bool = True,
+def export_onnx(model: Model, filepath: PathLike, *, opset: int = DEFAULT_OPSET, dynamic_time: bool = True,
                 verbose: bool = False) -> None:
     """Write ``model`` (Sequential or functional, built) to ``filepath`` as an ONNX model, atomically.
 

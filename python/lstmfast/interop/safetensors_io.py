@@ -20,12 +20,13 @@ import json
 import math
 import os
 import struct
-from typing import Dict, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import _file_limits
 from .._atomic import atomic_file
+from .._typing import ArrayLike, PathLike
 
 __all__ = ["load_file", "read_header", "save_file", "MAX_HEADER_BYTES"]
 
@@ -39,7 +40,7 @@ _FROM_NUMPY = {"b": {1: "BOOL"}, "u": {1: "U8", 2: "U16", 4: "U32", 8: "U64"},
                "i": {1: "I8", 2: "I16", 4: "I32", 8: "I64"}, "f": {2: "F16", 4: "F32", 8: "F64"}}
 
 
-def read_header(path) -> Tuple[Dict[str, dict], Dict[str, str], int]:
+def read_header(path: PathLike) -> Tuple[Dict[str, dict], Dict[str, str], int]:
     """``(tensors, metadata, data_start)`` of the safetensors file ``path``, checked against the
     file's size: ``tensors`` maps each name to ``{"dtype", "shape" (tuple), "begin", "end"}``
     (byte offsets into the file). ValueError, naming the file and what is wrong, otherwise."""
@@ -96,7 +97,7 @@ def _check_entry(path, name, entry, data_len, data_start) -> dict:
     return {"dtype": dtype, "shape": tuple(shape), "begin": data_start + begin, "end": data_start + end}
 
 
-def load_file(path, names=None) -> Dict[str, np.ndarray]:
+def load_file(path: PathLike, names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
     """The tensors of the safetensors file ``path`` as NumPy arrays in native byte order (BF16 is
     widened to float32, exactly). ``names``: read only these (KeyError naming the missing ones)."""
     tensors, _, _ = read_header(path)
@@ -120,7 +121,7 @@ def load_file(path, names=None) -> Dict[str, np.ndarray]:
     return out
 
 
-def save_file(tensors, path, metadata: Optional[Dict[str, str]] = None) -> None:
+def save_file(tensors: Mapping[str, ArrayLike], path: PathLike, metadata: Optional[Dict[str, str]] = None) -> None:
     """Write ``tensors`` (a mapping of names to arrays of bool, integer or float16/32/64 dtype) to
     ``path`` as safetensors, atomically. ``metadata``: strings to strings, kept in ``__metadata__``."""
     header: dict = {}

@@ -23,12 +23,16 @@ import os
 import re
 import zipfile
 from collections.abc import Mapping
-from typing import Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from .. import _file_limits
 from . import safetensors_io
+
+if TYPE_CHECKING:  # type names only: models imports this module
+    from ..models import Model
+
 
 __all__ = ["from_torch_lstm", "to_torch_state_dict", "torch_lstm_kwargs"]
 
@@ -252,8 +256,8 @@ def _model(spec: "_Spec", return_sequences: bool, return_state: bool, name: Opti
     return model, recurrent
 
 
-def from_torch_lstm(source, *, return_sequences: bool = True, return_state: bool = False,
-                    prefix: Optional[str] = None, name: Optional[str] = None):
+def from_torch_lstm(source: Any, *, return_sequences: bool = True, return_state: bool = False,
+                    prefix: Optional[str] = None, name: Optional[str] = None) -> Model:
     """An lstmfast model computing ``torch.nn.LSTM``'s output from its weights.
 
     ``source``: a state dict (names to tensors or arrays), a path to a ``.pt``/``.pth`` file of one
@@ -354,7 +358,7 @@ def _recurrent_stack(model) -> list:
     return stack
 
 
-def torch_lstm_kwargs(model) -> dict:
+def torch_lstm_kwargs(model: Model) -> dict:
     """The ``nn.LSTM(**kwargs)`` whose ``load_state_dict`` takes ``to_torch_state_dict(model)``
     (``batch_first=True``: lstmfast's layout)."""
     stack = _recurrent_stack(model)
@@ -364,7 +368,7 @@ def torch_lstm_kwargs(model) -> dict:
             "bidirectional": len(stack[0]) == 2}
 
 
-def to_torch_state_dict(model, *, numpy: bool = False) -> dict:
+def to_torch_state_dict(model: Model, *, numpy: bool = False) -> dict:
     """The ``nn.LSTM`` state dict of ``model``: a stack of ``LSTM`` or ``Bidirectional(LSTM,
     merge_mode="concat")`` layers (what :func:`from_torch_lstm` builds; Dropout between them is
     dropped), with sigmoid gates, no peepholes and one ``units``. ``bias_ih`` is the bias and
