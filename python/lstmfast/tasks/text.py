@@ -45,11 +45,11 @@ from ..datasets import text as text_data
 from ..datasets.text import CharVocab
 from ..layers import LSTM, Dense, Dropout, Embedding, Input, TimeDistributed
 from ..models import Model, Sequential
-from ..optimizers import Adam
+from ..optimizers import Adam, AdamW
 
 TASK = "text"
 DEFAULTS = dict(layers=2, units=256, dropout=0.2, seq_len=100, batch_size=64, embedding=0, lr=2e-3,
-                clipnorm=5.0, lr_schedule="constant", val_fraction=0.1)
+                clipnorm=5.0, lr_schedule="constant", val_fraction=0.1, weight_decay=0.0)
 LR_SCHEDULES = ("constant", "cosine")
 COSINE_FLOOR = 0.1  # the cosine schedule ends at this fraction of --lr
 
@@ -163,7 +163,7 @@ class CharLM:
 # ---- training ----------------------------------------------------------------------------------
 
 def _check_train_args(layers, units, dropout, seq_len, batch_size, embedding, lr, clipnorm, epochs, minutes,
-                      lr_schedule, val_fraction, val_every):
+                      lr_schedule, val_fraction, val_every, weight_decay):
     for name, value in (("layers", layers), ("units", units), ("seq_len", seq_len), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -175,6 +175,8 @@ def _check_train_args(layers, units, dropout, seq_len, batch_size, embedding, lr
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if clipnorm is not None and not clipnorm > 0:
         raise ValueError(f"clipnorm must be > 0 (or None for no clipping), got {clipnorm!r}")
+    if not 0.0 <= weight_decay < 1.0:
+        raise ValueError(f"weight_decay must lie in [0, 1), got {weight_decay!r}")
     if epochs is not None and (isinstance(epochs, bool) or epochs < 1):
         raise ValueError(f"epochs must be >= 1, got {epochs!r}")
     if minutes is not None and not minutes > 0:
@@ -211,16 +213,18 @@ def _val_batch_size(n_val: int, batch_size: int, seq_len: int) -> int:
 def train(path: PathLike, save: PathLike, epochs: Optional[int] = None, minutes: Optional[float] = None,
           layers: int = 2, units: int = 256, dropout: float = 0.2, seq_len: int = 100, batch_size: int = 64,
           embedding: int = 0, lr: float = 2e-3, clipnorm: Optional[float] = 5.0, lr_schedule: str = "constant",
-          val_fraction: float = 0.1, val_every: Optional[int] = None, seed: Optional[int] = 1, verbose: int = 1,
-          print_fn: Callable[[str], None] = print) -> dict:
+          val_fraction: float = 0.1, val_every: Optional[int] = None, weight_decay: float = 0.0,
+          seed: Optional[int] = 1, verbose: int = 1, print_fn: Callable[[str], None] = print) -> dict:
     """Train a char-level LSTM on the text file ``path`` and save the best model (by validation
     loss) to ``save``. Stops after ``epochs`` epochs or ``minutes`` minutes, whichever comes first
     (10 epochs when neither is given); validates after every epoch, every ``val_every`` batches
-    and when stopping. Returns the metrics (losses in nats per character)."""
+    and when stopping. ``weight_decay`` > 0 trains with AdamW (decoupled: every weight shrinks by
+    ``lr * weight_decay`` per step, with the scheduled ``lr``). Returns the metrics (losses in nats
+    per character)."""
     if epochs is None and minutes is None:
         epochs = 10
     _check_train_args(layers, units, dropout, seq_len, batch_size, embedding, lr, clipnorm, epochs, minutes,
-                      lr_schedule, val_fraction, val_every)
+                      lr_schedule, val_fraction, val_every, weight_decay)
     rank, ranks = distributed.rank(), distributed.size()
     if batch_size < ranks:
         raise ValueError(f"batch_size {batch_size} must be at least the number of ranks ({ranks}): "
@@ -234,11 +238,12 @@ def train(path: PathLike, save: PathLike, epochs: Optional[int] = None, minutes:
         backend.set_random_seed(seed)
     config = dict(layers=layers, units=units, dropout=dropout, seq_len=seq_len, batch_size=batch_size,
                   embedding=embedding, lr=lr, clipnorm=clipnorm, lr_schedule=lr_schedule, val_fraction=val_fraction,
-                  seed=seed, source=os.path.basename(os.fspath(path)))
+                  weight_decay=weight_decay, seed=seed, source=os.path.basename(os.fspath(path)))
     world = distributed.data_parallel()
     streams, val_streams = distributed.shard(batch_size, rank, ranks), distributed.shard(val_batch, rank, ranks)
     model = build_model(V, layers, units, dropout, embedding, streams.stop - streams.start)  # this rank's rows
-    optimizer = Adam(learning_rate=lr, global_clipnorm=clipnorm)
+    optimizer = AdamW(learning_rate=lr, weight_decay=weight_decay, global_clipnorm=clipnorm) if weight_decay else \
+        Adam(learning_rate=lr, global_clipnorm=clipnorm)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     n_batches = text_data.count_batches(len(train_ids), batch_size, seq_len)
     if verbose:
@@ -517,7 +522,8 @@ def _run_train(args) -> dict:
     return train(args.file, args.save, epochs=args.epochs, minutes=args.minutes, layers=args.layers,
                  units=args.units, dropout=args.dropout, seq_len=args.seq_len, batch_size=args.batch_size,
                  embedding=args.embedding, lr=args.lr, clipnorm=args.clipnorm or None, lr_schedule=args.lr_schedule,
-                 val_every=args.val_every, seed=args.seed, verbose=0 if args.quiet else 1)
+                 val_every=args.val_every, weight_decay=args.weight_decay, seed=args.seed,
+                 verbose=0 if args.quiet else 1)
 
 
 def _run_generate(args) -> dict:
@@ -560,6 +566,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help=f"'cosine' decays to {COSINE_FLOOR:g}x --lr over --epochs/--minutes (default constant)")
     t.add_argument("--clipnorm", type=float, default=d["clipnorm"],
                    help=f"global gradient-norm clip, 0 = none (default {d['clipnorm']})")
+    t.add_argument("--weight-decay", type=float, default=d["weight_decay"],
+                   help="decoupled weight decay (AdamW); 0 = plain Adam (default 0)")
     t.add_argument("--val-every", type=positive_int, default=None, metavar="BATCHES",
                    help="also validate (and checkpoint) every BATCHES batches")
     t.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
