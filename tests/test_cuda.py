@@ -259,18 +259,130 @@ class FakeDevice:
         return False
 
 
+class FakeStream:
+    """cupy.cuda.Stream: work runs in order, at once."""
+
+    ptr = 0
+
+
+class FakeEvent:
+    """cupy.cuda.Event: recorded on a stream; synchronize() returns at once (the work is done)."""
+
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self.recorded = False
+
+    def record(self, stream=None):
+        self.recorded = True
+
+    def synchronize(self):
+        assert self.recorded, "synchronize() on an event never recorded"
+
+
+class Transfers:
+    """Counts the device-to-host reads of the stand-in's arrays (see FakeDeviceArray), with the line
+    of lstmfast that asked for each, so a failing count says where the reads are."""
+
+    count = 0
+    sites: list = []
+
+    @classmethod
+    def reset(cls):
+        cls.count, cls.sites = 0, []
+
+    @classmethod
+    def record(cls, how):
+        cls.count += 1
+        frame = sys._getframe(2)
+        while frame is not None and os.sep + "lstmfast" + os.sep not in frame.f_code.co_filename:
+            frame = frame.f_back  # the first frame in the package: where the read was asked for
+        where = "outside lstmfast" if frame is None else \
+            f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} ({frame.f_code.co_name})"
+        cls.sites.append(f"{how} at {where}")
+
+
 class FakeDeviceArray(np.ndarray):
-    """A NumPy array posing as a cupy.ndarray on GPU ``device_id``."""
+    """A NumPy array posing as a cupy.ndarray on GPU ``device_id``.
+
+    Like CuPy, reductions, arithmetic and indexing give 0-d device arrays, never host scalars, and
+    every way a value reaches the host is counted by ``Transfers``: ``.get()``, ``cupy.asnumpy``,
+    ``float``/``int``/``bool``/``operator.index``/``complex``, ``.item()``, ``.tolist()`` and
+    formatting. What it cannot see: ``np.asarray``/``np.array`` of a device array (NumPy copies an
+    ndarray subclass's buffer without a hook; real CuPy refuses them with a TypeError, so they fail
+    on a GPU instead), and NumPy functions that return host scalars from it without a ufunc."""
 
     def __array_finalize__(self, obj):
         self.device_id = getattr(obj, "device_id", FakeDevice.current[-1])
+
+    def __array_wrap__(self, obj, context=None, return_scalar=False):
+        return super().__array_wrap__(obj, context, False)  # a 0-d result stays on the device
+
+    def __getitem__(self, key):
+        return _stay_on(super().__getitem__(key), self.device_id)  # one element: a 0-d device array
+
+    def __array_function__(self, func, types, args, kwargs):
+        # NumPy functions that are not ufuncs (np.where, np.clip, ...): CuPy's run on the device
+        return _stay_on(super().__array_function__(func, types, args, kwargs), self.device_id)
 
     @property
     def device(self):
         return FakeDevice(self.device_id)
 
-    def get(self):
+    def get(self, stream=None):
+        Transfers.record("get()")
         return np.array(self)
+
+    def set(self, host, stream=None):
+        assert not isinstance(host, FakeDeviceArray) and host.shape == self.shape and host.dtype == self.dtype
+        assert stream is None or isinstance(stream, FakeStream)
+        np.ndarray.__setitem__(self, Ellipsis, host)
+
+    def _read(self, how):
+        Transfers.record(how)
+        return np.ndarray.item(self) if self.size == 1 else None
+
+    def __float__(self):
+        if self.size != 1:
+            raise TypeError("only one-element arrays can be converted to Python scalars")
+        return float(self._read("float()"))
+
+    def __int__(self):
+        if self.size != 1:
+            raise TypeError("only one-element arrays can be converted to Python scalars")
+        return int(self._read("int()"))
+
+    def __complex__(self):
+        return complex(self._read("complex()"))
+
+    def __index__(self):
+        Transfers.record("operator.index()")
+        return np.ndarray.__index__(np.asarray(self))
+
+    def __bool__(self):
+        Transfers.record("bool()")
+        return np.ndarray.__bool__(np.asarray(self))
+
+    def item(self, *args):
+        Transfers.record("item()")
+        return np.ndarray.item(np.asarray(self), *args)
+
+    def tolist(self):
+        Transfers.record("tolist()")
+        return np.ndarray.tolist(np.asarray(self))
+
+    def __format__(self, spec):
+        Transfers.record("format()")
+        return np.asarray(self).__format__(spec)
+
+
+def _stay_on(out, device_id):
+    """The result of a NumPy call on device arrays as CuPy gives it: arrays (and scalars, as 0-d
+    arrays) on the device, in tuples and lists as they came."""
+    if isinstance(out, (tuple, list)):
+        return type(out)(_stay_on(o, device_id) for o in out)
+    if isinstance(out, np.generic) or (isinstance(out, np.ndarray) and not isinstance(out, FakeDeviceArray)):
+        out = np.asarray(out).view(FakeDeviceArray)
+        out.device_id = device_id
+    return out
 
 
 def _on_device(array, device_id=None):
@@ -317,15 +429,37 @@ def make_fake_cupy(device_count=1, count_error=None):
     cp.concatenate = concatenate
     cp.asfortranarray = lambda a: _on_device(np.asfortranarray(a), a.device_id)
     cp.matmul = lambda a, b, out=None: np.matmul(a, b, out=out)
-    cp.asnumpy = lambda a: np.array(a)
+
+    def asnumpy(a, stream=None):
+        if isinstance(a, FakeDeviceArray):
+            Transfers.record("cupy.asnumpy()")
+        return np.array(a)
+
+    def stack(arrays, axis=0):
+        assert all(isinstance(a, FakeDeviceArray) for a in arrays), "cupy.stack got host arrays"
+        return _on_device(np.stack(arrays, axis=axis))
+
+    cp.asnumpy = asnumpy
+    cp.stack = stack
+
+    def numpy_function(name):
+        # The rest of CuPy's NumPy-like API (cupy.where, cupy.log, ...): NumPy's, results on the device.
+        function = getattr(np, name)
+        if isinstance(function, type) or not callable(function):
+            return function  # dtypes and constants
+        return lambda *args, **kwargs: _stay_on(function(*args, **kwargs), FakeDevice.current[-1])
+
+    cp.__getattr__ = numpy_function
 
     def add_at(out, index, rows):
         assert all(isinstance(a, FakeDeviceArray) for a in (out, index, rows)), "cupy.add.at got host arrays"
         np.add.at(out, index, rows)
 
     cp.add = types.SimpleNamespace(at=add_at)
+    stream = FakeStream()
     cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=get_device_count),
-                                    Device=FakeDevice)
+                                    Device=FakeDevice, Event=FakeEvent, get_current_stream=lambda: stream,
+                                    alloc_pinned_memory=lambda nbytes: bytearray(nbytes))
     return cp
 
 
@@ -629,8 +763,8 @@ def test_training_loop_matches_cpu_engine(side):
 
 
 # ---------------------------------------------------------------------------------------------
-# (c) Models train end to end on the device: weights, gradients, activations and optimizer state
-# stay there; each batch moves once; the loss and metrics run on the host on the outputs.
+# (c) Models train end to end on the device: weights, gradients, activations, optimizer state, the
+# loss and the metrics stay there; each batch moves once.
 # ---------------------------------------------------------------------------------------------
 
 from lstmfast import backend as lf_backend  # noqa: E402
@@ -735,6 +869,125 @@ def test_models_train_on_the_device_like_on_the_cpu(name, model_side):
     for got, want in zip(model.get_weights(), cpu_model.get_weights()):
         assert type(got) is np.ndarray
         assert_allclose(got, want, rtol=2e-3, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) A training step reads nothing back from the device: the loss and the metrics accumulate
+# there and are read once per epoch (issue 17). Counted on the stand-in (see Transfers).
+# ---------------------------------------------------------------------------------------------
+
+def char_rnn_model():
+    """The char-rnn tutorial's shape: Embedding, two LSTMs returning sequences, softmax Dense per step."""
+    model = Sequential([Embedding(30, 8, input_length=7), LSTM(12, return_sequences=True),
+                        LSTM(12, return_sequences=True), Dense(30, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(12)
+    return model, rng.integers(0, 30, (32, 7)), rng.integers(0, 30, (32, 7))
+
+
+class StepReads(lstmfast.callbacks.Callback):
+    """The device reads of each training step (from one batch's start to the next one's) and of
+    each epoch, from Transfers."""
+
+    def __init__(self, batch_end=False):
+        super().__init__()
+        self.steps, self.epochs, self.sites = [], [], []
+        self._step_start = self._epoch_start = None
+        if batch_end:  # a callback that reads the batch logs: Keras gives it Python floats
+            self.on_train_batch_end = self._read_logs
+
+    def _read_logs(self, batch, logs):
+        assert all(type(v) is float for v in logs.values()), logs
+        self.losses = getattr(self, "losses", []) + [logs["loss"]]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = Transfers.count
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch:
+            self.steps.append(Transfers.count - self._step_start)
+            self.sites.append(Transfers.sites[len(Transfers.sites) - self.steps[-1]:])
+        self._step_start = Transfers.count
+
+    def on_epoch_end(self, epoch, logs=None):
+        assert all(type(v) is float for v in logs.values()), logs
+        self.epochs.append(Transfers.count - self._epoch_start)
+
+
+TRAINING_MODELS = {"tutorial": tutorial_model, "char-rnn": char_rnn_model}
+
+
+@pytest.mark.parametrize("verbose", [0, 1], ids=["verbose0", "progbar"])
+@pytest.mark.parametrize("name", list(TRAINING_MODELS))
+def test_a_training_step_reads_nothing_back_from_the_device(name, verbose, emulated, capsys):
+    build = TRAINING_MODELS[name]
+    _, cpu_history, _ = fit_model(build, "cpu")
+    lf_backend.set_random_seed(3)
+    model, x, y = build()
+    reads = StepReads()
+    lstmfast.set_backend("cuda")
+    try:
+        Transfers.reset()
+        history = model.fit(x, y, batch_size=8, epochs=3, verbose=verbose, callbacks=[reads]).history
+    finally:
+        lstmfast.set_backend("cpu")
+    for key, values in cpu_history.items():
+        assert_allclose(history[key], values, rtol=2e-4, atol=1e-6, err_msg=key)
+    steps = len(x) // 8
+    assert len(reads.steps) == 3 * (steps - 1)
+    after_warm_up = reads.steps[steps - 1:]  # the first epoch's steps build the metrics and slots
+    assert after_warm_up == [0] * len(after_warm_up), "\n".join(
+        f"step {i}: {', '.join(sites)}" for i, sites in enumerate(reads.sites) if sites)
+    # the epoch's loss and metrics come back in one copy (the progress bar draws from it too)
+    assert reads.epochs[1:] == [1, 1], Transfers.sites
+
+
+def test_a_callback_reading_batch_logs_gets_floats_at_one_read_per_step(emulated):
+    lf_backend.set_random_seed(3)
+    model, x, y = tutorial_model()
+    reads = StepReads(batch_end=True)
+    lstmfast.set_backend("cuda")
+    try:
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[reads])
+    finally:
+        lstmfast.set_backend("cpu")
+    assert reads.steps[4:] == [1] * 4  # loss and accuracy in one copy
+    assert len(reads.losses) == 10 and all(0 < v < 2 for v in reads.losses)
+
+
+def test_batches_go_to_the_device_through_two_sets_of_pinned_buffers(emulated, monkeypatch):
+    allocations = []
+    real = emulated.xp.cuda.alloc_pinned_memory
+    monkeypatch.setattr(emulated.xp.cuda, "alloc_pinned_memory", lambda n: allocations.append(n) or real(n))
+    monkeypatch.setattr(ops, "_STAGING", {})
+    lf_backend.set_random_seed(3)
+    model, x, y = tutorial_model()
+    lstmfast.set_backend("cuda")
+    try:
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    finally:
+        lstmfast.set_backend("cpu")
+    assert allocations == [8 * 6 * 4] * 2  # int32 ids (the Embedding's input dtype); one buffer per set, for 10 batches
+
+
+@pytest.mark.parametrize("where", ["ids", "labels"])
+def test_out_of_range_ids_and_labels_raise_on_the_device_without_reads(where, emulated):
+    lf_backend.set_random_seed(3)
+    model, x, y = char_rnn_model()
+    if where == "ids":
+        x[13, 4] = 30
+        message = r"Embedding .*index 30 at position \(5, 4\) is out of range for input_dim=30"
+    else:
+        y[13, 4] = -1
+        message = r"sparse_categorical_crossentropy: label -1 is out of range"
+    lstmfast.set_backend("cuda")
+    try:
+        Transfers.reset()
+        with pytest.raises(ValueError, match=message):
+            model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    finally:
+        lstmfast.set_backend("cpu")
+    assert Transfers.count == 0, Transfers.sites  # checked on the host, before the copy
 
 
 def test_a_model_moves_back_to_the_host_with_its_optimizer_state(model_side):

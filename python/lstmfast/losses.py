@@ -91,12 +91,14 @@ class Loss:
         values = self._values(self._check_true(y_true, y_pred), y_pred)
         if sample_weight is not None:
             values = values * _weights(sample_weight, y_pred)
-        total = _total(values)
+        total = float(_total(values))
         return total / values.size if self.reduction == "sum_over_batch_size" and values.size else total
 
     def value_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike,
-                       sample_weight: Optional[ArrayLike] = None) -> Tuple[float, Array]:
-        """``(loss, dloss/dy_pred)``; the gradient is a fresh array of ``y_pred``'s shape and dtype."""
+                       sample_weight: Optional[ArrayLike] = None) -> Tuple[Union[float, Array], Array]:
+        """``(loss, dloss/dy_pred)``; the gradient is a fresh array of ``y_pred``'s shape and dtype.
+        The loss is a Python float, or for a device ``y_pred`` a 0-d float64 device array (nothing is
+        read back: ``float(loss)`` reads it)."""
         p = _check_pred(y_pred)
         t = self._check_true(y_true, p)
         if p.size == 0:
@@ -162,7 +164,7 @@ class Loss:
         if key != self._scale_key:
             self._scale_f = 1.0 / (p.size // p.shape[-1]) if self.reduction == "sum_over_batch_size" else 1.0
             self._scale = ops.array_module(p).asarray(self._scale_f, p.dtype)
-            self._scale_value = float(self._scale)  # the scale as rounded to p's dtype
+            self._scale_value = float(p.dtype.type(self._scale_f))  # as rounded to p's dtype, on the host
             self._scale_key = key
         return self._scale
 
@@ -178,9 +180,14 @@ class Loss:
         return self._grad(t, p, scale, grad), grad
 
 
-def _total(values) -> float:
-    """sum(values) as a Python float; a single value needs no reduction call (batch size 1)."""
-    return values.item() if values.size == 1 else float(values.sum())
+def _total(values):
+    """sum(values) as a Python float; a single value needs no reduction call (batch size 1). For a
+    device array the sum stays there, a 0-d float64 array (the same rounding: summed in the values'
+    dtype, then widened): a training step reads nothing back, and the caller reads its running sums
+    when it needs them."""
+    if type(values) is np.ndarray or ops.array_module(values) is np:
+        return values.item() if values.size == 1 else float(values.sum())
+    return values.sum().astype(np.float64)
 
 
 def _check_pred(y_pred):
@@ -366,17 +373,19 @@ class SparseCategoricalCrossentropy(Loss):
                                  f"(or {_shape(V + (1,))}) in [0, {y_pred.shape[-1]})"
                                  + ("; for one-hot targets use categorical_crossentropy"
                                     if t.shape == y_pred.shape else ""))
+        # Labels given on the host are checked there, before they move: no read back from a device.
+        host = t if type(t) is np.ndarray else (y_true if type(y_true) is np.ndarray else t)
         if t.dtype.kind not in "iu":
             if t.dtype.kind not in "bf":
                 raise TypeError(f"{self.name}: y_true must hold integer labels, got dtype {t.dtype}")
             labels = t.astype(np.intp)
-            if not bool((labels == t).all()):
+            if not bool((host.astype(np.intp) == host).all() if host is not t else (labels == t).all()):
                 raise ValueError(f"{self.name}: y_true must hold integer class labels, got non-integer values "
                                  f"(one-hot targets need categorical_crossentropy)")
             t = labels
         if t.size:
             C = y_pred.shape[-1]
-            lo, hi = int(t.min()), int(t.max())
+            lo, hi = int(host.min()), int(host.max())
             if lo < 0 or hi >= C:
                 bad = lo if lo < 0 else hi
                 raise ValueError(f"{self.name}: label {bad} is out of range: y_pred shape {_shape(y_pred.shape)} "

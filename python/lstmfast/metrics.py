@@ -8,7 +8,10 @@ and keeps ``total`` and ``count`` over the epoch, as Keras's ``reduce_to_samplew
     sample_weight w:   values averaged down to w's rank, then
                        total += sum(mean(values * w));  count += sum(mean(w))   (means past axis 0)
 
-``result() = total / count`` (0 before any update). Totals are kept in float64 (Python floats).
+``result() = total / count`` (0 before any update). Totals are kept in float64: Python floats, or
+0-d float64 device arrays once values from a device came in (a training step on the GPU reads
+nothing back; ``result()`` reads, and ``Model`` reads every metric's sums in one copy per epoch
+through ``get_state``/``set_state``).
 The per-element values are stated once per metric, in array code on the array module of ``y_pred``
 (NumPy, or CuPy for a device array); ``Mean`` does the reduction for all of them.
 
@@ -106,7 +109,7 @@ class Mean(Metric):
         self.total, self.count = (float(v) for v in values)
 
     def result(self) -> float:
-        return self.total / self.count if self.count else 0.0
+        return float(self.total / self.count) if self.count else 0.0
 
     def update_state(self, values: ArrayLike, sample_weight: Optional[ArrayLike] = None) -> None:
         if type(values) is not np.ndarray and isinstance(values, (float, int, np.floating, np.integer)):
@@ -129,7 +132,7 @@ class Mean(Metric):
                 return
             if v.ndim > 1:
                 v = v.reshape(v.shape[0], -1).mean(axis=1)
-            self.total += _losses._total(v)
+            self.total = self.total + _losses._total(v)  # a new value, never in place: see get_state
             self.count += float(v.shape[0])
             return
         xp = ops.array_module(v)
@@ -157,8 +160,8 @@ class Mean(Metric):
         if w.ndim > 1:
             w = w.mean(axis=tuple(range(1, w.ndim)))
             v = v.mean(axis=tuple(range(1, v.ndim)))
-        self.total += _losses._total(v)
-        self.count += _losses._total(w)
+        self.total = self.total + _losses._total(v)
+        self.count = self.count + _losses._total(w)
 
 
 class MeanMetricWrapper(Mean):

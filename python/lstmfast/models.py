@@ -10,8 +10,12 @@ masked sequence output weights its loss like Keras does (the mean over unmasked 
 
 Where a model runs is decided in one place, ``Model._place``: before each batch it puts the weights,
 gradients and buffers of every layer, and the optimizer's slots, on ``lstmfast.get_backend()``
-(moving them only when that changed); each batch is then copied there once, and the loss and the
-metrics run on the host on the model's outputs.
+(moving them only when that changed); each batch's inputs are then copied there once (the ids of
+Embeddings fed by a model input checked on the host first), and the loss and the metrics run
+there too, on the model's outputs. A training step on a GPU reads nothing back: the loss and the
+metrics' sums stay on the device and are read in one copy at the end of each epoch, or when a
+callback reads the logs of a batch (``_read_logs``; the progress bar reads them only when it
+draws). ``predict`` copies the outputs to the host.
 
 ``load_model`` (also ``lstmfast.load_model``) rebuilds a model from a file; ``lstmfast.saving``
 reads and writes the file and knows models only through their public methods (``get_config``,
@@ -76,6 +80,7 @@ class Model:
     """
 
     _placed_on = "cpu"  # where the weights are: "cpu" or "cuda" (see _place)
+    _id_checks = None  # [(input position, layer)]: layers whose model input is checked on the host (_to_device)
     _single_input = True  # Model(x, y) with one tensor, not a list (get_config keeps the structure)
     _single_output = True
 
@@ -170,6 +175,7 @@ class Model:
         self._output_ids = [tid(t) for t in outputs]
         self._n_tensors = len(ids)
         self._train_pairs = None
+        self._id_checks = None
 
     @property
     def layers(self) -> list:
@@ -479,6 +485,22 @@ class Model:
             stack.extend(getattr(layer, "_sublayers", lambda: [])())
         return out
 
+    def _to_device(self, xs) -> list:
+        """The batch's input arrays copied to the device (through pinned buffers, see
+        ``ops.batch_to_device``), one copy each. Layers that check the
+        values of a model input (Embedding's ids) check the host array first, so that they need
+        not read the device copy back."""
+        moved = ops.batch_to_device(xs)
+        checks = self._id_checks
+        if checks is None:
+            positions = {tid: k for k, tid in enumerate(self._input_ids)}
+            checks = self._id_checks = [
+                (positions[step.inputs[0]], step.layer) for step in self._steps
+                if not step.multi_in and step.inputs[0] in positions and hasattr(step.layer, "check_indices")]
+        for k, layer in checks:
+            layer.check_indices(xs[k], moved[k])
+        return moved
+
     def _outputs_to_host(self, values, masks):
         """The model outputs (and their masks) as NumPy arrays: the loss and the metrics run on the
         host. One copy of each output per batch."""
@@ -502,14 +524,13 @@ class Model:
         rows = xs[0].shape[0]
         if rows:
             if where != "cpu":
-                xs = [ops.to_backend(a, where) for a in xs]  # the batch moves to the device once
+                xs = self._to_device(xs)  # the batch moves to the device once
             values, masks, caches = self._run(xs, training=True, keep_caches=True)
-            if where != "cpu":
-                values, masks = self._outputs_to_host(values, masks)
-            parts = self._output_losses(ys, values, masks, sample_weight)
+            parts = self._output_losses(ys, values, masks, sample_weight)  # on the device of the outputs
         else:  # a rank whose slice of a short last batch is empty still takes part in the sums
             parts = [(0.0, None, 0.0) for _ in self._output_ids]
         if world is not None:
+            parts = [(float(value), grad, count) for value, grad, count in parts]  # a device loss: read here
             # Each output's part of the global loss is this rank's count over all ranks' counts. With
             # one output the step sends the loss as a sum (scaled by the count) with the count itself,
             # and divides after its one allreduce; several outputs need their totals before backward.
@@ -550,12 +571,14 @@ class Model:
         self.optimizer.apply_gradients(pairs)
         return loss
 
-    def _predict_batch(self, xs) -> list:
+    def _predict_batch(self, xs, to_host: bool = True) -> list:
+        """The outputs of one batch, copied to the host unless ``to_host`` is False (evaluation:
+        the loss and the metrics run where the outputs are)."""
         where = self._place()
         if where != "cpu":
-            xs = [ops.to_backend(a, where) for a in xs]
+            xs = self._to_device(xs)
         values, masks, _ = self._run(xs, training=False, keep_caches=False)
-        if where != "cpu":
+        if where != "cpu" and to_host:
             values, masks = self._outputs_to_host(values, masks)
         self._last_values, self._last_masks = values, masks
         return [values[i] for i in self._output_ids]
@@ -570,8 +593,8 @@ class Model:
             metric.update_state(ys[k], values[self._output_ids[k]], sample_weight)
 
     def _metric_states(self) -> List[float]:
-        """The compiled metrics' running sums, flattened (``Metric.get_state``)."""
-        return [v for _, _, metric in self._metrics_built or () for v in metric.get_state()]
+        """The compiled metrics' running sums, flattened (``Metric.get_state``), as Python floats."""
+        return [float(v) for _, _, metric in self._metrics_built or () for v in metric.get_state()]
 
     def _set_metric_states(self, values) -> None:
         at = 0
@@ -586,6 +609,32 @@ class Model:
 
     def _metric_logs(self) -> Dict[str, float]:
         return {name: float(metric.result()) for _, name, metric in self._metrics_built or ()}
+
+    def _read_logs(self, loss) -> Dict[str, float]:
+        """``_logs`` for a loss and metric sums that may be on a device (a GPU step reads nothing
+        back): all read to the host in one copy, the metrics' sums replaced by their host values."""
+        metrics = [metric for _, _, metric in self._metrics_built or ()]
+        try:
+            states = [metric.get_state() for metric in metrics]
+        except NotImplementedError:  # a metric of the user's without get_state: it reads its own
+            states = []
+        host = ops.to_floats([loss] + [v for state in states for v in state])
+        at = 1
+        for metric, state in zip(metrics, states):
+            metric.set_state(host[at:at + len(state)])
+            at += len(state)
+        return self._logs(host[0])
+
+    def _batch_logs(self, callbacks, hook: str, on_device: bool) -> Callable[[Any], Dict[str, float]]:
+        """How a loop builds the logs of ``hook`` from the running loss: ``_logs`` on the host; on
+        a device ``_read_logs`` (one read per batch) when some listener reads them as they come,
+        logs that read the device when first looked at when the listeners read them only when
+        they need them (``Callback.lazy_logs``: the progress bar, when it draws)."""
+        if not on_device:
+            return self._logs
+        if callbacks.reads_logs_eagerly(hook):
+            return self._read_logs
+        return lambda loss: _LazyLogs(self._read_logs, loss)
 
     def _check_compiled(self, what: str) -> None:
         if not self.compiled:
@@ -689,6 +738,10 @@ class Model:
         cbs.on_train_begin()
         logs: Dict[str, float] = {}
         batch_logs_wanted = cbs.wants("on_train_batch_end")  # e.g. a progress bar; else build logs per epoch
+        # Decided once per fit: on a device the loss and metric sums stay there (see _read_logs).
+        on_device = world is None and ops.get_backend() != "cpu"
+        batch_logs = self._batch_logs(cbs, "on_train_batch_end", on_device)
+        epoch_logs_of = self._read_logs if on_device else self._logs
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
             cbs.on_epoch_begin(epoch)
@@ -701,13 +754,13 @@ class Model:
                 loss_sum += loss * count
                 seen += count
                 if batch_logs_wanted:
-                    logs = self._logs(loss_sum / seen)
+                    logs = batch_logs(loss_sum / seen)
                     cbs.on_train_batch_end(step, logs)
                 if self.stop_training:
                     break
             data.on_epoch_end()
             if seen:
-                logs = self._logs(loss_sum / seen)
+                logs = epoch_logs_of(loss_sum / seen)
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
                 # Keras: validation drives the test hooks of fit's callbacks (the progress bar stays quiet)
@@ -733,6 +786,9 @@ class Model:
             callbacks.on_test_begin()
         loss_sum, seen = 0.0, 0
         world = distributed.data_parallel()
+        on_device = world is None and ops.get_backend() != "cpu"
+        if batch_logs_wanted:
+            batch_logs = self._batch_logs(callbacks, "on_test_batch_end", on_device)
         data.on_epoch_begin()
         for step, (bx, by, bsw) in enumerate(data.batches()):
             if callbacks is not None:
@@ -742,11 +798,11 @@ class Model:
             loss_sum += loss * count
             seen += count
             if batch_logs_wanted:
-                callbacks.on_test_batch_end(step, self._logs(loss_sum / seen))
+                callbacks.on_test_batch_end(step, batch_logs(loss_sum / seen))
             if self.stop_evaluating:
                 break
         data.on_epoch_end()
-        logs = self._logs(loss_sum / seen if seen else float("nan"))
+        logs = (self._read_logs if on_device else self._logs)(loss_sum / seen if seen else float("nan"))
         if callbacks is not None:
             callbacks.on_test_end(logs)
         return logs
@@ -758,13 +814,14 @@ class Model:
         before = self._metric_states() if world is not None else None
         rows = xs[0].shape[0]
         if rows:
-            self._predict_batch(xs)
+            self._predict_batch(xs, to_host=False)
             parts = self._output_losses(ys, self._last_values, self._last_masks, sample_weight)
             self._update_metrics(ys, sample_weight)
         else:
             parts = [(0.0, None, 0.0) for _ in self._output_ids]
         if world is None:
             return sum(value for value, _, _ in parts)
+        parts = [(float(value), grad, count) for value, grad, count in parts]  # a device loss: read here
         shares = world.output_shares([count for _, _, count in parts])
         after = self._metric_states()
         before = before if len(before) == len(after) else [0.0] * len(after)  # built by this batch
@@ -891,7 +948,7 @@ class Model:
         return outs[0] if len(outs) == 1 else outs
 
     def _batch_result(self, loss: float, return_dict: bool):
-        logs = self._logs(float(loss))
+        logs = self._logs(loss) if type(loss) is float else self._read_logs(loss)
         if return_dict:
             return logs
         return logs["loss"] if len(logs) == 1 else list(logs.values())
@@ -1054,6 +1111,61 @@ class Model:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} layers={len(self._layers)}>"
+
+
+class _LazyLogs(dict):
+    """The logs of a batch on a device for callbacks that read them only when they need them
+    (``Callback.lazy_logs``): a dict of Python floats, ``read(loss)`` (all values in one copy) on
+    first access. Reading gives the running values of that moment: read it before the next batch."""
+
+    def __init__(self, read, loss):
+        super().__init__()
+        self._pending = (read, loss)
+
+    def _fill(self):
+        if self._pending is not None:
+            read, loss = self._pending
+            self._pending = None
+            dict.update(self, read(loss))
+        return self
+
+    def __bool__(self):
+        return True  # "loss" is always there; no read needed to say so
+
+    def __len__(self):
+        return dict.__len__(self._fill())
+
+    def __iter__(self):
+        return dict.__iter__(self._fill())
+
+    def __getitem__(self, key):
+        return dict.__getitem__(self._fill(), key)
+
+    def __contains__(self, key):
+        return dict.__contains__(self._fill(), key)
+
+    def __eq__(self, other):
+        return dict.__eq__(self._fill(), other)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return dict.__repr__(self._fill())
+
+    def get(self, key, default=None):
+        return dict.get(self._fill(), key, default)
+
+    def keys(self):
+        return dict.keys(self._fill())
+
+    def values(self):
+        return dict.values(self._fill())
+
+    def items(self):
+        return dict.items(self._fill())
+
+    def copy(self):
+        return dict(self.items())
 
 
 class Sequential(Model):

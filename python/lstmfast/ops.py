@@ -49,7 +49,7 @@ from ._typing import Array
 
 __all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTMCache", "RECURRENT_ACTIVATIONS",
            "BACKENDS", "set_backend", "get_backend", "array_module", "as_array", "to_numpy", "to_device_of",
-           "to_backend", "scatter_add", "segment_sum", "optimizer_step_kernel"]
+           "to_backend", "batch_to_device", "to_floats", "scatter_add", "segment_sum", "optimizer_step_kernel"]
 
 RECURRENT_ACTIVATIONS = {"sigmoid": 0, "hard_sigmoid": 1}
 BACKENDS = ("cpu", "cuda")
@@ -474,6 +474,21 @@ def to_numpy(a: ArrayLike) -> np.ndarray:
     return np.asarray(a)
 
 
+def to_floats(values: Iterable[Any]) -> list:
+    """``values`` (Python numbers and 0-d arrays, on the host or on a device) as Python floats: the
+    device ones are read back together, in one copy (the running sums of a training loop)."""
+    values = list(values)
+    cupy = _cupy()
+    on_device = [i for i, v in enumerate(values) if cupy is not None and isinstance(v, cupy.ndarray)]
+    out = [None if i in on_device else float(v) for i, v in enumerate(values)] if on_device else \
+        [float(v) for v in values]
+    if on_device:
+        host = cupy.asnumpy(cupy.stack([values[i].reshape(()).astype(np.float64) for i in on_device]))
+        for j, i in enumerate(on_device):
+            out[i] = float(host[j])
+    return out
+
+
 def to_device_of(like: Array, a: ArrayLike) -> Array:
     """``a`` (host data: a mask from the host generator, index arrays) on the device of ``like``;
     unchanged when ``like`` is not a CuPy array."""
@@ -495,6 +510,52 @@ def to_backend(a: Optional[ArrayLike], backend: str) -> Optional[Array]:
     return _cuda.require_gpu().asarray(a)
 
 
+def batch_to_device(arrays: Iterable[np.ndarray]) -> list:
+    """A batch's host arrays on the current device, copied without making the host wait: each goes
+    through a pinned (page-locked) host buffer, and the copy is queued on the current stream
+    (ordered before the kernels that use it; a copy from pageable memory may wait for the stream).
+    Pinned buffers alternate between two sets; a set is refilled once the copies that last read it
+    (two batches ago) are done."""
+    cupy = _cuda.require_gpu()
+    device_id = cupy.cuda.Device().id
+    staging = _STAGING.get(device_id)
+    if staging is None:
+        staging = _STAGING[device_id] = _PinnedStaging()
+    return staging.copy(cupy, [np.ascontiguousarray(a) for a in arrays])
+
+
+class _PinnedStaging:
+    """The pinned buffers of ``batch_to_device`` on one device: two sets, used in turn."""
+
+    def __init__(self) -> None:
+        self.buffers: list = [[], []]   # per set: [pinned memory, its size in bytes] per array
+        self.copied: list = [None, None]  # per set: the event after its last copies
+        self.turn = 0
+
+    def copy(self, cupy, arrays: list) -> list:
+        turn, self.turn = self.turn, 1 - self.turn
+        if self.copied[turn] is not None:
+            self.copied[turn].synchronize()  # that set's copies finished (normally long ago)
+        buffers = self.buffers[turn]
+        stream = cupy.cuda.get_current_stream()
+        out = []
+        for k, a in enumerate(arrays):
+            if k == len(buffers):
+                buffers.append([None, -1])
+            if buffers[k][1] < a.nbytes:
+                buffers[k] = [cupy.cuda.alloc_pinned_memory(max(a.nbytes, 1)), a.nbytes]
+            staged = np.frombuffer(buffers[k][0], a.dtype, a.size).reshape(a.shape)
+            staged[...] = a
+            device = cupy.empty(a.shape, a.dtype)
+            device.set(staged, stream=stream)
+            out.append(device)
+        event = cupy.cuda.Event(block=False, disable_timing=True)
+        event.record(stream)
+        self.copied[turn] = event
+        return out
+
+
+_STAGING: dict = {}  # device id -> _PinnedStaging
 _SCATTER_ROWS = {_F32: _core.scatter_add_rows_f32, _F64: _core.scatter_add_rows_f64}
 _OPTIMIZER_STEPS = {_F32: _core.optim_step_f32, _F64: _core.optim_step_f64}
 

@@ -32,6 +32,10 @@ class Callback:
     ``chief_only``: in data-parallel training, only rank 0 runs it (the callbacks that write files)."""
 
     chief_only = False
+    # True: it reads the logs of batch hooks only when it needs them and before the next batch
+    # (ProgbarLogger, when it draws); a model on a GPU then gives it logs that read the device on
+    # first access instead of reading them back after every batch.
+    lazy_logs = False
 
     def __init__(self) -> None:
         self.params: Optional[Dict[str, Any]] = None

@@ -64,6 +64,11 @@ class CallbackList(Callback):
         """Whether any callback acts on ``hook`` (e.g. "on_train_batch_end")."""
         return hook in self._listeners
 
+    def reads_logs_eagerly(self, hook: str) -> bool:
+        """Whether some listener of ``hook`` is not ``lazy_logs`` (it may read the logs at any time)."""
+        return any(not getattr(getattr(f, "__self__", None), "lazy_logs", False)
+                   for f in self._listeners.get(hook, ()))
+
     def append(self, callback: Callback) -> None:
         self.callbacks.append(callback)
         if self.params is not None:

@@ -13,7 +13,10 @@ __all__ = ["ProgbarLogger"]
 
 class ProgbarLogger(Callback):
     """Prints the Keras progress bar during fit/evaluate/predict ("Epoch 3/10" first when
-    epochs > 1). The logs it receives are running means, shown as given."""
+    epochs > 1). The logs it receives are running means, shown as given; it reads them only when
+    it draws (``lazy_logs``)."""
+
+    lazy_logs = True
 
     def __init__(self) -> None:
         super().__init__()

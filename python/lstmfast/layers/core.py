@@ -316,12 +316,14 @@ class Embedding(Layer):
     def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         return _first_shape(input_shape) + (self.output_dim,)
 
-    def _indices(self, inputs):
-        x = _as_array(inputs)
-        if x.dtype.kind not in "iu":
-            if x.dtype.kind not in "fb":
-                raise TypeError(f"Embedding {self.name!r} needs integer indices, got dtype {x.dtype}")
-            x = x.astype(np.intp)
+    _checked_ids = None  # the device copy of ids the caller checked on the host (see check_indices)
+
+    def check_indices(self, ids, device_copy=None) -> None:
+        """ValueError (naming the index and its position) unless every id lies in ``[0, input_dim)``.
+        ``device_copy``: the device array the caller made of these host ``ids``; the layer then
+        does not check it again, which would read it back from the device (Model's step on a GPU
+        checks each batch on the host before it copies it)."""
+        x = _as_array(ids)
         if x.size:
             lo, hi = x.min(), x.max()
             if lo < 0 or hi >= self.input_dim:
@@ -329,6 +331,17 @@ class Embedding(Layer):
                 where = tuple(int(i) for i in np.argwhere(x == bad)[0])
                 raise ValueError(f"Embedding {self.name!r}: index {int(bad)} at position {where} is out of range "
                                  f"for input_dim={self.input_dim} (valid: 0..{self.input_dim - 1})")
+        self._checked_ids = device_copy
+
+    def _indices(self, inputs):
+        x = _as_array(inputs)
+        checked = x is self._checked_ids
+        if x.dtype.kind not in "iu":
+            if x.dtype.kind not in "fb":
+                raise TypeError(f"Embedding {self.name!r} needs integer indices, got dtype {x.dtype}")
+            x = x.astype(np.intp)
+        if not checked:
+            self.check_indices(x)
         return x
 
     def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
