@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from .. import activations, backend, ops
-from .._typing import Arrays, InputShape, Mask, OutputShape
+from .._typing import Array, Arrays, InputShape, Mask, OutputShape
 from ..activations import ActivationLike
 from ..initializers import InitializerLike
 from .base import (
@@ -318,7 +318,7 @@ class Embedding(Layer):
 
     _checked_ids = None  # the device copy of ids the caller checked on the host (see check_indices)
 
-    def check_indices(self, ids, device_copy=None) -> None:
+    def check_indices(self, ids: Array, device_copy: Optional[Array] = None) -> None:
         """ValueError (naming the index and its position) unless every id lies in ``[0, input_dim)``.
         ``device_copy``: the device array the caller made of these host ``ids``; the layer then
         does not check it again, which would read it back from the device (Model's step on a GPU
