@@ -35,6 +35,7 @@ import lstmfast.cuda as lcuda
 from lstmfast import ops
 from lstmfast.cuda import _kernels
 from lstmfast.cuda import ops as cuda_ops
+from lstmfast.cuda import optim as cuda_optim
 
 from conftest import Side
 from test_ops import GRAD_FIELDS, OUTPUT_FIELDS, TOLERANCES, host, small_case
@@ -62,11 +63,11 @@ def _param(text):
     return m.group(1).replace(" *", "*"), m.group(2)
 
 
-def kernel_params(kernel):
-    """[(type, name)] of the __global__ kernel in lstm_kernels.cu."""
-    src = _strip_comments(_kernels.read(_kernels.KERNEL_FILE))
+def kernel_params(kernel, file=_kernels.KERNEL_FILE):
+    """[(type, name)] of the __global__ kernel in ``file`` (lstm_kernels.cu unless given)."""
+    src = _strip_comments(_kernels.read(file))
     m = re.search(rf"__global__\s+void\s+{kernel}\s*\(([^)]*)\)", src)
-    assert m, f"{kernel} not found in {_kernels.KERNEL_FILE}"
+    assert m, f"{kernel} not found in {file}"
     return [_param(p) for p in m.group(1).split(",")]
 
 
@@ -134,7 +135,8 @@ def test_name_expressions_cover_every_kernel_and_dtype():
 
 def test_every_cu_file_is_compiled_by_these_tests():
     cu_files = sorted(f for f in os.listdir(_kernels.KERNEL_DIR) if f.endswith(".cu"))
-    assert cu_files == [_kernels.KERNEL_FILE], "a new .cu file needs its own compile test here"
+    assert cu_files == [_kernels.KERNEL_FILE, _kernels.OPTIM_KERNEL_FILE], \
+        "a new .cu file needs its own compile test here"
 
 
 def _nvcc_driver(tmp_path):
@@ -162,6 +164,29 @@ def test_kernels_compile_with_nvcc(arch, tmp_path):
             assert f"{len(kernel)}{kernel}{ctype}".encode() in data, (kernel, ctype)
 
 
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
+@pytest.mark.parametrize("arch", NVCC_ARCHS)
+def test_optimizer_kernels_compile_with_nvcc(arch, tmp_path):
+    names = _kernels.optim_name_expressions()
+    assert names == ["optim_update<float>", "optim_update<double>", "optim_clip_scales"]
+    driver = tmp_path / "optim_driver.cu"
+    driver.write_text(f'#include "{_kernels.OPTIM_KERNEL_FILE}"\n'
+                      f"const void* const* lstmfast_optim_instantiations() {{\n"
+                      f"  static const void* const kernels[] = {{{', '.join(f'(const void*)&{n}' for n in names)}}};\n"
+                      f"  return kernels;\n}}\n")
+    cubin = tmp_path / f"optim_{arch}.cubin"
+    cmd = [NVCC, *_kernels.OPTIM_OPTIONS, "-cubin", f"-arch={arch}", "-Werror", "all-warnings", "-I",
+           _kernels.KERNEL_DIR, "-o", str(cubin), str(driver)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout}\n{result.stderr}"
+    data = cubin.read_bytes()
+    for mangled in (b"12optim_updateIfE", b"12optim_updateIdE", b"17optim_clip_scales"):
+        assert mangled in data, mangled
+    source = _kernels.optim_source()
+    assert "#include" not in source.replace("#include <math.h>", "")
+    assert _kernels.read(_kernels.OPTIM_HEADER_FILE) in source
+
+
 def _nvrtc():
     """CuPy's NVRTC bindings when they load (no GPU needed), else None."""
     try:
@@ -174,15 +199,22 @@ def _nvrtc():
     return nvrtc
 
 
-def test_kernels_compile_with_nvrtc_as_cupy_does():
+NVRTC_MODULES = {"lstm": (_kernels.source, _kernels.name_expressions, _kernels.OPTIONS, _kernels.KERNEL_FILE, 8),
+                 "optim": (_kernels.optim_source, _kernels.optim_name_expressions, _kernels.OPTIM_OPTIONS,
+                           _kernels.OPTIM_KERNEL_FILE, 3)}
+
+
+@pytest.mark.parametrize("module", list(NVRTC_MODULES))
+def test_kernels_compile_with_nvrtc_as_cupy_does(module):
     nvrtc = _nvrtc()
     if nvrtc is None:
         pytest.skip("CuPy's NVRTC bindings do not load (CuPy or the NVRTC library is missing)")
+    source, name_expressions, module_options, file_name, count = NVRTC_MODULES[module]
     # The options CuPy's RawModule adds: -arch for the device, default device functions, -ftz=true.
-    options = _kernels.OPTIONS + ("-arch=compute_80", "--device-as-default-execution-space", "-ftz=true")
-    program = nvrtc.createProgram(_kernels.source(), "lstm_kernels.cu", (), ())
+    options = module_options + ("-arch=compute_80", "--device-as-default-execution-space", "-ftz=true")
+    program = nvrtc.createProgram(source(), file_name, (), ())
     try:
-        for name in _kernels.name_expressions():
+        for name in name_expressions():
             nvrtc.addNameExpression(program, name)
         try:
             nvrtc.compileProgram(program, options)
@@ -190,8 +222,8 @@ def test_kernels_compile_with_nvrtc_as_cupy_does():
             pytest.fail(f"NVRTC failed:\n{nvrtc.getProgramLog(program)}")
         log = nvrtc.getProgramLog(program).strip("\x00 \n")
         assert log == "", f"NVRTC warnings:\n{log}"
-        lowered = {name: nvrtc.getLoweredName(program, name) for name in _kernels.name_expressions()}
-        assert len(set(lowered.values())) == len(lowered) == 8, lowered
+        lowered = {name: nvrtc.getLoweredName(program, name) for name in name_expressions()}
+        assert len(set(lowered.values())) == len(lowered) == count, lowered
         ptx = nvrtc.getPTX(program)
         ptx = ptx if isinstance(ptx, str) else ptx.decode("ascii", "replace")
         for mangled in lowered.values():
@@ -204,7 +236,7 @@ def test_kernels_compile_with_nvrtc_as_cupy_does():
 # runs the element function for n = 0 .. B*H-1, i.e. the kernel with every thread in turn. The
 # parameter lists are generated from lstm_kernels.cu, so they match what the GPU path passes.
 def _host_source():
-    lines = [f'#include "{_kernels.HEADER_FILE}"', 'extern "C" {']
+    lines = [f'#include "{_kernels.HEADER_FILE}"', f'#include "{_kernels.OPTIM_HEADER_FILE}"', 'extern "C" {']
     for kernel, element in ELEMENT_OF.items():
         params = kernel_params(kernel)
         for ctype in ("float", "double"):
@@ -212,8 +244,58 @@ def _host_source():
             names = ", ".join(n for _, n in params)
             lines += [f"void {kernel}_{ctype}({decl}) {{",
                       f"  for (long long n = 0; n < B * H; ++n) lstmfast::{element}<{ctype}>(n, {names});", "}"]
+    lines += _host_optim_source()
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+# The optimizer kernels as host loops over the same pointer tables and element functions
+# (optim_rules.cuh): every variable, every element in turn, then (clip scales) the last block's work.
+_HOST_OPTIM_UPDATE = """
+  const lstmfast::OptimScalars<{T}> k(lr, momentum, one_minus_beta_1, one_minus_beta_2, rho, one_minus_rho, epsilon,
+                                      clip_value, clipvalue, decay_keep);
+  for (long long v = 0; v < n_vars; ++v) {{
+    const long long* row = table + v * 7;
+    {T}* var = ({T}*)row[0];
+    const {T}* grad = (const {T}*)row[1];
+    const {T} grad_scale = scales ? {T}(scales[v]) : {T}(1);
+    for (long long i = 0; i < row[6]; ++i)
+      lstmfast::optim_element<{T}>(rule, i, var, grad, ({T}*)row[2], ({T}*)row[3], ({T}*)row[4], scales != nullptr,
+                                   grad_scale, k);
+  }}
+  (void)total; (void)chunk;
+"""
+_HOST_CLIP_SCALES = """
+  double all = 0;
+  for (long long v = 0; v < n_vars; ++v) {
+    const long long* row = table + v * 4;
+    for (long long i = 0; i < row[3]; ++i) {
+      const double x = row[1] ? ((const double*)row[0])[i] : (double)((const float*)row[0])[i];
+      sq[v] += x * x;
+    }
+  }
+  for (long long v = 0; v < n_vars; ++v) all += sq[v];
+  for (long long v = 0; v < n_vars; ++v) {
+    scales[v] = lstmfast::clip_scale(mode, clip, sq[v], all);
+    sq[v] = 0;
+  }
+  *done = 0;
+  (void)total; (void)chunk;
+"""
+
+
+def _host_optim_source():
+    def decl(params, ctype="T"):
+        return ", ".join(f"{t.replace('T*', ctype + '*')} {n}" for t, n in params)
+
+    lines = []
+    params = kernel_params(_kernels.OPTIM_UPDATE, _kernels.OPTIM_KERNEL_FILE)
+    for ctype in ("float", "double"):
+        lines += [f"void {_kernels.OPTIM_UPDATE}_{ctype}({decl(params, ctype)}) {{",
+                  _HOST_OPTIM_UPDATE.format(T=ctype), "}"]
+    params = kernel_params(_kernels.OPTIM_CLIP_SCALES, _kernels.OPTIM_KERNEL_FILE)
+    lines += [f"void {_kernels.OPTIM_CLIP_SCALES}({decl(params)}) {{", _HOST_CLIP_SCALES, "}"]
+    return lines
 
 
 def build_host_library(root):
@@ -224,7 +306,8 @@ def build_host_library(root):
     src = root / "lstm_host.cpp"
     src.write_text(_host_source())
     lib = root / "liblstm_host.so"
-    cmd = [GXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Wpedantic", "-Werror",
+    cmd = [GXX, "-std=c++17", "-O2", "-ffp-contract=off", "-shared", "-fPIC", "-Wall", "-Wextra", "-Wpedantic",
+           "-Werror",
            "-I", _kernels.KERNEL_DIR, "-o", str(lib), str(src)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout}\n{result.stderr}"
@@ -232,9 +315,10 @@ def build_host_library(root):
 
 
 def test_pointwise_math_compiles_as_host_code(host_library):
-    for kernel in _kernels.KERNEL_NAMES:
+    for kernel in _kernels.KERNEL_NAMES + (_kernels.OPTIM_UPDATE,):
         for ctype in ("float", "double"):
             assert hasattr(host_library, f"{kernel}_{ctype}")
+    assert hasattr(host_library, _kernels.OPTIM_CLIP_SCALES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,6 +384,25 @@ class Transfers:
         cls.sites.append(f"{how} at {where}")
 
 
+class Launches:
+    """Counts the work the stand-in's arrays queue on the device: every ufunc call (an elementwise
+    or reduction kernel in CuPy), every assignment into a device array (a copy kernel) and every
+    raw-kernel launch (HostKernel, HostOptimKernel). ``kernels`` lists the raw kernels by name."""
+
+    count = 0
+    kernels: list = []
+
+    @classmethod
+    def reset(cls):
+        cls.count, cls.kernels = 0, []
+
+    @classmethod
+    def record(cls, kernel=None):
+        cls.count += 1
+        if kernel is not None:
+            cls.kernels.append(kernel)
+
+
 class FakeDeviceArray(np.ndarray):
     """A NumPy array posing as a cupy.ndarray on GPU ``device_id``.
 
@@ -315,6 +418,25 @@ class FakeDeviceArray(np.ndarray):
 
     def __array_wrap__(self, obj, context=None, return_scalar=False):
         return super().__array_wrap__(obj, context, False)  # a 0-d result stays on the device
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        Launches.record()  # one CuPy kernel
+        plain = [np.asarray(a).view(np.ndarray) if isinstance(a, FakeDeviceArray) else a for a in inputs]
+        if out is not None:
+            kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, FakeDeviceArray) else o for o in out)
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return None if result is None else _stay_on(result, self.device_id)
+
+    def __setitem__(self, key, value):
+        Launches.record()  # a copy (or fill) kernel
+        np.ndarray.__setitem__(self, key, value)
+
+    @property
+    def data(self):
+        """``a.data.ptr``: the address of the first element (a host address in the stand-in)."""
+        return types.SimpleNamespace(ptr=self.ctypes.data)
 
     def __getitem__(self, key):
         return _stay_on(super().__getitem__(key), self.device_id)  # one element: a 0-d device array
@@ -503,6 +625,62 @@ class HostKernel:
                 c_args.append(value.ctypes.data)
         self.function(*c_args)
         self.launches += 1
+        Launches.record(self.kernel)
+
+
+_C_POINTERS = {"const long long*": np.int64, "double*": np.float64, "const double*": np.float64,
+               "unsigned int*": np.uint32}
+
+
+class HostOptimKernel:
+    """One optimizer kernel (optim_kernels.cu) called CuPy's way, run by the host library over the
+    same pointer table. Checks the launch as HostKernel does: argument count and types, the
+    table's shape and element numbering, a grid of ceil(total / chunk) blocks of OPTIM_THREADS, and
+    (clip scales) that the running sums and block counter are zero at launch."""
+
+    def __init__(self, library, kernel, dtype=None):
+        self.kernel = kernel
+        self.params = kernel_params(kernel, _kernels.OPTIM_KERNEL_FILE)
+        self.width = 7 if kernel == _kernels.OPTIM_UPDATE else 4
+        self.function = getattr(library, kernel if dtype is None else f"{kernel}_{_kernels.C_TYPES[np.dtype(dtype)]}")
+        self.function.restype = None
+        self.function.argtypes = [{"long long": ctypes.c_longlong, "int": ctypes.c_int, "double": ctypes.c_double}
+                                  .get(t, ctypes.c_void_p) for t, _ in self.params]
+
+    def __call__(self, grid, block, args):
+        assert len(args) == len(self.params), f"{self.kernel}: {len(args)} arguments for {len(self.params)}"
+        named = dict(zip((n for _, n in self.params), args))
+        device = FakeDevice.current[-1]
+        c_args = []
+        for (ctype, name), value in zip(self.params, args):
+            where = f"{self.kernel} argument {name}"
+            if ctype in ("long long", "int", "double"):
+                want = {"long long": np.int64, "int": np.int32, "double": np.float64}[ctype]
+                assert type(value) is want, f"{where}: {type(value).__name__}, want {ctype}"
+                c_args.append(value.item())
+            elif value is None:
+                assert name == "scales", f"{where} is null"
+                c_args.append(None)
+            else:
+                assert isinstance(value, FakeDeviceArray), f"{where}: {type(value).__name__}"
+                assert value.dtype == _C_POINTERS[ctype], f"{where}: dtype {value.dtype}"
+                assert value.flags.c_contiguous and value.device_id == device, where
+                c_args.append(value.ctypes.data)
+        n, table, total, chunk = (int(named[k]) if k != "table" else named[k] for k in ("n_vars", "table", "total",
+                                                                                       "chunk"))
+        assert table.shape == (n, self.width), (self.kernel, table.shape)
+        sizes = table[:, -1].view(np.ndarray)
+        assert (table[:, -2].view(np.ndarray) == np.cumsum(sizes) - sizes).all() and sizes.sum() == total > 0
+        assert block == (_kernels.OPTIM_THREADS,) and len(grid) == 1
+        assert (grid[0] - 1) * chunk < total <= grid[0] * chunk, (grid, chunk, total)
+        for name in ("scales", "sq"):
+            assert named.get(name) is None or named[name].shape == (n,), name
+        if self.kernel == _kernels.OPTIM_CLIP_SCALES:
+            assert named["done"].shape == (1,)
+            assert not named["sq"].view(np.ndarray).any() and not named["done"].view(np.ndarray).any(), \
+                "the running sums must be zero between launches"
+        self.function(*c_args)
+        Launches.record(self.kernel)
 
 
 def _host_only(function):
@@ -529,6 +707,11 @@ def install_emulation(monkeypatch, host_library, **fake_options):
         return kernels[dtype]
 
     monkeypatch.setattr(_kernels, "get", get)
+    clip_scales = HostOptimKernel(host_library, _kernels.OPTIM_CLIP_SCALES)
+    optim = {dtype: _kernels.OptimKernels(HostOptimKernel(host_library, _kernels.OPTIM_UPDATE, dtype), clip_scales)
+             for dtype in _kernels.C_TYPES}
+    monkeypatch.setattr(_kernels, "get_optim", lambda dtype: optim[np.dtype(dtype)])
+    monkeypatch.setattr(cuda_optim, "_SCRATCH", {})
     return cp
 
 
@@ -718,6 +901,100 @@ def test_arrays_on_another_device_run_there(emulated):
         assert value.device_id == 1
     _, ref_grads = run_cpu(args, incoming)
     assert_allclose(np.asarray(grads.dkernel), ref_grads.dkernel, **TOLERANCES[np.float32])
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) The fused optimizer step on the device: the CPU step's results, in one launch per dtype (and
+# one more for the scales of clipping by norm), whatever the number of variables.
+# ---------------------------------------------------------------------------------------------
+
+from test_fused_optim import CASES as OPTIM_CASES  # noqa: E402
+from test_fused_optim import EXTRAS as OPTIM_EXTRAS  # noqa: E402
+from test_fused_optim import RULES as OPTIM_RULES  # noqa: E402
+from test_fused_optim import SHAPES as OPTIM_SHAPES  # noqa: E402
+
+
+def run_optimizer(cls, cfg, dtypes, to_device, steps=4, nan=False, launches=None):
+    """``steps`` steps of ``cls(**cfg)`` on variables of OPTIM_SHAPES (dtype per variable from
+    ``dtypes``, cycled) placed by ``to_device``; returns host copies of (variables, slots) and
+    appends the launches of each step to ``launches``."""
+    rng = np.random.default_rng(3)
+    dts = [dtypes[i % len(dtypes)] for i in range(len(OPTIM_SHAPES))]
+    params = [to_device(rng.normal(size=s).astype(dt)) for s, dt in zip(OPTIM_SHAPES, dts)]
+    opt = getattr(lstmfast.optimizers, cls)(**cfg)
+    for step in range(steps):
+        grads = [(rng.normal(size=s) * 3).astype(dt) for s, dt in zip(OPTIM_SHAPES, dts)]
+        if nan and step == 1:
+            grads[0][0, 0], grads[0][1, 2], grads[3][5] = np.nan, np.inf, -np.inf
+        grads = [to_device(g) for g in grads]
+        Launches.reset()
+        opt.apply_gradients(zip(grads, params))
+        if launches is not None:
+            launches.append(list(Launches.kernels) if Launches.count == len(Launches.kernels) else Launches.count)
+    assert opt._fused_vars is not None  # the fused step ran, on both sides
+    return [ops.to_numpy(p) for p in params], opt.get_state()["slots"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("cls,cfg,extra", OPTIM_CASES,
+                         ids=[f"{c}-{OPTIM_RULES.index((c, k))}-{e}" for c, k, e in OPTIM_CASES])
+def test_fused_optimizer_step_on_the_device_equals_the_cpu_step(cls, cfg, extra, dtype, emulated):
+    cfg = {**cfg, **OPTIM_EXTRAS[extra]}
+    want_p, want_s = run_optimizer(cls, cfg, [dtype], lambda a: a)
+    launches = []
+    got_p, got_s = run_optimizer(cls, cfg, [dtype], emulated.to_device, launches=launches)
+    clips = extra in ("clipnorm", "global_clipnorm")
+    # each step: the scales of clipping by norm (when asked), then one update of every variable
+    assert launches == [[_kernels.OPTIM_CLIP_SCALES] * clips + [_kernels.OPTIM_UPDATE]] * 4, launches
+    for got, want in zip(got_p + got_s, want_p + want_s):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        if clips:  # the norms are summed in another order (in float64 on the device)
+            assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-7)
+        else:      # the same operations, rounded the same way
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("extra", ["clipvalue", "global_clipnorm", "clipnorm"])
+def test_fused_optimizer_step_on_the_device_propagates_nan_and_inf(extra, emulated):
+    cfg = {"learning_rate": 0.01, **({"clipvalue": 2.0} if extra == "clipvalue" else OPTIM_EXTRAS[extra])}
+    want_p, want_s = run_optimizer("Adam", cfg, [np.float32], lambda a: a, nan=True)
+    got_p, got_s = run_optimizer("Adam", cfg, [np.float32], emulated.to_device, nan=True)
+    assert np.isnan(want_p[0]).any()
+    for got, want in zip(got_p + got_s, want_p + want_s):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_fused_optimizer_step_on_the_device_with_two_dtypes(emulated):
+    cfg = {"learning_rate": 0.01, "global_clipnorm": 2.0, "weight_decay": 0.05}
+    want_p, want_s = run_optimizer("Adam", cfg, [np.float32, np.float64], lambda a: a)
+    launches = []
+    got_p, got_s = run_optimizer("Adam", cfg, [np.float32, np.float64], emulated.to_device, launches=launches)
+    # one global norm over both dtypes; the scales of each dtype's variables gathered for its update
+    assert launches == [[_kernels.OPTIM_CLIP_SCALES] + [_kernels.OPTIM_UPDATE] * 2] * 4, launches
+    for got, want in zip(got_p + got_s, want_p + want_s):
+        assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_fused_optimizer_step_on_the_device_refuses_bad_arguments(emulated):
+    step = cuda_optim.FusedStep(np.float32)
+    v = emulated.to_device(np.zeros((2, 3), np.float32))
+    m = emulated.to_device(np.zeros((2, 3), np.float32))
+    hyper = (0.1, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, 1.0)
+    with pytest.raises(ValueError, match=r"rule must be a rule code 0..9 \(cpp/optim.h\), got 10"):
+        step(10, [v], [m], [()], *hyper)
+    with pytest.raises(ValueError, match=r"gradient 0 must have shape \(2, 3\) \(its variable's\), got \(3, 2\)"):
+        step(0, [v], [m.reshape(3, 2)], [()], *hyper)
+    with pytest.raises(TypeError, match=r"gradient 0 must have dtype float32, got float64"):
+        step(0, [v], [m.astype(np.float64)], [()], *hyper)
+    with pytest.raises(TypeError, match=r"gradient 0 must be a cupy.ndarray, got ndarray"):
+        step(0, [v], [np.zeros((2, 3), np.float32)], [()], *hyper)
+    with pytest.raises(ValueError, match=r"rule 1 needs 1 slots per variable, got 0 for variable 0"):
+        step(1, [v], [m], [()], *hyper)
+    with pytest.raises(ValueError, match=r"the gradient of variable 0 shares memory with variable 0"):
+        step(0, [v], [v], [()], *hyper)
+    with pytest.raises(ValueError, match=r"exactly one of clipnorm and global_clipnorm"):
+        cuda_optim.clip_scales([m], None, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -914,17 +1191,53 @@ class StepReads(lstmfast.callbacks.Callback):
         self.epochs.append(Transfers.count - self._epoch_start)
 
 
-TRAINING_MODELS = {"tutorial": tutorial_model, "char-rnn": char_rnn_model}
+def clipped_model():
+    """The tutorial's shape with Adam(global_clipnorm): the gradient norm stays on the device."""
+    model, x, y = tutorial_model()
+    model.compile(optimizer=lstmfast.optimizers.Adam(global_clipnorm=0.5), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    return model, x, y
+
+
+def masked_classifier_model():
+    """Embedding(mask_zero) -> LSTM -> Dense: the mask and the lengths come from the host ids."""
+    model = Sequential([Embedding(20, 5, mask_zero=True), LSTM(6), Dense(1, activation="sigmoid")])
+    model.compile(optimizer=lstmfast.optimizers.RMSprop(clipnorm=1.0), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    rng = np.random.default_rng(8)
+    return model, _padded_ids(rng, 24, 7, 20), (rng.random((24, 1)) < 0.5).astype(np.float32)
+
+
+# The optimizer kernels each model's step launches (the clip-scales kernel for clipnorm/global_clipnorm).
+TRAINING_MODELS = {"tutorial": (tutorial_model, 1), "char-rnn": (char_rnn_model, 1),
+                   "global-clipnorm": (clipped_model, 2), "masked": (masked_classifier_model, 2),
+                   "masked-sequences": (masked_model, 1), "masked-loss": (masked_sequence_model, 1)}
+
+
+class OptimizerLaunches:
+    """The device work of each optimizer step (from Launches), around ``optimizer.apply_gradients``."""
+
+    def __init__(self, optimizer, monkeypatch):
+        self.steps = []
+        real = optimizer.apply_gradients
+
+        def counted(pairs):
+            before = (Launches.count, len(Launches.kernels))
+            real(pairs)
+            self.steps.append((Launches.count - before[0], Launches.kernels[before[1]:]))
+
+        monkeypatch.setattr(optimizer, "apply_gradients", counted)
 
 
 @pytest.mark.parametrize("verbose", [0, 1], ids=["verbose0", "progbar"])
 @pytest.mark.parametrize("name", list(TRAINING_MODELS))
-def test_a_training_step_reads_nothing_back_from_the_device(name, verbose, emulated, capsys):
-    build = TRAINING_MODELS[name]
+def test_a_training_step_reads_nothing_back_from_the_device(name, verbose, emulated, capsys, monkeypatch):
+    build, optimizer_kernels = TRAINING_MODELS[name]
     _, cpu_history, _ = fit_model(build, "cpu")
     lf_backend.set_random_seed(3)
     model, x, y = build()
     reads = StepReads()
+    launches = OptimizerLaunches(model.optimizer, monkeypatch)
     lstmfast.set_backend("cuda")
     try:
         Transfers.reset()
@@ -940,6 +1253,34 @@ def test_a_training_step_reads_nothing_back_from_the_device(name, verbose, emula
         f"step {i}: {', '.join(sites)}" for i, sites in enumerate(reads.sites) if sites)
     # the epoch's loss and metrics come back in one copy (the progress bar draws from it too)
     assert reads.epochs[1:] == [1, 1], Transfers.sites
+    # each optimizer step: one launch for all the variables (after the clip scales, when clipping by norm)
+    kernels = [_kernels.OPTIM_CLIP_SCALES] * (optimizer_kernels - 1) + [_kernels.OPTIM_UPDATE]
+    assert launches.steps == [(optimizer_kernels, kernels)] * (3 * steps), launches.steps
+
+
+def test_segment_sums_on_the_device_read_nothing_back(emulated):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((9, 4)).astype(np.float32)
+    starts = np.array([0, 2, 3, 7])
+    Transfers.reset()
+    got = ops.segment_sum(emulated.to_device(a), starts)
+    assert Transfers.count == 0 and isinstance(got, FakeDeviceArray)
+    assert_allclose(np.asarray(got), np.add.reduceat(a, starts, axis=0), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"increasing segment starts from 0 below 9, got \[0, 3, 3\]"):
+        ops.segment_sum(emulated.to_device(a), [0, 3, 3])
+
+
+def test_a_device_array_mirrored_from_the_host_reads_back_its_host_values(emulated):
+    host = np.array([[True, False], [True, True]])
+    like = emulated.to_device(np.zeros(1, np.float32))
+    device = ops.mirrored_on_device(like, host)
+    assert isinstance(device, FakeDeviceArray) and (np.asarray(device) == host).all()
+    Transfers.reset()
+    back = ops.to_numpy(device)
+    assert Transfers.count == 0 and (back == host).all() and not back.flags.writeable
+    assert ops.mirrored_on_device(host, host) is host  # host data for the host: unchanged
+    ops.to_numpy(device.copy())
+    assert Transfers.count == 1  # another device array is read as usual
 
 
 def test_a_callback_reading_batch_logs_gets_floats_at_one_read_per_step(emulated):

@@ -436,7 +436,9 @@ class Model:
             count = float(pred.shape[0])
             if mask is not None and pred.ndim == 3:
                 m = mask.astype(pred.dtype)
-                denom = m.sum()
+                # counted on the host: a device mask made from host values (an Embedding's) is not read back
+                host = ops.to_numpy(mask)
+                denom = m.sum() if host is mask else host.astype(pred.dtype).sum()
                 count = float(denom)
                 m *= (m.size / denom) if denom > 0 else 0.0
                 sw = m if sw is None else m * (sw[:, None] if np.ndim(sw) == 1 else sw)

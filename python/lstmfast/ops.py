@@ -35,9 +35,10 @@ to convert what it can or to raise its message.
 """
 from __future__ import annotations
 
+import math
 import sys
 from types import ModuleType
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -46,10 +47,12 @@ from . import _core
 from . import cuda as _cuda
 from ._results import LSTMGradients, LSTMOutput
 from ._typing import Array
+from .cuda import optim as _cuda_optim
 
 __all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTMCache", "RECURRENT_ACTIVATIONS",
            "BACKENDS", "set_backend", "get_backend", "array_module", "as_array", "to_numpy", "to_device_of",
-           "to_backend", "batch_to_device", "to_floats", "scatter_add", "segment_sum", "optimizer_step_kernel"]
+           "to_backend", "batch_to_device", "to_floats", "mirrored_on_device", "scatter_add", "segment_sum",
+           "optimizer_step_kernel", "clip_scales"]
 
 RECURRENT_ACTIVATIONS = {"sigmoid": 0, "hard_sigmoid": 1}
 BACKENDS = ("cpu", "cuda")
@@ -470,6 +473,9 @@ def to_numpy(a: ArrayLike) -> np.ndarray:
         return a
     cupy = _cupy()
     if cupy is not None and isinstance(a, cupy.ndarray):
+        kept = _MIRRORS.get(id(a))
+        if kept is not None and kept[0] is a:
+            return kept[1]  # made from these host values (mirrored_on_device): no read
         return cupy.asnumpy(a)
     return np.asarray(a)
 
@@ -497,6 +503,25 @@ def to_device_of(like: Array, a: ArrayLike) -> Array:
         return a
     with like.device:
         return cupy.asarray(a)
+
+
+def mirrored_on_device(like: Array, a: np.ndarray) -> Array:
+    """``a`` on the device of ``like`` (as ``to_device_of``), with ``a`` remembered as its host
+    values: ``to_numpy`` of the result gives them back, read-only, without reading the device. For
+    host data the host needs again, like the masks and lengths a training step derives from its
+    batch. Neither array may change afterwards. The last ``_MIRRORS_KEPT`` are remembered."""
+    device = to_device_of(like, a)
+    if device is not a:
+        host = a.view()
+        host.flags.writeable = False
+        _MIRRORS[id(device)] = (device, host)
+        if len(_MIRRORS) > _MIRRORS_KEPT:
+            del _MIRRORS[next(iter(_MIRRORS))]  # the oldest
+    return device
+
+
+_MIRRORS: dict = {}  # id(device array) -> (that array, its host values, read-only)
+_MIRRORS_KEPT = 64
 
 
 def to_backend(a: Optional[ArrayLike], backend: str) -> Optional[Array]:
@@ -561,14 +586,45 @@ _OPTIMIZER_STEPS = {_F32: _core.optim_step_f32, _F64: _core.optim_step_f64}
 
 
 def optimizer_step_kernel(variables: Iterable[Array], dtype: DTypeLike) -> Optional[Callable[..., None]]:
-    """The C++ fused optimizer step (``_core.optim_step_f32``/``_f64``, ``cpp/optim.h``) for
-    ``variables`` of ``dtype``, or None when it cannot take them (not all C-contiguous NumPy
-    arrays, another dtype, GPU arrays): the optimizer then runs its array-module rules."""
-    kernel = _OPTIMIZER_STEPS.get(np.dtype(dtype))
-    if kernel is None or not all(type(v) is np.ndarray and v.dtype == dtype and _engine_ready(np, v)
-                                 for v in variables):
+    """The fused optimizer step for ``variables`` of ``dtype``: the C++ one (``_core.optim_step_f32``/
+    ``_f64``, ``cpp/optim.h``) for C-contiguous NumPy arrays, the CUDA one (``lstmfast.cuda.optim``:
+    the same rules, signature and rounding, one launch for all the variables) for C-contiguous CuPy
+    arrays on one device; None when neither takes them (another dtype, strided or mixed arrays):
+    the optimizer then runs its array-module rules."""
+    dtype = np.dtype(dtype)
+    kernel = _OPTIMIZER_STEPS.get(dtype)
+    variables = list(variables)
+    if kernel is None:
         return None
-    return kernel
+    if all(type(v) is np.ndarray and v.dtype == dtype and _engine_ready(np, v) for v in variables):
+        return kernel
+    cupy = _cupy()
+    if variables and cupy is not None and all(isinstance(v, cupy.ndarray) and v.dtype == dtype and
+                                              v.flags.c_contiguous and v.device.id == variables[0].device.id
+                                              for v in variables):
+        return _cuda_optim.FusedStep(dtype)
+    return None
+
+
+def clip_scales(grads: Sequence[Array], clipnorm: Optional[float],
+                global_clipnorm: Optional[float]) -> Optional[Union[List[float], Array]]:
+    """The factors that clip ``grads`` by norm (one of ``clipnorm``, ``global_clipnorm``), one per
+    gradient, or None for "leave them as they are": ``clipnorm`` scales a gradient of L2 norm
+    ``n > clipnorm`` by ``clipnorm / n``; ``global_clipnorm`` scales all by ``global_clipnorm / n``
+    when their global norm ``n`` exceeds it, by NaN when ``n`` is not finite (Keras). NumPy
+    gradients (C-contiguous, float32/float64): Python floats from norms summed on the host. CuPy
+    gradients: a float64 device array computed on the device in one launch (nothing is read back),
+    which the fused step (``optimizer_step_kernel``) takes as it is."""
+    if grads and type(grads[0]) is not np.ndarray and array_module(grads[0]) is not np:
+        return _cuda_optim.clip_scales(grads, clipnorm, global_clipnorm)
+    sq = [float(np.dot(g.reshape(-1), g.reshape(-1))) for g in grads]
+    if clipnorm is not None:
+        c = clipnorm
+        return [c / math.sqrt(s) if math.sqrt(s) > c else 1.0 for s in sq]
+    c, norm = global_clipnorm, math.sqrt(sum(sq))
+    if norm > c or not math.isfinite(norm):
+        return [c / norm if math.isfinite(norm) else math.nan] * len(grads)
+    return None
 
 
 _GEMMS = {_F32: _core.gemm_f32, _F64: _core.gemm_f64}
@@ -676,9 +732,19 @@ def scatter_add(out: Array, index: Array, rows: Array) -> None:
 
 
 def segment_sum(a: Array, starts: ArrayLike) -> Array:
-    """``np.add.reduceat(a, starts, axis=0)`` for ``a`` on its own device (CuPy has no reduceat:
-    computed on the host and copied back)."""
+    """``np.add.reduceat(a, starts, axis=0)`` for ``a`` on its own device, with ``starts`` on the
+    host: increasing segment starts, the first 0. CuPy has no reduceat: there each row is added to
+    its segment's sum (``scatter_add``, segment ids made on the host), and nothing is read back."""
     if type(a) is np.ndarray:
         return np.add.reduceat(a, starts, axis=0)
-    return to_device_of(a, np.add.reduceat(to_numpy(a), to_numpy(starts), axis=0))
+    starts = np.asarray(starts)
+    if len(a) == 0:
+        return array_module(a).zeros((len(starts),) + a.shape[1:], a.dtype)
+    if len(starts) == 0 or starts[0] != 0 or (np.diff(starts) <= 0).any() or starts[-1] >= len(a):
+        raise ValueError(f"segment_sum on a device needs increasing segment starts from 0 below {len(a)}, got "
+                         f"{starts.tolist()}")
+    segment = np.repeat(np.arange(len(starts)), np.diff(starts, append=len(a)))  # [rows] segment of each row
+    out = array_module(a).zeros((len(starts),) + a.shape[1:], a.dtype)
+    scatter_add(out, to_device_of(a, segment), a)
+    return out
 

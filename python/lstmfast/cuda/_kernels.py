@@ -1,9 +1,12 @@
-"""Loads the CUDA kernels: ``lstm_kernels.cu`` with ``lstm_pointwise.cuh`` inlined, compiled once per
-process and device by ``cupy.RawModule`` (and cached on disk by CuPy across processes).
+"""Loads the CUDA kernels: ``lstm_kernels.cu`` with ``lstm_pointwise.cuh`` inlined, and
+``optim_kernels.cu`` with ``optim_rules.cuh`` inlined, each compiled once per process and device by
+``cupy.RawModule`` (and cached on disk by CuPy across processes).
 
-Two families: the step kernels (one launch per time step, between cuBLAS GEMMs; any size) and the
-sequence kernels (all steps in one cooperative launch, weights held in shared memory; small
-batches, where launches dominate). ``lstmfast.cuda.ops`` chooses between them."""
+Two LSTM families: the step kernels (one launch per time step, between cuBLAS GEMMs; any size) and
+the sequence kernels (all steps in one cooperative launch, weights held in shared memory; small
+batches, where launches dominate). ``lstmfast.cuda.ops`` chooses between them. The optimizer
+kernels (one launch per step and dtype, ``lstmfast.cuda.optim``) are built without fused
+multiply-adds, so that they round like the C++ step."""
 from __future__ import annotations
 
 import functools
@@ -21,6 +24,13 @@ C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 # CuPy adds -arch for the current device and -ftz=true (float32 denormals flush to zero).
 OPTIONS = ("-std=c++17",)
 THREADS_PER_BLOCK = 256
+OPTIM_KERNEL_FILE = "optim_kernels.cu"
+OPTIM_HEADER_FILE = "optim_rules.cuh"
+OPTIM_UPDATE = "optim_update"            # templated on T
+OPTIM_CLIP_SCALES = "optim_clip_scales"  # one for every dtype
+# No FMA contraction: each multiply and add rounded on its own, as cpp/optim_cpu.cpp (-ffp-contract=off).
+OPTIM_OPTIONS = OPTIONS + ("--fmad=false",)
+OPTIM_THREADS = 256                      # kOptimThreads in optim_kernels.cu
 
 
 def read(name: str) -> str:
@@ -28,19 +38,29 @@ def read(name: str) -> str:
         return f.read()
 
 
-def source() -> str:
+def source(kernel_file: str = KERNEL_FILE, header_file: str = HEADER_FILE) -> str:
     """The kernel source as one string: the header is pasted in place of its #include, so CuPy's
     cache key (a hash of the source text) changes whenever either file does."""
-    include = f'#include "{HEADER_FILE}"'
-    kernels = read(KERNEL_FILE)
+    include = f'#include "{header_file}"'
+    kernels = read(kernel_file)
     if include not in kernels:
-        raise RuntimeError(f"{KERNEL_FILE} no longer includes {HEADER_FILE}")
-    return kernels.replace(include, read(HEADER_FILE), 1)
+        raise RuntimeError(f"{kernel_file} no longer includes {header_file}")
+    return kernels.replace(include, read(header_file), 1)
+
+
+def optim_source() -> str:
+    """The optimizer kernels' source (``optim_kernels.cu`` with ``optim_rules.cuh`` pasted in)."""
+    return source(OPTIM_KERNEL_FILE, OPTIM_HEADER_FILE)
 
 
 def name_expressions() -> list:
     """Template instantiations to compile, e.g. ``lstm_forward_step<float>``."""
     return [f"{kernel}<{ctype}>" for kernel in KERNEL_NAMES + SEQUENCE_NAMES for ctype in C_TYPES.values()]
+
+
+def optim_name_expressions() -> list:
+    """The optimizer kernels to compile: ``optim_update<float>``, ``<double>``, ``optim_clip_scales``."""
+    return [f"{OPTIM_UPDATE}<{ctype}>" for ctype in C_TYPES.values()] + [OPTIM_CLIP_SCALES]
 
 
 class Kernels(NamedTuple):
@@ -57,10 +77,38 @@ class SequenceKernels(NamedTuple):
     backward: object
 
 
+class OptimKernels(NamedTuple):
+    """The optimizer kernels for one dtype, called CuPy's way: ``kernel((blocks,), (threads,), args)``."""
+
+    update: object       # optim_update<T>
+    clip_scales: object  # optim_clip_scales (the same for every dtype)
+
+
 @functools.lru_cache(maxsize=None)
 def _module():
     import cupy
     return cupy.RawModule(code=source(), options=OPTIONS, name_expressions=name_expressions())
+
+
+@functools.lru_cache(maxsize=None)
+def _optim_module():
+    import cupy
+    return cupy.RawModule(code=optim_source(), options=OPTIM_OPTIONS, name_expressions=optim_name_expressions())
+
+
+@functools.lru_cache(maxsize=None)
+def _optim_functions_on(device_id: int, dtype: np.dtype) -> OptimKernels:
+    import cupy
+    with cupy.cuda.Device(device_id):
+        module = _optim_module()
+        return OptimKernels(module.get_function(f"{OPTIM_UPDATE}<{C_TYPES[dtype]}>"),
+                            module.get_function(OPTIM_CLIP_SCALES))
+
+
+def get_optim(dtype) -> OptimKernels:
+    """The optimizer kernels for ``dtype`` (float32 or float64) on the current device; compiles on first use."""
+    import cupy
+    return _optim_functions_on(cupy.cuda.Device().id, np.dtype(dtype))
 
 
 @functools.lru_cache(maxsize=None)

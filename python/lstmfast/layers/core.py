@@ -317,6 +317,7 @@ class Embedding(Layer):
         return _first_shape(input_shape) + (self.output_dim,)
 
     _checked_ids = None  # the device copy of ids the caller checked on the host (see check_indices)
+    _checked_host = None  # and those host ids
 
     def check_indices(self, ids: Array, device_copy: Optional[Array] = None) -> None:
         """ValueError (naming the index and its position) unless every id lies in ``[0, input_dim)``.
@@ -331,7 +332,7 @@ class Embedding(Layer):
                 where = tuple(int(i) for i in np.argwhere(x == bad)[0])
                 raise ValueError(f"Embedding {self.name!r}: index {int(bad)} at position {where} is out of range "
                                  f"for input_dim={self.input_dim} (valid: 0..{self.input_dim - 1})")
-        self._checked_ids = device_copy
+        self._checked_ids, self._checked_host = device_copy, (None if device_copy is None else x)
 
     def _indices(self, inputs):
         x = _as_array(inputs)
@@ -360,7 +361,10 @@ class Embedding(Layer):
     def compute_mask(self, inputs: Arrays, mask: Mask = None) -> Mask:
         if not self.mask_zero:
             return None
-        return _as_array(inputs) != 0
+        x = _as_array(inputs)
+        if x is self._checked_ids:  # ids checked on the host: the mask too is made there, and kept
+            return ops.mirrored_on_device(x, self._checked_host != 0)
+        return x != 0
 
     def get_config(self) -> dict:
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,

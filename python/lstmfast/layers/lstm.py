@@ -259,7 +259,8 @@ class LSTM(Layer):
                 mask = mask[0]
             if mask is not None:
                 # The mask only steers index bookkeeping (_MaskPlan), done on the host: from the GPU
-                # that is one small [B,T] copy; the index arrays go back to index the data there.
+                # that is one small [B,T] copy, none when the mask was made from host values (an
+                # Embedding's, see ops.mirrored_on_device); the index arrays go back to the device.
                 mask = ops.to_numpy(_as_array(mask, bool))
                 if mask.shape != (B, T):
                     raise ValueError(f"LSTM {self.name!r}: mask must have shape (batch, timesteps) = {(B, T)}, "
@@ -276,7 +277,7 @@ class LSTM(Layer):
             plan = _MaskPlan(mask, self.go_backwards, self.zero_output_for_mask)
             gather = tuple(ops.to_device_of(x, i) for i in plan.gather_x)
             x_tm = xp.ascontiguousarray(x[gather], dtype=dt)                  # [T,B,X] compacted
-            lengths = ops.to_device_of(x, plan.lengths)
+            lengths = ops.mirrored_on_device(x, plan.lengths)  # the engine checks them on the host
         input_mask = recurrent_mask = None  # drawn in this order: input mask first
         if training and self.dropout:
             input_mask = ops.to_device_of(x, _dropout_mask(self._rng, (B, x.shape[2]), self.dropout, dt))  # [B,X]

@@ -23,8 +23,11 @@ range, where each operation is several times slower.
 Slots (moments, accumulators) are kept per variable, keyed by position in the list given to
 ``build`` (or to the first ``apply_gradients``): the model must always pass the same ordered list.
 ``get_state`` returns them variable-major: for variable 0 every slot in ``slot_names`` order, then
-variable 1, and so on. Variables on the GPU (CuPy arrays) keep their slots beside them; the
-NumPy rules run there too (through CuPy's ufuncs), and ``get_state`` gives NumPy copies.
+variable 1, and so on. Variables on the GPU (CuPy arrays) keep their slots beside them, and
+``get_state`` gives NumPy copies. There steps 2-4 run fused too (``lstmfast.cuda.optim``: the same
+per-element operations, one kernel launch per dtype for all its variables, and one more computing
+the scales of clipping by norm on the device: the step reads nothing back); the NumPy rules run
+there through CuPy's ufuncs where the fused step does not apply.
 
 Keras 2's keywords, which Keras 3 rejects, are accepted by every optimizer class with a
 DeprecationWarning naming the new spelling (``_keras2_arguments``, applied to each subclass's
@@ -335,14 +338,7 @@ class Optimizer:
         scales = None
         if self.clipnorm is not None or self.global_clipnorm is not None:
             grads = self._checked_grads(grads, variables)
-            sq = [float(np.dot(g.reshape(-1), g.reshape(-1))) for g in grads]
-            if self.clipnorm is not None:
-                c = self.clipnorm
-                scales = [c / math.sqrt(s) if math.sqrt(s) > c else 1.0 for s in sq]
-            else:
-                c, norm = self.global_clipnorm, math.sqrt(sum(sq))
-                if norm > c or not math.isfinite(norm):
-                    scales = [c / norm if math.isfinite(norm) else math.nan] * len(grads)
+            scales = ops.clip_scales(grads, self.clipnorm, self.global_clipnorm)  # on the device of the grads
         keep = 1.0 - lr * self.weight_decay if self.weight_decay else 1.0
         single = len(self._fused_vars) == 1
         if not single and scales is None:   # several dtypes: check all first, so no step is half done
@@ -363,13 +359,17 @@ class Optimizer:
         self.iterations += 1
 
     def _checked_grads(self, grads, variables) -> list:
-        """The gradients as C-contiguous arrays of their variable's dtype, shapes checked."""
+        """The gradients as C-contiguous arrays of their variable's dtype, shapes checked, where
+        the variables are (host or device)."""
         out = []
+        xp = ops.array_module(variables[0]) if variables else np
         for i, (g, v) in enumerate(zip(grads, variables)):
             shape = self._shapes[i]
             if getattr(g, "shape", None) != shape or v.shape != shape:
                 self._bad_pair(i, g, v)
-            if not (isinstance(g, np.ndarray) and g.dtype == v.dtype and g.flags.c_contiguous and g.flags.aligned):
+            if xp is not np:
+                g = xp.ascontiguousarray(xp.asarray(g, dtype=v.dtype))
+            elif not (isinstance(g, np.ndarray) and g.dtype == v.dtype and g.flags.c_contiguous and g.flags.aligned):
                 g = np.array(g, dtype=v.dtype, order="C")  # the fused kernel's layout (aligned too)
             out.append(g)
         return out

@@ -1,0 +1,165 @@
+// Per-element math of the fused optimizer step on the GPU: the body of optim_kernels.cu. The rules,
+// their slots and the order of operations are those of cpp/optim.h / cpp/optim_cpu.cpp (run_rule),
+// operation for operation: each multiply and add rounded separately in T (the kernels are compiled
+// with --fmad=false, as the C++ with -ffp-contract=off), every scalar given in double and rounded
+// once to T. With the same inputs the two agree bitwise; so does optimizers' NumPy reference.
+//
+// Plain C++ marked LF_HD, like lstm_pointwise.cuh: NVRTC and nvcc compile it as __host__ __device__,
+// g++ as host code, so the tests run this exact math (and compare it with the C++ step) without a GPU.
+#pragma once
+
+#if defined(__CUDACC__)
+#define LF_HD __host__ __device__ __forceinline__
+#else
+#include <math.h>
+#define LF_HD inline
+#endif
+
+namespace lstmfast {
+
+// Rule codes of cpp/optim.h (OptimRule) and the slots each reads and writes, in that order.
+enum OptimRuleCode : int {
+  kSgd = 0,                      // var -= lr g
+  kSgdMomentum = 1,              // slots: m
+  kSgdNesterov = 2,              // slots: m
+  kAdam = 3,                     // slots: m, v         (lr holds alpha = lr sqrt(1-b2^t) / (1-b1^t))
+  kAdamAmsgrad = 4,              // slots: m, v, vhat
+  kRmsprop = 5,                  // slots: v
+  kRmspropMomentum = 6,          // slots: v, m
+  kRmspropCentered = 7,          // slots: v, mg
+  kRmspropCenteredMomentum = 8,  // slots: v, m, mg
+  kAdagrad = 9,                  // slots: acc
+};
+constexpr int kOptimRuleCount = 10;
+
+// Clipping by norm (the scales a step multiplies each gradient by): none, per variable, global.
+enum ClipMode : int { kClipNone = 0, kClipNorm = 1, kClipGlobalNorm = 2 };
+
+LF_HD double lf_sqrt(double v) { return sqrt(v); }
+LF_HD float lf_sqrt(float v) { return sqrtf(v); }
+LF_HD bool lf_finite(double v) { return v - v == 0.0; }  // false for inf and NaN
+
+// The gradient scale of one variable, as optimizers/base.py computes it on the host: clipnorm
+// scales a gradient of norm sqrt(sq) > clip by clip / sqrt(sq); global_clipnorm scales all by
+// clip / norm when the global norm sqrt(total_sq) exceeds clip, and by NaN when it is not finite.
+LF_HD double clip_scale(int mode, double clip, double sq, double total_sq) {
+  if (mode == kClipNorm) {
+    const double norm = lf_sqrt(sq);
+    return norm > clip ? clip / norm : 1.0;
+  }
+  if (mode == kClipGlobalNorm) {
+    const double norm = lf_sqrt(total_sq);
+    if (norm > clip || !lf_finite(norm)) return lf_finite(norm) ? clip / norm : norm - norm;  // NaN
+  }
+  return 1.0;
+}
+
+// The step's scalars, each rounded once to T (cpp/optim_cpu.cpp's run_rule does the same).
+template <typename T>
+struct OptimScalars {
+  T lr, mu, c1, c2, rho, crho, eps, cv, ncv, keep;
+  bool clip, decay;
+  LF_HD OptimScalars(double lr_, double momentum, double one_minus_beta_1, double one_minus_beta_2, double rho_,
+                     double one_minus_rho, double epsilon, int clip_value, double clipvalue, double decay_keep)
+      : lr(T(lr_)), mu(T(momentum)), c1(T(one_minus_beta_1)), c2(T(one_minus_beta_2)), rho(T(rho_)),
+        crho(T(one_minus_rho)), eps(T(epsilon)), cv(T(clipvalue)), ncv(T(-clipvalue)), keep(T(decay_keep)),
+        clip(clip_value != 0), decay(decay_keep != 1.0) {}
+};
+
+// One element i of one variable. grad_scale multiplies the gradient when scale is set (clipping
+// by norm); then clipvalue, decoupled weight decay, and the rule. Slot pointers the rule does not
+// use may be null.
+template <typename T>
+LF_HD void optim_element(int rule, long long i, T* var, const T* grad, T* s0, T* s1, T* s2, bool scale,
+                         T grad_scale, const OptimScalars<T>& k) {
+  T g = grad[i];
+  if (scale) g = g * grad_scale;
+  if (k.clip) {  // np.minimum(g, c) then np.maximum(g, -c); NaN stays NaN
+    g = g > k.cv ? k.cv : g;
+    g = g < k.ncv ? k.ncv : g;
+  }
+  T w = var[i];
+  if (k.decay) w = w * k.keep;
+  if (rule == kSgd) {
+    T d = g * k.lr;
+    w = w - d;
+  } else if (rule == kSgdMomentum || rule == kSgdNesterov) {
+    const T d = g * k.lr;
+    T m = s0[i] * k.mu;
+    m = m - d;
+    s0[i] = m;
+    if (rule == kSgdMomentum) {
+      w = w + m;
+    } else {
+      T s = m * k.mu;
+      s = s - d;
+      w = w + s;
+    }
+  } else if (rule == kAdam || rule == kAdamAmsgrad) {
+    T m = s0[i], v = s1[i];
+    T s = g - m;
+    s = s * k.c1;
+    m = m + s;
+    T g2 = g * g;
+    g2 = g2 - v;
+    g2 = g2 * k.c2;
+    v = v + g2;
+    s0[i] = m;
+    s1[i] = v;
+    if (rule == kAdamAmsgrad) {
+      T vh = s2[i];
+      vh = (vh > v || vh != vh) ? vh : v;  // np.maximum: NaN from either side wins
+      s2[i] = vh;
+      v = vh;
+    }
+    s = lf_sqrt(v);
+    s = s + k.eps;
+    T d = m * k.lr;
+    d = d / s;
+    w = w - d;
+  } else if (rule == kAdagrad) {
+    T acc = s0[i];
+    T s = g * g;
+    acc = acc + s;
+    s0[i] = acc;
+    s = acc + k.eps;
+    s = lf_sqrt(s);
+    T d = g * k.lr;
+    d = d / s;
+    w = w - d;
+  } else {  // rmsprop family: slots v, then m (momentum), then mg (centered)
+    const bool mom = rule == kRmspropMomentum || rule == kRmspropCenteredMomentum;
+    const bool centered = rule == kRmspropCentered || rule == kRmspropCenteredMomentum;
+    T v = s0[i] * k.rho;
+    T s = g * g;
+    s = s * k.crho;
+    v = v + s;
+    s0[i] = v;
+    if (centered) {
+      T* mgp = mom ? s2 : s1;
+      T mg = mgp[i] * k.rho;
+      s = g * k.crho;
+      mg = mg + s;
+      mgp[i] = mg;
+      s = mg * mg;
+      s = v - s;
+      s = s + k.eps;
+    } else {
+      s = v + k.eps;
+    }
+    s = lf_sqrt(s);
+    T d = g * k.lr;
+    d = d / s;
+    if (mom) {
+      T m = s1[i] * k.mu;
+      m = m + d;
+      s1[i] = m;
+      w = w - m;
+    } else {
+      w = w - d;
+    }
+  }
+  var[i] = w;
+}
+
+}  // namespace lstmfast
