@@ -34,6 +34,7 @@ import lstmfast
 import lstmfast.cuda as lcuda
 from lstmfast import ops
 from lstmfast.cuda import _kernels
+from lstmfast.cuda import activations as lcuda_activations
 from lstmfast.cuda import ops as cuda_ops
 from lstmfast.cuda import optim as cuda_optim
 
@@ -135,7 +136,7 @@ def test_name_expressions_cover_every_kernel_and_dtype():
 
 def test_every_cu_file_is_compiled_by_these_tests():
     cu_files = sorted(f for f in os.listdir(_kernels.KERNEL_DIR) if f.endswith(".cu"))
-    assert cu_files == [_kernels.KERNEL_FILE, _kernels.OPTIM_KERNEL_FILE], \
+    assert cu_files == sorted([_kernels.ACTIVATION_KERNEL_FILE, _kernels.KERNEL_FILE, _kernels.OPTIM_KERNEL_FILE]), \
         "a new .cu file needs its own compile test here"
 
 
@@ -187,6 +188,30 @@ def test_optimizer_kernels_compile_with_nvcc(arch, tmp_path):
     assert _kernels.read(_kernels.OPTIM_HEADER_FILE) in source
 
 
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
+@pytest.mark.parametrize("arch", NVCC_ARCHS)
+def test_activation_kernels_compile_with_nvcc(arch, tmp_path):
+    names = _kernels.activation_name_expressions()
+    assert len(names) == 8
+    driver = tmp_path / "activation_driver.cu"
+    driver.write_text(f'#include "{_kernels.ACTIVATION_KERNEL_FILE}"\n'
+                      f"const void* const* lstmfast_activation_instantiations() {{\n"
+                      f"  static const void* const kernels[] = {{{', '.join(f'(const void*)&{n}' for n in names)}}};\n"
+                      f"  return kernels;\n}}\n")
+    cubin = tmp_path / f"activation_{arch}.cubin"
+    cmd = [NVCC, *_kernels.OPTIONS, "-cubin", f"-arch={arch}", "-Werror", "all-warnings", "-I",
+           _kernels.KERNEL_DIR, "-o", str(cubin), str(driver)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout}\n{result.stderr}"
+    data = cubin.read_bytes()
+    for kernel in _kernels.ACTIVATION_NAMES:
+        for ctype in ("If", "Id"):
+            assert f"{len(kernel)}{kernel}{ctype}".encode() in data, (kernel, ctype)
+    source = _kernels.activation_source()
+    assert "#include" not in source.replace("#include <math.h>", "")
+    assert _kernels.read(_kernels.ACTIVATION_HEADER_FILE) in source
+
+
 def _nvrtc():
     """CuPy's NVRTC bindings when they load (no GPU needed), else None."""
     try:
@@ -201,7 +226,9 @@ def _nvrtc():
 
 NVRTC_MODULES = {"lstm": (_kernels.source, _kernels.name_expressions, _kernels.OPTIONS, _kernels.KERNEL_FILE, 8),
                  "optim": (_kernels.optim_source, _kernels.optim_name_expressions, _kernels.OPTIM_OPTIONS,
-                           _kernels.OPTIM_KERNEL_FILE, 3)}
+                           _kernels.OPTIM_KERNEL_FILE, 3),
+                 "activation": (_kernels.activation_source, _kernels.activation_name_expressions, _kernels.OPTIONS,
+                                _kernels.ACTIVATION_KERNEL_FILE, 8)}
 
 
 @pytest.mark.parametrize("module", list(NVRTC_MODULES))
@@ -236,7 +263,8 @@ def test_kernels_compile_with_nvrtc_as_cupy_does(module):
 # runs the element function for n = 0 .. B*H-1, i.e. the kernel with every thread in turn. The
 # parameter lists are generated from lstm_kernels.cu, so they match what the GPU path passes.
 def _host_source():
-    lines = [f'#include "{_kernels.HEADER_FILE}"', f'#include "{_kernels.OPTIM_HEADER_FILE}"', 'extern "C" {']
+    lines = [f'#include "{_kernels.HEADER_FILE}"', f'#include "{_kernels.OPTIM_HEADER_FILE}"',
+             f'#include "{_kernels.ACTIVATION_HEADER_FILE}"', 'extern "C" {']
     for kernel, element in ELEMENT_OF.items():
         params = kernel_params(kernel)
         for ctype in ("float", "double"):
@@ -245,6 +273,7 @@ def _host_source():
             lines += [f"void {kernel}_{ctype}({decl}) {{",
                       f"  for (long long n = 0; n < B * H; ++n) lstmfast::{element}<{ctype}>(n, {names});", "}"]
     lines += _host_optim_source()
+    lines += _host_activation_source()
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -314,8 +343,43 @@ def build_host_library(root):
     return ctypes.CDLL(str(lib))
 
 
+# The activation kernels as host loops over the same element functions (activation_rules.cuh):
+# every element, or every row in turn with its reductions summed in order.
+_HOST_ACTIVATION = {
+    "activation_forward": "for (long long i = 0; i < n; ++i) y[i] = lstmfast::activation_value<{T}>(code, x[i]);",
+    "activation_backward": "for (long long i = 0; i < n; ++i) dx[i] = lstmfast::activation_grad<{T}>(code, x[i], "
+                           "y[i], dy[i]);",
+    "softmax_forward": """
+  for (long long r = 0; r < rows; ++r) {{
+    const {T}* xr = x + r * cols;
+    {T}* yr = y + r * cols;
+    {T} m = xr[0], s = 0;
+    for (long long c = 0; c < cols; ++c) m = (xr[c] > m || xr[c] != xr[c]) ? xr[c] : m;
+    for (long long c = 0; c < cols; ++c) s += (yr[c] = lstmfast::softmax_exp(xr[c], m));
+    for (long long c = 0; c < cols; ++c) yr[c] = yr[c] / s;
+  }}""",
+    "softmax_backward": """
+  for (long long r = 0; r < rows; ++r) {{
+    {T} dot = 0;
+    for (long long c = 0; c < cols; ++c) dot += dy[r * cols + c] * y[r * cols + c];
+    for (long long c = 0; c < cols; ++c) dx[r * cols + c] = lstmfast::softmax_grad(y[r * cols + c], dy[r * cols + c],
+                                                                                  dot);
+  }}""",
+}
+
+
+def _host_activation_source():
+    lines = []
+    for kernel in _kernels.ACTIVATION_NAMES:
+        params = kernel_params(kernel, _kernels.ACTIVATION_KERNEL_FILE)
+        for ctype in ("float", "double"):
+            decl = ", ".join(f"{t.replace('T*', ctype + '*')} {n}" for t, n in params)
+            lines += [f"void {kernel}_{ctype}({decl}) {{", _HOST_ACTIVATION[kernel].format(T=ctype), "}"]
+    return lines
+
+
 def test_pointwise_math_compiles_as_host_code(host_library):
-    for kernel in _kernels.KERNEL_NAMES + (_kernels.OPTIM_UPDATE,):
+    for kernel in _kernels.KERNEL_NAMES + (_kernels.OPTIM_UPDATE,) + _kernels.ACTIVATION_NAMES:
         for ctype in ("float", "double"):
             assert hasattr(host_library, f"{kernel}_{ctype}")
     assert hasattr(host_library, _kernels.OPTIM_CLIP_SCALES)
@@ -683,6 +747,46 @@ class HostOptimKernel:
         Launches.record(self.kernel)
 
 
+class HostActivationKernel:
+    """One activation kernel (activation_kernels.cu) called CuPy's way, run by the host library.
+    Checks the launch as HostKernel does: argument count and types, dtypes, contiguity, the device,
+    equal sizes, a valid activation code, and a grid that covers every element (the elementwise
+    kernels stride: any grid of ACTIVATION_THREADS) or every row (one warp per row)."""
+
+    def __init__(self, library, kernel, dtype):
+        self.kernel, self.dtype = kernel, np.dtype(dtype)
+        self.params = kernel_params(kernel, _kernels.ACTIVATION_KERNEL_FILE)
+        self.function = getattr(library, f"{kernel}_{_kernels.C_TYPES[self.dtype]}")
+        self.function.restype = None
+        self.function.argtypes = [_C_SCALARS[t][1] if t in _C_SCALARS else ctypes.c_void_p for t, _ in self.params]
+
+    def __call__(self, grid, block, args):
+        assert len(args) == len(self.params), f"{self.kernel}: {len(args)} arguments for {len(self.params)} parameters"
+        assert block == (_kernels.ACTIVATION_THREADS,) and len(grid) == 1 and grid[0] >= 1, (grid, block)
+        named = dict(zip((n for _, n in self.params), args))
+        device = FakeDevice.current[-1]
+        elements = int(named["n"]) if "n" in named else int(named["rows"]) * int(named["cols"])
+        if "rows" in named:
+            assert grid[0] * (_kernels.ACTIVATION_THREADS // 32) >= int(named["rows"]) > 0, (grid, named["rows"])
+            assert int(named["cols"]) > 0
+        else:
+            assert int(named["code"]) in lcuda_activations.CODES.values(), named["code"]
+        c_args = []
+        for (ctype, name), value in zip(self.params, args):
+            where = f"{self.kernel} argument {name}"
+            if ctype in _C_SCALARS:
+                assert type(value) is _C_SCALARS[ctype][0], f"{where}: {type(value).__name__}, want {ctype}"
+                c_args.append(int(value))
+            else:
+                assert isinstance(value, FakeDeviceArray), f"{where}: {type(value).__name__}"
+                assert value.dtype == self.dtype and value.flags.c_contiguous, f"{where}: {value.dtype}"
+                assert value.device_id == device, f"{where}: on GPU {value.device_id}, launch on GPU {device}"
+                assert value.size == elements, f"{where}: {value.size} elements, want {elements}"
+                c_args.append(value.ctypes.data)
+        self.function(*c_args)
+        Launches.record(self.kernel)
+
+
 def _host_only(function):
     def checked(*args, **kwargs):
         for name, a in [*enumerate(args), *kwargs.items()]:
@@ -711,6 +815,10 @@ def install_emulation(monkeypatch, host_library, **fake_options):
     optim = {dtype: _kernels.OptimKernels(HostOptimKernel(host_library, _kernels.OPTIM_UPDATE, dtype), clip_scales)
              for dtype in _kernels.C_TYPES}
     monkeypatch.setattr(_kernels, "get_optim", lambda dtype: optim[np.dtype(dtype)])
+    activation = {dtype: _kernels.ActivationKernels(*(HostActivationKernel(host_library, k, dtype)
+                                                      for k in _kernels.ACTIVATION_NAMES))
+                  for dtype in _kernels.C_TYPES}
+    monkeypatch.setattr(_kernels, "get_activation", lambda dtype: activation[np.dtype(dtype)])
     monkeypatch.setattr(cuda_optim, "_SCRATCH", {})
     return cp
 

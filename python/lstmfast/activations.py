@@ -11,6 +11,9 @@ Names (Keras 3 semantics): ``linear`` (also None), ``relu``, ``sigmoid``, ``tanh
 instead), ``softplus``, ``softsign``, ``elu`` (alpha 1), ``selu``, ``swish``/``silu``, ``gelu`` (exact
 ``x * Phi(x)``, Keras 3's default ``approximate=False``), ``exponential``.
 
+On a GPU (CuPy arrays) every activation but linear runs as one kernel (``lstmfast.cuda.activations``,
+the same formulas per element), through ``ops.device_activation``.
+
 At a kink (relu at 0, hard_sigmoid at +-3) the derivative taken is that of the open side the
 output lies on (relu: 0 at x = 0, as Keras/TensorFlow).
 """
@@ -21,6 +24,7 @@ from typing import Any, Callable, Dict, Union
 
 import numpy as np
 
+from . import ops
 from ._typing import Array
 
 __all__ = ["Activation", "get", "serialize", "deserialize", "ACTIVATIONS", "linear", "relu", "sigmoid",
@@ -40,10 +44,18 @@ class Activation:
         self._backward = backward
 
     def __call__(self, x: Array) -> Array:
+        if type(x) is not np.ndarray:  # a device array: one kernel where the engine has one
+            y = ops.device_activation(self.name, x)
+            if y is not None:
+                return y
         return self._forward(x)
 
     def backward(self, x: Array, y: Array, dy: Array) -> Array:
         """``dL/dx`` from the input ``x``, the output ``y`` and ``dL/dy`` (``dy`` is not modified)."""
+        if type(dy) is not np.ndarray:
+            dx = ops.device_activation_grad(self.name, x, y, dy)
+            if dx is not None:
+                return dx
         return self._backward(x, y, dy)
 
     def __repr__(self) -> str:

@@ -47,12 +47,13 @@ from . import _core
 from . import cuda as _cuda
 from ._results import LSTMGradients, LSTMOutput
 from ._typing import Array
+from .cuda import activations as _cuda_activations
 from .cuda import optim as _cuda_optim
 
 __all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTMCache", "RECURRENT_ACTIVATIONS",
            "BACKENDS", "set_backend", "get_backend", "array_module", "as_array", "to_numpy", "to_device_of",
            "to_backend", "batch_to_device", "to_floats", "mirrored_on_device", "scatter_add", "segment_sum",
-           "optimizer_step_kernel", "clip_scales"]
+           "optimizer_step_kernel", "clip_scales", "device_activation", "device_activation_grad"]
 
 RECURRENT_ACTIVATIONS = {"sigmoid": 0, "hard_sigmoid": 1}
 BACKENDS = ("cpu", "cuda")
@@ -748,3 +749,42 @@ def segment_sum(a: Array, starts: ArrayLike) -> Array:
     scatter_add(out, to_device_of(a, segment), a)
     return out
 
+
+
+def _activation_operands(cupy, arrays) -> bool:
+    """Whether ``arrays`` suit the activation kernels: C-contiguous float32/float64 CuPy arrays of
+    one shape, dtype and device, not empty."""
+    first = arrays[0]
+    if first.dtype not in _FLOATS or first.size == 0:
+        return False
+    device_id = first.device.id
+    return all(isinstance(a, cupy.ndarray) and a.dtype == first.dtype and a.shape == first.shape
+               and a.flags.c_contiguous and a.device.id == device_id for a in arrays)
+
+
+def device_activation(name: str, x: Array) -> Optional[Array]:
+    """``name(x)`` (an activation of ``lstmfast.activations``) by one GPU kernel, as a new array, for
+    a C-contiguous float32/float64 CuPy array ``x``; None where no kernel applies (host arrays,
+    other dtypes, strided or empty arrays, activations without a kernel): the caller's formula runs
+    then."""
+    cupy = _cupy()
+    if cupy is None or not isinstance(x, cupy.ndarray) or not (
+            name in _cuda_activations.CODES or (name == _cuda_activations.SOFTMAX and x.ndim)):
+        return None
+    if not _activation_operands(cupy, (x,)):
+        return None
+    with x.device:
+        return _cuda_activations.forward(cupy, name, x)
+
+
+def device_activation_grad(name: str, x: Array, y: Array, dy: Array) -> Optional[Array]:
+    """``dL/dx`` of ``name`` by one GPU kernel, from its input ``x``, output ``y`` and ``dy = dL/dy``
+    (``device_activation``'s conditions, for all three alike); None where no kernel applies."""
+    cupy = _cupy()
+    if cupy is None or not isinstance(dy, cupy.ndarray) or not (
+            name in _cuda_activations.CODES or (name == _cuda_activations.SOFTMAX and dy.ndim)):
+        return None
+    if not _activation_operands(cupy, (dy, x, y)):
+        return None
+    with dy.device:
+        return _cuda_activations.backward(cupy, name, x, y, dy)

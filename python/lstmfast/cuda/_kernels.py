@@ -1,12 +1,14 @@
-"""Loads the CUDA kernels: ``lstm_kernels.cu`` with ``lstm_pointwise.cuh`` inlined, and
-``optim_kernels.cu`` with ``optim_rules.cuh`` inlined, each compiled once per process and device by
-``cupy.RawModule`` (and cached on disk by CuPy across processes).
+"""Loads the CUDA kernels: ``lstm_kernels.cu`` with ``lstm_pointwise.cuh`` inlined,
+``optim_kernels.cu`` with ``optim_rules.cuh`` and ``activation_kernels.cu`` with
+``activation_rules.cuh``, each compiled once per process and device by ``cupy.RawModule`` (and
+cached on disk by CuPy across processes).
 
 Two LSTM families: the step kernels (one launch per time step, between cuBLAS GEMMs; any size) and
 the sequence kernels (all steps in one cooperative launch, weights held in shared memory; small
 batches, where launches dominate). ``lstmfast.cuda.ops`` chooses between them. The optimizer
 kernels (one launch per step and dtype, ``lstmfast.cuda.optim``) are built without fused
-multiply-adds, so that they round like the C++ step."""
+multiply-adds, so that they round like the C++ step. The activation kernels (``lstmfast.cuda.activations``)
+run a layer activation or its gradient in one launch."""
 from __future__ import annotations
 
 import functools
@@ -31,6 +33,10 @@ OPTIM_CLIP_SCALES = "optim_clip_scales"  # one for every dtype
 # No FMA contraction: each multiply and add rounded on its own, as cpp/optim_cpu.cpp (-ffp-contract=off).
 OPTIM_OPTIONS = OPTIONS + ("--fmad=false",)
 OPTIM_THREADS = 256                      # kOptimThreads in optim_kernels.cu
+ACTIVATION_KERNEL_FILE = "activation_kernels.cu"
+ACTIVATION_HEADER_FILE = "activation_rules.cuh"
+ACTIVATION_NAMES = ("activation_forward", "activation_backward", "softmax_forward", "softmax_backward")
+ACTIVATION_THREADS = 256                 # kActivationThreads in activation_kernels.cu
 
 
 def read(name: str) -> str:
@@ -53,6 +59,11 @@ def optim_source() -> str:
     return source(OPTIM_KERNEL_FILE, OPTIM_HEADER_FILE)
 
 
+def activation_source() -> str:
+    """The activation kernels' source (``activation_kernels.cu`` with ``activation_rules.cuh`` pasted in)."""
+    return source(ACTIVATION_KERNEL_FILE, ACTIVATION_HEADER_FILE)
+
+
 def name_expressions() -> list:
     """Template instantiations to compile, e.g. ``lstm_forward_step<float>``."""
     return [f"{kernel}<{ctype}>" for kernel in KERNEL_NAMES + SEQUENCE_NAMES for ctype in C_TYPES.values()]
@@ -61,6 +72,11 @@ def name_expressions() -> list:
 def optim_name_expressions() -> list:
     """The optimizer kernels to compile: ``optim_update<float>``, ``<double>``, ``optim_clip_scales``."""
     return [f"{OPTIM_UPDATE}<{ctype}>" for ctype in C_TYPES.values()] + [OPTIM_CLIP_SCALES]
+
+
+def activation_name_expressions() -> list:
+    """The activation kernels to compile: each of ACTIVATION_NAMES for float and double."""
+    return [f"{kernel}<{ctype}>" for kernel in ACTIVATION_NAMES for ctype in C_TYPES.values()]
 
 
 class Kernels(NamedTuple):
@@ -84,6 +100,15 @@ class OptimKernels(NamedTuple):
     clip_scales: object  # optim_clip_scales (the same for every dtype)
 
 
+class ActivationKernels(NamedTuple):
+    """The activation kernels of one dtype, called CuPy's way: ``kernel((blocks,), (threads,), args)``."""
+
+    forward: object           # activation_forward<T>
+    backward: object          # activation_backward<T>
+    softmax_forward: object   # softmax_forward<T>
+    softmax_backward: object  # softmax_backward<T>
+
+
 @functools.lru_cache(maxsize=None)
 def _module():
     import cupy
@@ -103,6 +128,26 @@ def _optim_functions_on(device_id: int, dtype: np.dtype) -> OptimKernels:
         module = _optim_module()
         return OptimKernels(module.get_function(f"{OPTIM_UPDATE}<{C_TYPES[dtype]}>"),
                             module.get_function(OPTIM_CLIP_SCALES))
+
+
+@functools.lru_cache(maxsize=None)
+def _activation_module():
+    import cupy
+    return cupy.RawModule(code=activation_source(), options=OPTIONS, name_expressions=activation_name_expressions())
+
+
+@functools.lru_cache(maxsize=None)
+def _activation_functions_on(device_id: int, dtype: np.dtype) -> ActivationKernels:
+    import cupy
+    with cupy.cuda.Device(device_id):
+        module = _activation_module()
+        return ActivationKernels(*(module.get_function(f"{kernel}<{C_TYPES[dtype]}>") for kernel in ACTIVATION_NAMES))
+
+
+def get_activation(dtype) -> ActivationKernels:
+    """The activation kernels for ``dtype`` (float32 or float64) on the current device; compiles on first use."""
+    import cupy
+    return _activation_functions_on(cupy.cuda.Device().id, np.dtype(dtype))
 
 
 def get_optim(dtype) -> OptimKernels:

@@ -1,0 +1,87 @@
+// CUDA kernels of the layer activations: one launch computes an elementwise activation or its
+// gradient over a whole array (activation_forward / activation_backward, the function chosen by
+// its code), and one launch a softmax over the last axis or its gradient (one warp per row). The
+// per-element math is activation_rules.cuh. Loaded by _kernels.py with cupy.RawModule;
+// lstmfast.cuda.activations checks every argument (CuPy checks none): int64 scalars for
+// `long long`, int32 for `int`, C-contiguous arrays of T.
+#include "activation_rules.cuh"
+
+constexpr int kActivationThreads = 256;  // blockDim.x of every kernel here
+constexpr int kWarp = 32;
+
+// y[i] = f(x[i]), i < n; grid-stride, any grid.
+template <typename T>
+__global__ void activation_forward(long long n, int code,
+                                   const T* x,   // [n]
+                                   T* y) {       // [n] out (may be x)
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    y[i] = lstmfast::activation_value<T>(code, x[i]);
+}
+
+// dx[i] = f'(x[i]) dy[i], from x, y = f(x) and dy; grid-stride, any grid.
+template <typename T>
+__global__ void activation_backward(long long n, int code,
+                                    const T* x,    // [n]
+                                    const T* y,    // [n]
+                                    const T* dy,   // [n]
+                                    T* dx) {       // [n] out (may be dy)
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    dx[i] = lstmfast::activation_grad<T>(code, x[i], y[i], dy[i]);
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_max(T v) {
+  for (int s = kWarp / 2; s > 0; s /= 2) {
+    const T o = __shfl_xor_sync(0xffffffffu, v, s);
+    v = (o > v || o != o) ? o : v;  // NaN wins, as np.max
+  }
+  return v;
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+  for (int s = kWarp / 2; s > 0; s /= 2) v += __shfl_xor_sync(0xffffffffu, v, s);
+  return v;
+}
+
+// y = exp(x - max) / sum over each row of cols elements; one warp per row, kActivationThreads / 32
+// rows per block.
+template <typename T>
+__global__ void softmax_forward(long long rows, long long cols,
+                                const T* x,   // [rows, cols]
+                                T* y) {       // [rows, cols] out (may be x)
+  const long long row = (long long)blockIdx.x * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  if (row >= rows) return;  // whole warps leave together
+  const int lane = threadIdx.x % kWarp;
+  const T* xr = x + row * cols;
+  T* yr = y + row * cols;
+  T m = xr[0];
+  for (long long c = lane; c < cols; c += kWarp) m = (xr[c] > m || xr[c] != xr[c]) ? xr[c] : m;
+  m = warp_max(m);
+  T s = T(0);
+  for (long long c = lane; c < cols; c += kWarp) {
+    const T e = lstmfast::softmax_exp(xr[c], m);
+    yr[c] = e;
+    s += e;
+  }
+  s = warp_sum(s);
+  for (long long c = lane; c < cols; c += kWarp) yr[c] = yr[c] / s;
+}
+
+// dx = y (dy - sum(dy y)) over each row; one warp per row.
+template <typename T>
+__global__ void softmax_backward(long long rows, long long cols,
+                                 const T* y,    // [rows, cols]
+                                 const T* dy,   // [rows, cols]
+                                 T* dx) {       // [rows, cols] out (may be dy)
+  const long long row = (long long)blockIdx.x * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  if (row >= rows) return;
+  const int lane = threadIdx.x % kWarp;
+  const T* yr = y + row * cols;
+  const T* gr = dy + row * cols;
+  T* dr = dx + row * cols;
+  T dot = T(0);
+  for (long long c = lane; c < cols; c += kWarp) dot += gr[c] * yr[c];
+  dot = warp_sum(dot);
+  for (long long c = lane; c < cols; c += kWarp) dr[c] = lstmfast::softmax_grad(yr[c], gr[c], dot);
+}
