@@ -16,6 +16,7 @@ run on every engine through conftest's ``engine`` fixture; the stand-in for CuPy
 
 Backend selection and the errors for a missing CuPy or GPU are tested without either.
 """
+import contextlib
 import ctypes
 import math
 import os
@@ -407,10 +408,62 @@ class FakeDevice:
         return False
 
 
+class Capture:
+    """Stream capture on the stand-in, as CUDA does it: while a stream captures, the device work
+    queued (ufuncs, copies, fills, raw kernels) is recorded, not run; ``FakeGraph.launch`` runs the
+    record. Arrays are recorded by reference and Python scalars and host data by value, so a replay
+    repeats what a graph would: the capture's host data, the current contents of device arrays.
+    A device read while capturing raises, as CUDA refuses one."""
+
+    ops = None  # the record while a capture is in progress
+
+    @classmethod
+    def add(cls, op):
+        cls.ops.append(op)
+
+
+class FakeGraph:
+    def __init__(self, ops):
+        self.ops = ops
+        self.launches = 0
+
+    def launch(self, stream=None):
+        assert Capture.ops is None, "a graph launched while capturing"
+        self.launches += 1
+        Launches.record("graph")
+        for op in self.ops:
+            op()
+
+
 class FakeStream:
-    """cupy.cuda.Stream: work runs in order, at once."""
+    """cupy.cuda.Stream: work runs in order, at once (or is recorded, while capturing)."""
 
     ptr = 0
+    current = []
+
+    def __init__(self, null=False, non_blocking=False, ptds=False):
+        self.capturing = False
+
+    def __enter__(self):
+        FakeStream.current.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        FakeStream.current.pop()
+        return False
+
+    def begin_capture(self, mode=None):
+        assert Capture.ops is None and FakeStream.current and FakeStream.current[-1] is self, \
+            "capture begins on a stream made current with `with stream:`"
+        Capture.ops, self.capturing = [], True
+
+    def end_capture(self):
+        assert self.capturing
+        ops, Capture.ops, self.capturing = Capture.ops, None, False
+        return FakeGraph(ops)
+
+    def is_capturing(self):
+        return self.capturing
 
 
 class FakeEvent:
@@ -424,6 +477,7 @@ class FakeEvent:
 
     def synchronize(self):
         assert self.recorded, "synchronize() on an event never recorded"
+        assert Capture.ops is None, "Event.synchronize() while capturing a graph"
 
 
 class Transfers:
@@ -439,6 +493,9 @@ class Transfers:
 
     @classmethod
     def record(cls, how):
+        if Capture.ops is not None:
+            raise RuntimeError(f"{how} of a device array while capturing a graph "
+                               f"(cudaErrorStreamCaptureUnsupported)")
         cls.count += 1
         frame = sys._getframe(2)
         while frame is not None and os.sep + "lstmfast" + os.sep not in frame.f_code.co_filename:
@@ -488,14 +545,72 @@ class FakeDeviceArray(np.ndarray):
         plain = [np.asarray(a).view(np.ndarray) if isinstance(a, FakeDeviceArray) else a for a in inputs]
         if out is not None:
             kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, FakeDeviceArray) else o for o in out)
+        if Capture.ops is not None and (out is not None or method == "at"):  # writes existing arrays
+            Capture.add(lambda: getattr(ufunc, method)(*plain, **kwargs))
+            return None if out is None else (out[0] if len(out) == 1 else out)
         result = getattr(ufunc, method)(*plain, **kwargs)
         if out is not None:
             return out[0] if len(out) == 1 else out
-        return None if result is None else _stay_on(result, self.device_id)
+        result = None if result is None else _stay_on(result, self.device_id)
+        if Capture.ops is not None and isinstance(result, FakeDeviceArray):  # a new array: recomputed
+            target = result.view(np.ndarray)
+            into = dict(kwargs, out=(target,) if method == "__call__" else target)
+            Capture.add(lambda: getattr(ufunc, method)(*plain, **into))
+        return result
 
     def __setitem__(self, key, value):
         Launches.record()  # a copy (or fill) kernel
+        if Capture.ops is not None:
+            value = np.array(value) if not isinstance(value, FakeDeviceArray) else value  # host data: as captured
+            Capture.add(lambda: np.ndarray.__setitem__(self, key, value))
+            return
         np.ndarray.__setitem__(self, key, value)
+
+    def fill(self, value):
+        Launches.record()
+        if Capture.ops is not None:
+            Capture.add(lambda: np.ndarray.fill(self, value))
+            return
+        np.ndarray.fill(self, value)
+
+    def _new_array(self, method, *args, **kwargs):
+        """A method that makes a new array (astype, copy, argmax...): while capturing, recomputed at
+        each replay into the array it returned."""
+        result = getattr(np.ndarray, method)(self, *args, **kwargs)
+        if isinstance(result, np.ndarray) and not np.shares_memory(result, self):
+            Launches.record()
+            result = _stay_on(result, self.device_id)
+            if Capture.ops is not None:
+                target = result.view(np.ndarray)
+                Capture.add(lambda: np.copyto(target, getattr(np.ndarray, method)(self, *args, **kwargs)))
+        return result
+
+    def astype(self, *args, **kwargs):
+        return self._new_array("astype", *args, **kwargs)
+
+    def copy(self, *args, **kwargs):
+        return self._new_array("copy", *args, **kwargs)
+
+    def argmax(self, *args, **kwargs):
+        return self._new_array("argmax", *args, **kwargs)
+
+    def argmin(self, *args, **kwargs):
+        return self._new_array("argmin", *args, **kwargs)
+
+    def cumsum(self, *args, **kwargs):
+        return self._new_array("cumsum", *args, **kwargs)
+
+    def take(self, *args, **kwargs):
+        return self._new_array("take", *args, **kwargs)
+
+    def repeat(self, *args, **kwargs):
+        return self._new_array("repeat", *args, **kwargs)
+
+    def ravel(self, *args, **kwargs):
+        return self._new_array("ravel", *args, **kwargs)
+
+    def flatten(self, *args, **kwargs):
+        return self._new_array("flatten", *args, **kwargs)
 
     @property
     def data(self):
@@ -503,11 +618,23 @@ class FakeDeviceArray(np.ndarray):
         return types.SimpleNamespace(ptr=self.ctypes.data)
 
     def __getitem__(self, key):
-        return _stay_on(super().__getitem__(key), self.device_id)  # one element: a 0-d device array
+        result = _stay_on(super().__getitem__(key), self.device_id)  # one element: a 0-d device array
+        if Capture.ops is not None and not np.shares_memory(result, self):  # fancy indexing: a gather kernel
+            target = result.view(np.ndarray)
+            Capture.add(lambda: np.copyto(target, np.ndarray.__getitem__(self, key)))
+        return result
 
     def __array_function__(self, func, types, args, kwargs):
         # NumPy functions that are not ufuncs (np.where, np.clip, ...): CuPy's run on the device
-        return _stay_on(super().__array_function__(func, types, args, kwargs), self.device_id)
+        if Capture.ops is not None and func is np.copyto:
+            Capture.add(lambda: super(FakeDeviceArray, self).__array_function__(func, types, args, kwargs))
+            return None
+        result = _stay_on(super().__array_function__(func, types, args, kwargs), self.device_id)
+        if Capture.ops is not None and isinstance(result, FakeDeviceArray):
+            target = result.view(np.ndarray)
+            Capture.add(lambda: np.copyto(target, super(FakeDeviceArray, self).__array_function__(func, types, args,
+                                                                                                kwargs)))
+        return result
 
     @property
     def device(self):
@@ -520,6 +647,10 @@ class FakeDeviceArray(np.ndarray):
     def set(self, host, stream=None):
         assert not isinstance(host, FakeDeviceArray) and host.shape == self.shape and host.dtype == self.dtype
         assert stream is None or isinstance(stream, FakeStream)
+        if Capture.ops is not None:
+            snapshot = np.array(host)  # CuPy stages it: a replay copies what was there at capture
+            Capture.add(lambda: np.ndarray.__setitem__(self, Ellipsis, snapshot))
+            return
         np.ndarray.__setitem__(self, Ellipsis, host)
 
     def _read(self, how):
@@ -586,16 +717,28 @@ def make_fake_cupy(device_count=1, count_error=None):
     cp = types.ModuleType("cupy")
     cp.ndarray = FakeDeviceArray
 
+    def created(out, remake):
+        """A new device array; while capturing, ``remake()`` (its values, from what the capture
+        read) is copied into it at each replay."""
+        if Capture.ops is not None:
+            target = out.view(np.ndarray)
+            Capture.add(lambda: np.copyto(target, remake()))
+        return out
+
     def asarray(a, dtype=None):
         if isinstance(a, FakeDeviceArray) and (dtype is None or a.dtype == dtype):
             return a
-        return _on_device(np.asarray(a, dtype=dtype))
+        if isinstance(a, FakeDeviceArray):
+            return created(_on_device(np.asarray(a, dtype=dtype)), lambda: np.asarray(a, dtype=dtype))
+        snapshot = np.array(a, dtype=dtype)  # host data: CuPy stages it, a replay repeats the capture's
+        return created(_on_device(snapshot), lambda: snapshot)
 
     def ascontiguousarray(a, dtype=None):
         assert isinstance(a, FakeDeviceArray), f"cupy.ascontiguousarray got a {type(a).__name__}"
         if a.flags.c_contiguous and (dtype is None or a.dtype == dtype):
             return a
-        return _on_device(np.ascontiguousarray(a, dtype=dtype), a.device_id)
+        return created(_on_device(np.ascontiguousarray(a, dtype=dtype), a.device_id),
+                       lambda: np.ascontiguousarray(a.view(np.ndarray), dtype=dtype))
 
     def get_device_count():
         if count_error is not None:
@@ -605,15 +748,17 @@ def make_fake_cupy(device_count=1, count_error=None):
     cp.asarray = asarray
     cp.ascontiguousarray = ascontiguousarray
     cp.empty = lambda shape, dtype=float: _on_device(np.full(shape, _GARBAGE[np.dtype(dtype).kind], dtype))
-    cp.zeros = lambda shape, dtype=float: _on_device(np.zeros(shape, dtype))
-    cp.full = lambda shape, value, dtype=None: _on_device(np.full(shape, value, dtype))
+    cp.zeros = lambda shape, dtype=float: created(_on_device(np.zeros(shape, dtype)), lambda: 0)
+    cp.full = lambda shape, value, dtype=None: created(_on_device(np.full(shape, value, dtype)), lambda: value)
 
     def concatenate(arrays, axis=0):
         assert all(isinstance(a, FakeDeviceArray) for a in arrays), "cupy.concatenate got host arrays"
-        return _on_device(np.concatenate(arrays, axis=axis))
+        return created(_on_device(np.concatenate(arrays, axis=axis)),
+                       lambda: np.concatenate([a.view(np.ndarray) for a in arrays], axis=axis))
 
     cp.concatenate = concatenate
-    cp.asfortranarray = lambda a: _on_device(np.asfortranarray(a), a.device_id)
+    cp.asfortranarray = lambda a: created(_on_device(np.asfortranarray(a), a.device_id),
+                                          lambda: a.view(np.ndarray))
     cp.matmul = lambda a, b, out=None: np.matmul(a, b, out=out)
 
     def asnumpy(a, stream=None):
@@ -623,7 +768,8 @@ def make_fake_cupy(device_count=1, count_error=None):
 
     def stack(arrays, axis=0):
         assert all(isinstance(a, FakeDeviceArray) for a in arrays), "cupy.stack got host arrays"
-        return _on_device(np.stack(arrays, axis=axis))
+        return created(_on_device(np.stack(arrays, axis=axis)),
+                       lambda: np.stack([a.view(np.ndarray) for a in arrays], axis=axis))
 
     cp.asnumpy = asnumpy
     cp.stack = stack
@@ -633,7 +779,14 @@ def make_fake_cupy(device_count=1, count_error=None):
         function = getattr(np, name)
         if isinstance(function, type) or not callable(function):
             return function  # dtypes and constants
-        return lambda *args, **kwargs: _stay_on(function(*args, **kwargs), FakeDevice.current[-1])
+        def run(*args, **kwargs):
+            out = _stay_on(function(*args, **kwargs), FakeDevice.current[-1])
+            if Capture.ops is not None and isinstance(out, FakeDeviceArray) and not any(
+                    isinstance(a, FakeDeviceArray) for a in [*args, *kwargs.values()]):
+                snapshot = np.array(out)  # made from host values only (cupy.arange...): the same each replay
+                created(out, lambda: snapshot)
+            return out  # from device arrays: recorded by their dispatch
+        return run
 
     cp.__getattr__ = numpy_function
 
@@ -643,9 +796,19 @@ def make_fake_cupy(device_count=1, count_error=None):
 
     cp.add = types.SimpleNamespace(at=add_at)
     stream = FakeStream()
+    FakeStream.current = []
+
+    @contextlib.contextmanager
+    def using_allocator(allocator=None):
+        yield
+
     cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=get_device_count),
-                                    Device=FakeDevice, Event=FakeEvent, get_current_stream=lambda: stream,
-                                    alloc_pinned_memory=lambda nbytes: bytearray(nbytes))
+                                    Device=FakeDevice, Event=FakeEvent,
+                                    get_current_stream=lambda: FakeStream.current[-1] if FakeStream.current else stream,
+                                    alloc_pinned_memory=lambda nbytes: bytearray(nbytes), Stream=FakeStream,
+                                    MemoryPool=lambda: types.SimpleNamespace(malloc=None),
+                                    using_allocator=using_allocator)
+    Capture.ops = None
     return cp
 
 
@@ -687,7 +850,10 @@ class HostKernel:
                 assert value.device_id == device, f"{where}: on GPU {value.device_id}, launch on GPU {device}"
                 assert value.size == _elements(self.shapes[name], sizes), f"{where}: {value.shape}"
                 c_args.append(value.ctypes.data)
-        self.function(*c_args)
+        if Capture.ops is not None:
+            Capture.add(lambda args=args: self.function(*c_args))  # args: kept alive
+        else:
+            self.function(*c_args)
         self.launches += 1
         Launches.record(self.kernel)
 
@@ -743,7 +909,10 @@ class HostOptimKernel:
             assert named["done"].shape == (1,)
             assert not named["sq"].view(np.ndarray).any() and not named["done"].view(np.ndarray).any(), \
                 "the running sums must be zero between launches"
-        self.function(*c_args)
+        if Capture.ops is not None:
+            Capture.add(lambda args=args: self.function(*c_args))  # args: kept alive
+        else:
+            self.function(*c_args)
         Launches.record(self.kernel)
 
 
@@ -783,7 +952,10 @@ class HostActivationKernel:
                 assert value.device_id == device, f"{where}: on GPU {value.device_id}, launch on GPU {device}"
                 assert value.size == elements, f"{where}: {value.size} elements, want {elements}"
                 c_args.append(value.ctypes.data)
-        self.function(*c_args)
+        if Capture.ops is not None:
+            Capture.add(lambda args=args: self.function(*c_args))  # args: kept alive
+        else:
+            self.function(*c_args)
         Launches.record(self.kernel)
 
 

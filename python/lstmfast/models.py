@@ -579,11 +579,33 @@ class Model:
         where = self._place()
         if where != "cpu":
             xs = self._to_device(xs)
-        values, masks, _ = self._run(xs, training=False, keep_caches=False)
+            values, masks = self._inference_on_device(xs)
+        else:
+            values, masks, _ = self._run(xs, training=False, keep_caches=False)
         if where != "cpu" and to_host:
             values, masks = self._outputs_to_host(values, masks)
         self._last_values, self._last_masks = values, masks
         return [values[i] for i in self._output_ids]
+
+    def _inference_on_device(self, xs) -> tuple:
+        """(values, masks) of the inference step on the device, replayed as a CUDA graph per input
+        shape (``ops.GraphedCalls``); the entries of tensors other than the outputs are None. The
+        layers' buffers (a stateful LSTM's state) are the graph's state."""
+        graphs = self.__dict__.get("_graphed_inference")
+        if graphs is None:
+            graphs = self._graphed_inference = ops.GraphedCalls()
+        outputs = self._output_ids
+
+        def run(inputs):
+            values, masks, _ = self._run(inputs, training=False, keep_caches=False)
+            keep = set(outputs)
+            return ([v if i in keep else None for i, v in enumerate(values)],
+                    [m if i in keep else None for i, m in enumerate(masks)])
+
+        layers = self._all_layers()
+        key = tuple((x.shape, x.dtype.str) for x in xs)
+        weights = [w for layer in layers for w in layer.weights.values()]
+        return graphs(key, run, xs, [layer.buffers for layer in layers], weights)
 
     def _update_metrics(self, ys, sample_weight=None) -> None:
         values = self._last_values

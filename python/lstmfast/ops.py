@@ -48,12 +48,13 @@ from . import cuda as _cuda
 from ._results import LSTMGradients, LSTMOutput
 from ._typing import Array
 from .cuda import activations as _cuda_activations
+from .cuda import graphs as _cuda_graphs
 from .cuda import optim as _cuda_optim
 
 __all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTMCache", "RECURRENT_ACTIVATIONS",
            "BACKENDS", "set_backend", "get_backend", "array_module", "as_array", "to_numpy", "to_device_of",
            "to_backend", "batch_to_device", "to_floats", "mirrored_on_device", "scatter_add", "segment_sum",
-           "optimizer_step_kernel", "clip_scales", "device_activation", "device_activation_grad"]
+           "optimizer_step_kernel", "clip_scales", "device_activation", "device_activation_grad", "GraphedCalls"]
 
 RECURRENT_ACTIVATIONS = {"sigmoid": 0, "hard_sigmoid": 1}
 BACKENDS = ("cpu", "cuda")
@@ -477,6 +478,7 @@ def to_numpy(a: ArrayLike) -> np.ndarray:
         kept = _MIRRORS.get(id(a))
         if kept is not None and kept[0] is a:
             return kept[1]  # made from these host values (mirrored_on_device): no read
+        _cuda_graphs.refuse("reading a device array back")
         return cupy.asnumpy(a)
     return np.asarray(a)
 
@@ -490,6 +492,7 @@ def to_floats(values: Iterable[Any]) -> list:
     out = [None if i in on_device else float(v) for i, v in enumerate(values)] if on_device else \
         [float(v) for v in values]
     if on_device:
+        _cuda_graphs.refuse("reading device values back")
         host = cupy.asnumpy(cupy.stack([values[i].reshape(()).astype(np.float64) for i in on_device]))
         for j, i in enumerate(on_device):
             out[i] = float(host[j])
@@ -502,6 +505,7 @@ def to_device_of(like: Array, a: ArrayLike) -> Array:
     cupy = array_module(like)
     if cupy is np:
         return a
+    _cuda_graphs.refuse("sending host data to the device")
     with like.device:
         return cupy.asarray(a)
 
@@ -533,7 +537,10 @@ def to_backend(a: Optional[ArrayLike], backend: str) -> Optional[Array]:
         return None
     if backend == "cpu":
         return to_numpy(a)
-    return _cuda.require_gpu().asarray(a)
+    cupy = _cuda.require_gpu()
+    if not isinstance(a, cupy.ndarray):
+        _cuda_graphs.refuse("sending host data to the device")
+    return cupy.asarray(a)
 
 
 def batch_to_device(arrays: Iterable[np.ndarray]) -> list:
@@ -543,6 +550,7 @@ def batch_to_device(arrays: Iterable[np.ndarray]) -> list:
     Pinned buffers alternate between two sets; a set is refilled once the copies that last read it
     (two batches ago) are done."""
     cupy = _cuda.require_gpu()
+    _cuda_graphs.refuse("sending a batch to the device")
     device_id = cupy.cuda.Device().id
     staging = _STAGING.get(device_id)
     if staging is None:
@@ -788,3 +796,103 @@ def device_activation_grad(name: str, x: Array, y: Array, dy: Array) -> Optional
         return None
     with dy.device:
         return _cuda_activations.backward(cupy, name, x, y, dy)
+
+
+class GraphedCalls:
+    """One fixed-shape device call (a model's inference step) per input shape, run as a CUDA
+    graph (``lstmfast.cuda.graphs``): eagerly at a shape's first call (which also compiles the
+    kernels and sizes the memory pool), captured at its second (which runs eagerly too), and at the
+    third checked once against the eager call on that batch (outputs and state); replayed from then
+    on. A call that a graph cannot replay (host data sent to the device, device values read) is
+    refused while capturing and stays eager for that shape; a check that fails turns graphs off for
+    this owner, with a warning. Host arrays and ``cuda.graphs.GRAPHS = "never"`` run eagerly.
+
+    ``keep`` (the arrays the call reads, the weights) must be the same objects at every call: when
+    one was replaced (weights loaded, the model moved) the graphs are dropped and captured again."""
+
+    MAX_SHAPES = 8  # graphs kept per owner; further shapes run eagerly
+
+    def __init__(self) -> None:
+        self._entries: dict = {}  # key -> None (seen once), Captured, or False (eager for good)
+        self._pending: dict = {}  # key -> Captured waiting for its check
+        self._keep: tuple = ()
+        self.disabled = False
+
+    def __call__(self, key: tuple, run: Callable[[list], Any], inputs: list, buffers: Sequence[dict],
+                 keep: Sequence[Any]) -> Any:
+        cupy = _cupy()
+        if (self.disabled or _cuda_graphs.GRAPHS == "never" or _cuda_graphs.active() or not inputs
+                or cupy is None or not all(isinstance(x, cupy.ndarray) for x in inputs)):
+            return run(inputs)
+        if len(keep) != len(self._keep) or any(a is not b for a, b in zip(keep, self._keep)):
+            self._entries, self._pending, self._keep = {}, {}, tuple(keep)
+        entries = self._entries
+        if key not in entries:
+            if len(entries) >= self.MAX_SHAPES:
+                return run(inputs)
+            entries[key] = None
+            return run(inputs)
+        entry = entries[key]
+        if entry is False:
+            return run(inputs)
+        if entry is not None:
+            out = entry.launch(cupy, inputs)
+            if out is not None:
+                return out
+            del entries[key]  # the state changed shape: eager, and captured again
+            return run(inputs)
+        pending = self._pending.pop(key, None)
+        if pending is None:  # second call: eagerly, then capture it for the next one
+            out = run(inputs)
+            try:
+                self._pending[key] = _cuda_graphs.capture(cupy, run, list(inputs), buffers)
+            except _cuda_graphs.CaptureRefused:
+                entries[key] = False
+            except Exception as e:  # a CUDA error: an operation capture does not allow
+                entries[key] = False
+                _warn_graphs_off(f"capturing it failed ({type(e).__name__}: {e})")
+            return out
+        return self._check(cupy, key, pending, run, inputs, buffers)
+
+    def _check(self, cupy, key, captured, run, inputs, buffers):
+        """The third call: eagerly for reference, then the graph on the same batch and state."""
+        state = [dict(b) for b in buffers]                       # the arrays the graph reads and writes
+        saved = [{k: v.copy() for k, v in b.items()} for b in buffers]
+        want = run(inputs)
+        want_state = [dict(b) for b in buffers]
+        for b, arrays, values in zip(buffers, state, saved):     # the state as it was before
+            b.clear()
+            b.update(arrays)
+            for k, v in values.items():
+                arrays[k][...] = v
+        got = captured.launch(cupy, inputs)
+        if got is None:
+            del self._entries[key]
+            return want
+        pairs = list(zip(_device_arrays(got), _device_arrays(want)))
+        pairs += [(b[k], s[k]) for b, s in zip(buffers, want_state) for k in s]
+        same = len(_device_arrays(got)) == len(_device_arrays(want)) and all(
+            a.shape == b.shape and bool(cupy.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)) for a, b in pairs)
+        if same:
+            self._entries[key] = captured
+            return got
+        self.disabled = True
+        for b, s in zip(buffers, want_state):  # keep the eager call's result and state
+            b.clear()
+            b.update(s)
+        _warn_graphs_off("its replay did not reproduce the eager step")
+        return want
+
+
+def _device_arrays(out) -> list:
+    """The arrays in a call's result (nested lists and tuples, None skipped), in order."""
+    if isinstance(out, (list, tuple)):
+        return [a for o in out for a in _device_arrays(o)]
+    return [] if out is None else [out]
+
+
+def _warn_graphs_off(why: str) -> None:
+    import warnings
+    warnings.warn(f"lstmfast: CUDA graphs are off for this model's inference step: {why}; it runs "
+                  f"eagerly (set lstmfast.cuda.graphs.GRAPHS = 'never' to skip the attempt)", RuntimeWarning,
+                  stacklevel=3)

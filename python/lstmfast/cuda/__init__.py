@@ -1,6 +1,8 @@
 """The GPU engine: CUDA kernels (``lstm_kernels.cu``, ``lstm_pointwise.cuh``) driven through CuPy
 (``lstmfast.cuda.ops``), the fused optimizer step (``optim_kernels.cu``, ``optim_rules.cuh``, driven by
-``lstmfast.cuda.optim``), and whether CuPy and a GPU are there.
+``lstmfast.cuda.optim``), the layer activations in one launch each (``activation_kernels.cu``,
+``activation_rules.cuh``, ``lstmfast.cuda.activations``), CUDA graphs for fixed-shape calls
+(``lstmfast.cuda.graphs``), and whether CuPy and a GPU are there.
 
 Importing this package never imports CuPy; ``require_cupy``/``require_gpu`` import it on first use.
 Which engine a call runs on, and moving arrays between host and device, is decided in one place,

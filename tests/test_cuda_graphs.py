@@ -1,0 +1,166 @@
+"""CUDA graphs for a model's inference step (lstmfast.cuda.graphs, ops.GraphedCalls), on the CuPy
+stand-in, whose streams capture as CUDA does (test_cuda.Capture: work recorded, not run; host data
+and scalars by value, device arrays by reference; a device read refused), and on a real GPU when
+there is one."""
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import lstmfast
+from lstmfast import backend as lf_backend
+from lstmfast.cuda import graphs
+from lstmfast.layers import LSTM, Dense, Embedding
+from lstmfast.models import Sequential
+
+import test_cuda
+from test_cuda import FakeGraph, Launches, Transfers, emulated, model_side  # noqa: F401  (fixtures)
+
+
+def classifier(mask_zero=False, dropout=0.0):
+    lf_backend.set_random_seed(5)
+    model = Sequential([Embedding(40, 6, mask_zero=mask_zero), LSTM(9, dropout=dropout),
+                        Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def ids(rows=48, steps=7, seed=1):
+    x = np.random.default_rng(seed).integers(1, 40, (rows, steps))
+    x[::5, :3] = 0  # padding at the front of some rows (masked when mask_zero)
+    return x
+
+
+def predict_on(model, x, backend_name, **kwargs):
+    lstmfast.set_backend(backend_name)
+    try:
+        return model.predict(x, verbose=0, **kwargs)
+    finally:
+        lstmfast.set_backend("cpu")
+
+
+def graph_launches():
+    return Launches.kernels.count("graph")
+
+
+def test_predict_replays_one_graph_per_batch_from_the_third(emulated):  # noqa: F811
+    model = classifier()
+    x = ids()
+    want = predict_on(model, x, "cpu", batch_size=8)
+    Launches.reset()
+    got = predict_on(model, x, "cuda", batch_size=8)
+    assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+    assert graph_launches() == 4  # batches 3 (the check) to 6
+    # from then on a batch is its input copy, one graph launch and the output's copy back
+    Launches.reset()
+    Transfers.reset()
+    again = predict_on(model, ids(seed=2), "cuda", batch_size=8)
+    assert graph_launches() == 6 and Launches.count == 6 * 2, Launches.kernels
+    assert Transfers.count == 6
+    assert_allclose(again, predict_on(model, ids(seed=2), "cpu", batch_size=8), rtol=2e-5, atol=1e-6)
+
+
+def test_weights_changed_in_place_reach_the_graph(emulated):  # noqa: F811
+    model = classifier()
+    x = ids()
+    predict_on(model, x, "cuda", batch_size=8)
+    lstmfast.set_backend("cuda")
+    try:
+        model.fit(x, np.arange(48) % 3, batch_size=16, epochs=2, verbose=0)  # Adam steps in place
+        model.set_weights([w * 0.5 for w in model.get_weights()])
+    finally:
+        lstmfast.set_backend("cpu")
+    Launches.reset()
+    got = predict_on(model, x, "cuda", batch_size=8)
+    assert graph_launches() == 6  # the same graphs, reading the new weights
+    assert_allclose(got, predict_on(model, x, "cpu", batch_size=8), rtol=2e-5, atol=1e-6)
+
+
+def test_a_stateful_model_carries_its_state_through_the_graph(emulated):  # noqa: F811
+    """One-step decoding: B=1, T=1, a stateful LSTM; the graph writes the new state back in place."""
+    lf_backend.set_random_seed(2)
+    model = Sequential([Embedding(30, 5, batch_input_shape=(1, 1)), LSTM(8, stateful=True, return_sequences=True),
+                        LSTM(8, stateful=True), Dense(30, activation="softmax")])
+    steps = np.random.default_rng(3).integers(0, 30, 12)
+
+    def decode(backend_name):
+        model.reset_states()
+        lstmfast.set_backend(backend_name)
+        try:
+            return np.concatenate([model.predict_on_batch(np.array([[t]])) for t in steps])
+        finally:
+            lstmfast.set_backend("cpu")
+
+    want = decode("cpu")
+    Launches.reset()
+    got = decode("cuda")
+    assert graph_launches() == len(steps) - 2
+    assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+    Launches.reset()
+    assert_allclose(decode("cuda"), want, rtol=2e-5, atol=1e-6)  # reset_states: zeros in place or new arrays
+    assert graph_launches() >= len(steps) - 2
+
+
+def test_a_step_that_sends_host_data_stays_eager(emulated, recwarn):  # noqa: F811
+    """mask_zero: the lengths and masks are made on the host from each batch; a graph would repeat
+    the captured batch's, so the capture is refused (quietly: nothing is wrong)."""
+    model = classifier(mask_zero=True)
+    x = ids()
+    Launches.reset()
+    got = predict_on(model, x, "cuda", batch_size=8)
+    assert graph_launches() == 0
+    assert_allclose(got, predict_on(model, x, "cpu", batch_size=8), rtol=2e-5, atol=1e-6)
+    assert not [w for w in recwarn if "CUDA graphs" in str(w.message)]
+
+
+def test_a_replay_that_differs_from_the_eager_step_turns_graphs_off(emulated, monkeypatch):  # noqa: F811
+    real = FakeGraph.launch
+
+    def loses_its_last_nodes(self, stream=None):
+        real(FakeGraph(self.ops[:-3]), stream)
+
+    monkeypatch.setattr(FakeGraph, "launch", loses_its_last_nodes)
+    model = classifier()
+    x = ids()
+    with pytest.warns(RuntimeWarning, match="replay did not reproduce the eager step"):
+        got = predict_on(model, x, "cuda", batch_size=8)
+    assert_allclose(got, predict_on(model, x, "cpu", batch_size=8), rtol=2e-5, atol=1e-6)
+    Launches.reset()
+    predict_on(model, x, "cuda", batch_size=8)
+    assert graph_launches() == 0
+
+
+def test_graphs_never_runs_every_step_eagerly(emulated, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(graphs, "GRAPHS", "never")
+    model = classifier()
+    Launches.reset()
+    predict_on(model, ids(), "cuda", batch_size=8)
+    assert graph_launches() == 0
+
+
+def test_a_device_read_inside_a_capture_is_refused(emulated):  # noqa: F811
+    """The stand-in refuses as CUDA does; lstmfast's own crossings refuse first (CaptureRefused)."""
+    x = emulated.to_device(np.arange(4.0))
+    stream = emulated.xp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        with pytest.raises(RuntimeError, match="while capturing a graph"):
+            float(x.sum())
+        stream.end_capture()
+    with pytest.raises(graphs.CaptureRefused, match="reading a device array back"):
+        graphs.capture(emulated.xp, lambda inputs: lstmfast.ops.to_numpy(inputs[0]), [x], [])
+    with pytest.raises(graphs.CaptureRefused, match="sending host data to the device"):
+        graphs.capture(emulated.xp, lambda inputs: lstmfast.ops.to_device_of(inputs[0], np.ones(3)), [x], [])
+    assert not graphs.active() and test_cuda.Capture.ops is None
+
+
+def test_evaluate_uses_the_graphs_and_gives_the_host_numbers(model_side):  # noqa: F811
+    model = classifier()
+    x, y = ids(), np.arange(48) % 3
+    lstmfast.set_backend("cpu")
+    want = model.evaluate(x, y, batch_size=8, verbose=0)
+    lstmfast.set_backend("cuda")
+    try:
+        got = model.evaluate(x, y, batch_size=8, verbose=0)
+    finally:
+        lstmfast.set_backend("cpu")
+    assert_allclose(got, want, rtol=2e-5, atol=1e-6)
