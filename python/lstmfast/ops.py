@@ -763,11 +763,11 @@ def _activation_operands(cupy, arrays) -> bool:
     """Whether ``arrays`` suit the activation kernels: C-contiguous float32/float64 CuPy arrays of
     one shape, dtype and device, not empty."""
     first = arrays[0]
-    if first.dtype not in _FLOATS or first.size == 0:
+    device_id = getattr(first.device, "id", None)  # None: an array module that is not CUDA's
+    if first.dtype not in _FLOATS or first.size == 0 or device_id is None:
         return False
-    device_id = first.device.id
     return all(isinstance(a, cupy.ndarray) and a.dtype == first.dtype and a.shape == first.shape
-               and a.flags.c_contiguous and a.device.id == device_id for a in arrays)
+               and a.flags.c_contiguous and getattr(a.device, "id", None) == device_id for a in arrays)
 
 
 def device_activation(name: str, x: Array) -> Optional[Array]:

@@ -23,6 +23,7 @@ Used by ``Model``'s inference step (``predict``, ``evaluate``, ``predict_on_batc
 see ``GRAPHS``."""
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Callable, List, NamedTuple, Sequence
 
 __all__ = ["GRAPHS", "CaptureRefused", "Captured", "capture", "active"]
@@ -59,7 +60,7 @@ class Captured(NamedTuple):
     buffers: List[dict]    # the state dicts given to capture
     state: List[dict]      # their arrays the graph reads and writes back
 
-    def launch(self, cp, inputs: Sequence[object]) -> object:
+    def launch(self, cp: ModuleType, inputs: Sequence[object]) -> object:
         """Copy ``inputs`` into the graph's input arrays and replay it on the current stream;
         returns the graph's outputs (valid until the next launch). State arrays replaced since
         (``reset_states``) are copied into the graph's own first. None, with nothing run, when the
@@ -81,7 +82,7 @@ class Captured(NamedTuple):
         return self.outputs
 
 
-def capture(cp, run: Callable[[List[object]], object], inputs: List[object], buffers: Sequence[dict]) -> Captured:
+def capture(cp: ModuleType, run: Callable[[List[object]], object], inputs: List[object], buffers: Sequence[dict]) -> Captured:
     """Capture ``run(inputs)`` (device arrays in, device arrays out) into a graph. Nothing runs:
     launch the result to compute. Raises CaptureRefused, or the CUDA error of an operation a
     capture does not allow, with the capture ended and discarded."""
