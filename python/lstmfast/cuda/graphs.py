@@ -82,7 +82,8 @@ class Captured(NamedTuple):
         return self.outputs
 
 
-def capture(cp: ModuleType, run: Callable[[List[object]], object], inputs: List[object], buffers: Sequence[dict]) -> Captured:
+def capture(cp: ModuleType, run: Callable[[List[object]], object], inputs: List[object],
+            buffers: Sequence[dict]) -> Captured:
     """Capture ``run(inputs)`` (device arrays in, device arrays out) into a graph. Nothing runs:
     launch the result to compute. Raises CaptureRefused, or the CUDA error of an operation a
     capture does not allow, with the capture ended and discarded."""
