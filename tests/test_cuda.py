@@ -121,14 +121,22 @@ def test_kernel_wrappers_pass_their_parameters_in_order():
         assert [name for _, name in params[:4]] == ["t", "T_", "B", "H"], kernel
 
 
+def assert_self_contained(source, header):
+    """The source CuPy compiles holds the header and lf_math.cuh (once), and no other #include (a
+    file CuPy's cache key, the hash of the source text, would miss)."""
+    assert "#include" not in source.replace("#include <math.h>", ""), "a header CuPy's cache key would miss"
+    math = _kernels.read("lf_math.cuh")
+    assert _kernels.read(header).replace('#include "lf_math.cuh"\n', math) in source
+    assert source.count(math) == 1
+
+
 def test_name_expressions_cover_every_kernel_and_dtype():
     assert _kernels.name_expressions() == ["lstm_forward_step<float>", "lstm_forward_step<double>",
                                            "lstm_backward_step<float>", "lstm_backward_step<double>",
                                            "lstm_forward_sequence<float>", "lstm_forward_sequence<double>",
                                            "lstm_backward_sequence<float>", "lstm_backward_sequence<double>"]
     source = _kernels.source()
-    assert "#include" not in source.replace("#include <math.h>", ""), "a header CuPy's cache key would miss"
-    assert _kernels.read(_kernels.HEADER_FILE) in source
+    assert_self_contained(source, _kernels.HEADER_FILE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,8 +193,7 @@ def test_optimizer_kernels_compile_with_nvcc(arch, tmp_path):
     for mangled in (b"12optim_updateIfE", b"12optim_updateIdE", b"17optim_clip_scales"):
         assert mangled in data, mangled
     source = _kernels.optim_source()
-    assert "#include" not in source.replace("#include <math.h>", "")
-    assert _kernels.read(_kernels.OPTIM_HEADER_FILE) in source
+    assert_self_contained(source, _kernels.OPTIM_HEADER_FILE)
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
@@ -209,8 +216,7 @@ def test_activation_kernels_compile_with_nvcc(arch, tmp_path):
         for ctype in ("If", "Id"):
             assert f"{len(kernel)}{kernel}{ctype}".encode() in data, (kernel, ctype)
     source = _kernels.activation_source()
-    assert "#include" not in source.replace("#include <math.h>", "")
-    assert _kernels.read(_kernels.ACTIVATION_HEADER_FILE) in source
+    assert_self_contained(source, _kernels.ACTIVATION_HEADER_FILE)
 
 
 def _nvrtc():
@@ -585,33 +591,6 @@ class FakeDeviceArray(np.ndarray):
                 Capture.add(lambda: np.copyto(target, getattr(np.ndarray, method)(self, *args, **kwargs)))
         return result
 
-    def astype(self, *args, **kwargs):
-        return self._new_array("astype", *args, **kwargs)
-
-    def copy(self, *args, **kwargs):
-        return self._new_array("copy", *args, **kwargs)
-
-    def argmax(self, *args, **kwargs):
-        return self._new_array("argmax", *args, **kwargs)
-
-    def argmin(self, *args, **kwargs):
-        return self._new_array("argmin", *args, **kwargs)
-
-    def cumsum(self, *args, **kwargs):
-        return self._new_array("cumsum", *args, **kwargs)
-
-    def take(self, *args, **kwargs):
-        return self._new_array("take", *args, **kwargs)
-
-    def repeat(self, *args, **kwargs):
-        return self._new_array("repeat", *args, **kwargs)
-
-    def ravel(self, *args, **kwargs):
-        return self._new_array("ravel", *args, **kwargs)
-
-    def flatten(self, *args, **kwargs):
-        return self._new_array("flatten", *args, **kwargs)
-
     @property
     def data(self):
         """``a.data.ptr``: the address of the first element (a host address in the stand-in)."""
@@ -689,6 +668,14 @@ class FakeDeviceArray(np.ndarray):
     def __format__(self, spec):
         Transfers.record("format()")
         return np.asarray(self).__format__(spec)
+
+
+def _making_a_new_array(method):
+    return lambda self, *args, **kwargs: self._new_array(method, *args, **kwargs)
+
+
+for _method in ("astype", "copy", "argmax", "argmin", "cumsum", "take", "repeat", "ravel", "flatten"):
+    setattr(FakeDeviceArray, _method, _making_a_new_array(_method))
 
 
 def _stay_on(out, device_id):

@@ -164,3 +164,5 @@ def test_evaluate_uses_the_graphs_and_gives_the_host_numbers(model_side):  # noq
     finally:
         lstmfast.set_backend("cpu")
     assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+    captured = [e for e in model._graphed_inference._entries.values() if isinstance(e, graphs.Captured)]
+    assert len(captured) == 1  # the batches of 8 (the last one, 8 too): one graph, checked and kept

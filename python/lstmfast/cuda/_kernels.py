@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -44,14 +45,29 @@ def read(name: str) -> str:
         return f.read()
 
 
+_LOCAL_INCLUDE = re.compile(r'^#include "([\w.]+)"\n', re.M)
+
+
+def _pasted(text: str, seen: set) -> str:
+    """``text`` with each #include of a header of this directory replaced by the header (itself
+    pasted), the first time only (the headers are #pragma once)."""
+    def paste(m):
+        name = m.group(1)
+        if name in seen:
+            return ""
+        seen.add(name)
+        return _pasted(read(name), seen)
+    return _LOCAL_INCLUDE.sub(paste, text)
+
+
 def source(kernel_file: str = KERNEL_FILE, header_file: str = HEADER_FILE) -> str:
-    """The kernel source as one string: the header is pasted in place of its #include, so CuPy's
-    cache key (a hash of the source text) changes whenever either file does."""
-    include = f'#include "{header_file}"'
+    """The kernel source as one string: the header (and lf_math.cuh, which every header includes)
+    pasted in place of its #include, so CuPy's cache key (a hash of the source text) changes
+    whenever any of the files does."""
     kernels = read(kernel_file)
-    if include not in kernels:
+    if f'#include "{header_file}"' not in kernels:
         raise RuntimeError(f"{kernel_file} no longer includes {header_file}")
-    return kernels.replace(include, read(header_file), 1)
+    return _pasted(kernels, set())
 
 
 def optim_source() -> str:
@@ -109,73 +125,55 @@ class ActivationKernels(NamedTuple):
     softmax_backward: object  # softmax_backward<T>
 
 
+# The three modules: their source, options and name expressions.
+_MODULES = {"lstm": (source, OPTIONS, name_expressions),
+            "optim": (optim_source, OPTIM_OPTIONS, optim_name_expressions),
+            "activation": (activation_source, OPTIONS, activation_name_expressions)}
+
+
 @functools.lru_cache(maxsize=None)
-def _module():
+def _module(name: str):
     import cupy
-    return cupy.RawModule(code=source(), options=OPTIONS, name_expressions=name_expressions())
+    code, options, names = _MODULES[name]
+    return cupy.RawModule(code=code(), options=options, name_expressions=names())
 
 
 @functools.lru_cache(maxsize=None)
-def _optim_module():
-    import cupy
-    return cupy.RawModule(code=optim_source(), options=OPTIM_OPTIONS, name_expressions=optim_name_expressions())
-
-
-@functools.lru_cache(maxsize=None)
-def _optim_functions_on(device_id: int, dtype: np.dtype) -> OptimKernels:
+def _functions_on(device_id: int, module: str, names: tuple) -> tuple:
+    """The kernels ``names`` (name expressions) of ``module`` on device ``device_id``; compiles on first use."""
     import cupy
     with cupy.cuda.Device(device_id):
-        module = _optim_module()
-        return OptimKernels(module.get_function(f"{OPTIM_UPDATE}<{C_TYPES[dtype]}>"),
-                            module.get_function(OPTIM_CLIP_SCALES))
+        compiled = _module(module)
+        return tuple(compiled.get_function(name) for name in names)
 
 
-@functools.lru_cache(maxsize=None)
-def _activation_module():
+def _current(module: str, names) -> tuple:
     import cupy
-    return cupy.RawModule(code=activation_source(), options=OPTIONS, name_expressions=activation_name_expressions())
+    return _functions_on(cupy.cuda.Device().id, module, tuple(names))
 
 
-@functools.lru_cache(maxsize=None)
-def _activation_functions_on(device_id: int, dtype: np.dtype) -> ActivationKernels:
-    import cupy
-    with cupy.cuda.Device(device_id):
-        module = _activation_module()
-        return ActivationKernels(*(module.get_function(f"{kernel}<{C_TYPES[dtype]}>") for kernel in ACTIVATION_NAMES))
-
-
-def get_activation(dtype) -> ActivationKernels:
-    """The activation kernels for ``dtype`` (float32 or float64) on the current device; compiles on first use."""
-    import cupy
-    return _activation_functions_on(cupy.cuda.Device().id, np.dtype(dtype))
-
-
-def get_optim(dtype) -> OptimKernels:
-    """The optimizer kernels for ``dtype`` (float32 or float64) on the current device; compiles on first use."""
-    import cupy
-    return _optim_functions_on(cupy.cuda.Device().id, np.dtype(dtype))
-
-
-@functools.lru_cache(maxsize=None)
-def _functions_on(device_id: int, dtype: np.dtype, names: tuple) -> tuple:
-    """The kernels ``names`` for ``dtype`` on device ``device_id``; compiles on first use."""
-    import cupy
-    ctype = C_TYPES[dtype]
-    with cupy.cuda.Device(device_id):
-        module = _module()
-        return tuple(module.get_function(f"{kernel}<{ctype}>") for kernel in names)
+def get(dtype) -> Kernels:
+    """The step kernels for ``dtype`` (float32 or float64) on the current device; compiles on first use."""
+    ctype = C_TYPES[np.dtype(dtype)]
+    return Kernels(*_current("lstm", (f"{kernel}<{ctype}>" for kernel in KERNEL_NAMES)))
 
 
 def get_sequence(dtype) -> SequenceKernels:
     """The sequence kernels for ``dtype`` on the current device; compiles on first use."""
-    import cupy
-    return SequenceKernels(*_functions_on(cupy.cuda.Device().id, np.dtype(dtype), SEQUENCE_NAMES))
+    ctype = C_TYPES[np.dtype(dtype)]
+    return SequenceKernels(*_current("lstm", (f"{kernel}<{ctype}>" for kernel in SEQUENCE_NAMES)))
 
 
-def get(dtype) -> Kernels:
-    """The kernels for ``dtype`` (float32 or float64) on the current device; compiles on first use."""
-    import cupy
-    return Kernels(*_functions_on(cupy.cuda.Device().id, np.dtype(dtype), KERNEL_NAMES))
+def get_optim(dtype) -> OptimKernels:
+    """The optimizer kernels for ``dtype`` (float32 or float64) on the current device; compiles on first use."""
+    ctype = C_TYPES[np.dtype(dtype)]
+    return OptimKernels(*_current("optim", (f"{OPTIM_UPDATE}<{ctype}>", OPTIM_CLIP_SCALES)))
+
+
+def get_activation(dtype) -> ActivationKernels:
+    """The activation kernels for ``dtype`` (float32 or float64) on the current device; compiles on first use."""
+    ctype = C_TYPES[np.dtype(dtype)]
+    return ActivationKernels(*_current("activation", (f"{kernel}<{ctype}>" for kernel in ACTIVATION_NAMES)))
 
 
 def blocks(elements: int) -> int:

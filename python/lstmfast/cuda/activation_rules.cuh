@@ -2,16 +2,11 @@
 // activation_kernels.cu. The formulas are those of lstmfast/activations.py (the NumPy path), written
 // per element in the same order of operations; tests compare the two on both sides of every branch.
 //
-// Plain C++ marked LF_HD, like lstm_pointwise.cuh: NVRTC and nvcc compile it as __host__ __device__,
-// g++ as host code, so the tests run this exact math (on the CuPy stand-in) without a GPU.
+// Plain C++ marked LF_HD (lf_math.cuh), so the tests run this exact math (on the CuPy stand-in)
+// without a GPU.
 #pragma once
 
-#if defined(__CUDACC__)
-#define LF_HD __host__ __device__ __forceinline__
-#else
-#include <math.h>
-#define LF_HD inline
-#endif
+#include "lf_math.cuh"
 
 namespace lstmfast {
 
@@ -30,19 +25,6 @@ enum ActivationCode : int {
   kExponential = 10,
 };
 
-LF_HD float act_exp(float v) { return expf(v); }
-LF_HD double act_exp(double v) { return exp(v); }
-LF_HD float act_expm1(float v) { return expm1f(v); }
-LF_HD double act_expm1(double v) { return expm1(v); }
-LF_HD float act_log1p(float v) { return log1pf(v); }
-LF_HD double act_log1p(double v) { return log1p(v); }
-LF_HD float act_tanh(float v) { return tanhf(v); }
-LF_HD double act_tanh(double v) { return tanh(v); }
-LF_HD float act_erf(float v) { return erff(v); }
-LF_HD double act_erf(double v) { return erf(v); }
-LF_HD float act_abs(float v) { return fabsf(v); }
-LF_HD double act_abs(double v) { return fabs(v); }
-
 constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
 constexpr double kSeluScale = 1.0507009873554804934193349852946;
 constexpr double kSqrtHalf = 0.70710678118654752440084436210485;
@@ -51,7 +33,7 @@ constexpr double kInvSqrt2Pi = 0.39894228040143267793994605993438;
 // exp of -|x| only, so no overflow for any x.
 template <typename T>
 LF_HD T sigmoid_of(T x) {
-  const T e = act_exp(-act_abs(x));
+  const T e = lf_exp(-lf_abs(x));
   return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
 }
 
@@ -61,18 +43,18 @@ LF_HD T activation_value(int code, T x) {
   switch (code) {
     case kRelu: return x < T(0) ? T(0) : x;
     case kSigmoid: return sigmoid_of(x);
-    case kTanh: return act_tanh(x);
+    case kTanh: return lf_tanh(x);
     case kHardSigmoid: {
       const T v = x / T(6) + T(0.5);
       return v < T(0) ? T(0) : (v > T(1) ? T(1) : v);
     }
-    case kSoftplus: return (x < T(0) ? T(0) : x) + act_log1p(act_exp(-act_abs(x)));
-    case kSoftsign: return x / (T(1) + act_abs(x));
-    case kElu: return x > T(0) ? x : act_expm1(x);
-    case kSelu: return T(kSeluScale) * (x > T(0) ? x : T(kSeluAlpha) * act_expm1(x));
+    case kSoftplus: return (x < T(0) ? T(0) : x) + lf_log1p(lf_exp(-lf_abs(x)));
+    case kSoftsign: return x / (T(1) + lf_abs(x));
+    case kElu: return x > T(0) ? x : lf_expm1(x);
+    case kSelu: return T(kSeluScale) * (x > T(0) ? x : T(kSeluAlpha) * lf_expm1(x));
     case kSwish: return x * sigmoid_of(x);
-    case kGelu: return T(0.5) * x * (T(1) + act_erf(x * T(kSqrtHalf)));
-    case kExponential: return act_exp(x);
+    case kGelu: return T(0.5) * x * (T(1) + lf_erf(x * T(kSqrtHalf)));
+    case kExponential: return lf_exp(x);
     default: return x;  // not reached: lstmfast.cuda.activations checks the code
   }
 }
@@ -87,7 +69,7 @@ LF_HD T activation_grad(int code, T x, T y, T dy) {
     case kHardSigmoid: return dy * ((y > T(0) && y < T(1)) ? T(1) : T(0)) / T(6);
     case kSoftplus: return dy * sigmoid_of(x);
     case kSoftsign: {
-      const T d = T(1) + act_abs(x);
+      const T d = T(1) + lf_abs(x);
       return dy / (d * d);
     }
     case kElu: return dy * (x > T(0) ? T(1) : y + T(1));
@@ -97,8 +79,8 @@ LF_HD T activation_grad(int code, T x, T y, T dy) {
       return dy * (s + x * s * (T(1) - s));
     }
     case kGelu: {
-      const T cdf = T(0.5) * (T(1) + act_erf(x * T(kSqrtHalf)));
-      return dy * (cdf + x * T(kInvSqrt2Pi) * act_exp(T(-0.5) * x * x));
+      const T cdf = T(0.5) * (T(1) + lf_erf(x * T(kSqrtHalf)));
+      return dy * (cdf + x * T(kInvSqrt2Pi) * lf_exp(T(-0.5) * x * x));
     }
     case kExponential: return dy * y;
     default: return dy;  // not reached
@@ -107,7 +89,7 @@ LF_HD T activation_grad(int code, T x, T y, T dy) {
 
 // Softmax over a row, given the row's maximum m and the sum s of exp(x - m): exp(x - m) / s.
 template <typename T>
-LF_HD T softmax_exp(T x, T m) { return act_exp(x - m); }
+LF_HD T softmax_exp(T x, T m) { return lf_exp(x - m); }
 
 // Its backward pass (the Jacobian-vector product) given dot = sum over the row of dy * y.
 template <typename T>

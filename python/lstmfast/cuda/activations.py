@@ -22,26 +22,26 @@ _WARPS_PER_BLOCK = _kernels.ACTIVATION_THREADS // 32
 _MAX_BLOCKS = 8192   # the elementwise kernels stride over larger arrays
 
 
-def _elementwise_grid(n: int) -> tuple:
-    return (min(_kernels.blocks(n), _MAX_BLOCKS),)
-
-
-def _rows_grid(rows: int) -> tuple:
-    return (-(-rows // _WARPS_PER_BLOCK),)
+def _launch(name: str, forward: bool, like: Array, arrays: tuple) -> None:
+    """One launch of ``name``'s forward or backward kernel over ``like``'s shape; ``arrays`` are
+    the kernel's pointer arguments."""
+    kernels = _kernels.get_activation(like.dtype)
+    block = (_kernels.ACTIVATION_THREADS,)
+    if name == SOFTMAX:
+        rows, cols = like.size // like.shape[-1], like.shape[-1]
+        kernel = kernels.softmax_forward if forward else kernels.softmax_backward
+        kernel((-(-rows // _WARPS_PER_BLOCK),), block, (np.int64(rows), np.int64(cols)) + arrays)
+    else:
+        kernel = kernels.forward if forward else kernels.backward
+        kernel((min(_kernels.blocks(like.size), _MAX_BLOCKS),), block,
+               (np.int64(like.size), np.int32(CODES[name])) + arrays)
 
 
 def forward(cp: ModuleType, name: str, x: Array) -> Array:
     """``name(x)`` as a new array; ``x`` a C-contiguous float32/float64 CuPy array on the current
     device, holding at least one element (and, for softmax, at least one column)."""
     y = cp.empty(x.shape, x.dtype)
-    kernels = _kernels.get_activation(x.dtype)
-    block = (_kernels.ACTIVATION_THREADS,)
-    if name == SOFTMAX:
-        cols = x.shape[-1]
-        rows = x.size // cols
-        kernels.softmax_forward(_rows_grid(rows), block, (np.int64(rows), np.int64(cols), x, y))
-    else:
-        kernels.forward(_elementwise_grid(x.size), block, (np.int64(x.size), np.int32(CODES[name]), x, y))
+    _launch(name, True, x, (x, y))
     return y
 
 
@@ -49,13 +49,5 @@ def backward(cp: ModuleType, name: str, x: Array, y: Array, dy: Array) -> Array:
     """``dL/dx`` of ``name`` as a new array, from ``x``, ``y = name(x)`` and ``dy``: C-contiguous
     CuPy arrays of one shape and float dtype on the current device (``x`` unused by softmax)."""
     dx = cp.empty(dy.shape, dy.dtype)
-    kernels = _kernels.get_activation(dy.dtype)
-    block = (_kernels.ACTIVATION_THREADS,)
-    if name == SOFTMAX:
-        cols = dy.shape[-1]
-        rows = dy.size // cols
-        kernels.softmax_backward(_rows_grid(rows), block, (np.int64(rows), np.int64(cols), y, dy, dx))
-    else:
-        kernels.backward(_elementwise_grid(dy.size), block,
-                         (np.int64(dy.size), np.int32(CODES[name]), x, y, dy, dx))
+    _launch(name, False, dy, (y, dy, dx) if name == SOFTMAX else (x, y, dy, dx))
     return dx

@@ -1,24 +1,14 @@
 // Per-element math of one LSTM time step, forward and backward: the body of the CUDA kernels in
 // lstm_kernels.cu. Layout and equations are those of cpp/lstm.h (stated once there).
 //
-// Every function here is plain C++ marked LF_HD: NVRTC and nvcc compile it as __host__ __device__,
-// g++ as ordinary inline host code, so the tests check this exact math on machines without a GPU.
+// Every function here is plain C++ marked LF_HD (lf_math.cuh), so the tests check this exact math
+// on machines without a GPU.
 // Index n = b*H + j names one (batch row b, hidden unit j) pair; one CUDA thread owns one n.
 #pragma once
 
-#if defined(__CUDACC__)
-#define LF_HD __host__ __device__ __forceinline__
-#else
-#include <math.h>
-#define LF_HD inline
-#endif
+#include "lf_math.cuh"
 
 namespace lstmfast {
-
-LF_HD float lf_exp(float v) { return expf(v); }
-LF_HD double lf_exp(double v) { return exp(v); }
-LF_HD float lf_tanh(float v) { return tanhf(v); }
-LF_HD double lf_tanh(double v) { return tanh(v); }
 
 // Recurrent activation; hard = 1 selects Keras 2's hard_sigmoid clip(0.2 z + 0.5, 0, 1).
 template <typename T>

@@ -4,16 +4,11 @@
 // with --fmad=false, as the C++ with -ffp-contract=off), every scalar given in double and rounded
 // once to T. With the same inputs the two agree bitwise; so does optimizers' NumPy reference.
 //
-// Plain C++ marked LF_HD, like lstm_pointwise.cuh: NVRTC and nvcc compile it as __host__ __device__,
-// g++ as host code, so the tests run this exact math (and compare it with the C++ step) without a GPU.
+// Plain C++ marked LF_HD (lf_math.cuh), so the tests run this exact math (and compare it with the
+// C++ step) without a GPU.
 #pragma once
 
-#if defined(__CUDACC__)
-#define LF_HD __host__ __device__ __forceinline__
-#else
-#include <math.h>
-#define LF_HD inline
-#endif
+#include "lf_math.cuh"
 
 namespace lstmfast {
 
@@ -35,8 +30,6 @@ constexpr int kOptimRuleCount = 10;
 // Clipping by norm (the scales a step multiplies each gradient by): none, per variable, global.
 enum ClipMode : int { kClipNone = 0, kClipNorm = 1, kClipGlobalNorm = 2 };
 
-LF_HD double lf_sqrt(double v) { return sqrt(v); }
-LF_HD float lf_sqrt(float v) { return sqrtf(v); }
 LF_HD bool lf_finite(double v) { return v - v == 0.0; }  // false for inf and NaN
 
 // The gradient scale of one variable, as optimizers/base.py computes it on the host: clipnorm
