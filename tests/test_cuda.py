@@ -288,8 +288,7 @@ def _host_source():
 # The optimizer kernels as host loops over the same pointer tables and element functions
 # (optim_rules.cuh): every variable, every element in turn, then (clip scales) the last block's work.
 _HOST_OPTIM_UPDATE = """
-  const lstmfast::OptimScalars<{T}> k(lr, momentum, one_minus_beta_1, one_minus_beta_2, rho, one_minus_rho, epsilon,
-                                      clip_value, clipvalue, decay_keep);
+  const lstmfast::OptimScalars<{T}> k(hyper);
   for (long long v = 0; v < n_vars; ++v) {{
     const long long* row = table + v * 7;
     {T}* var = ({T}*)row[0];
@@ -892,6 +891,8 @@ class HostOptimKernel:
         assert (grid[0] - 1) * chunk < total <= grid[0] * chunk, (grid, chunk, total)
         for name in ("scales", "sq"):
             assert named.get(name) is None or named[name].shape == (n,), name
+        if "hyper" in named:
+            assert named["hyper"].shape == (cuda_optim.HYPER,), named["hyper"].shape
         if self.kernel == _kernels.OPTIM_CLIP_SCALES:
             assert named["done"].shape == (1,)
             assert not named["sq"].view(np.ndarray).any() and not named["done"].view(np.ndarray).any(), \
@@ -1476,9 +1477,10 @@ def masked_classifier_model():
 
 
 # The optimizer kernels each model's step launches (the clip-scales kernel for clipnorm/global_clipnorm).
-TRAINING_MODELS = {"tutorial": (tutorial_model, 1), "char-rnn": (char_rnn_model, 1),
-                   "global-clipnorm": (clipped_model, 2), "masked": (masked_classifier_model, 2),
-                   "masked-sequences": (masked_model, 1), "masked-loss": (masked_sequence_model, 1)}
+# And whether its training step runs as a CUDA graph.
+TRAINING_MODELS = {"tutorial": (tutorial_model, 1, False), "char-rnn": (char_rnn_model, 1, True),
+                   "global-clipnorm": (clipped_model, 2, False), "masked": (masked_classifier_model, 2, False),
+                   "masked-sequences": (masked_model, 1, False), "masked-loss": (masked_sequence_model, 1, False)}
 
 
 class OptimizerLaunches:
@@ -1499,7 +1501,7 @@ class OptimizerLaunches:
 @pytest.mark.parametrize("verbose", [0, 1], ids=["verbose0", "progbar"])
 @pytest.mark.parametrize("name", list(TRAINING_MODELS))
 def test_a_training_step_reads_nothing_back_from_the_device(name, verbose, emulated, capsys, monkeypatch):
-    build, optimizer_kernels = TRAINING_MODELS[name]
+    build, optimizer_kernels, graphed = TRAINING_MODELS[name]
     _, cpu_history, _ = fit_model(build, "cpu")
     lf_backend.set_random_seed(3)
     model, x, y = build()
@@ -1508,6 +1510,7 @@ def test_a_training_step_reads_nothing_back_from_the_device(name, verbose, emula
     lstmfast.set_backend("cuda")
     try:
         Transfers.reset()
+        Launches.reset()
         history = model.fit(x, y, batch_size=8, epochs=3, verbose=verbose, callbacks=[reads]).history
     finally:
         lstmfast.set_backend("cpu")
@@ -1520,9 +1523,15 @@ def test_a_training_step_reads_nothing_back_from_the_device(name, verbose, emula
         f"step {i}: {', '.join(sites)}" for i, sites in enumerate(reads.sites) if sites)
     # the epoch's loss and metrics come back in one copy (the progress bar draws from it too)
     assert reads.epochs[1:] == [1, 1], Transfers.sites
-    # each optimizer step: one launch for all the variables (after the clip scales, when clipping by norm)
+    # each optimizer step: one launch for all the variables (after the clip scales, when clipping by
+    # norm), or, before a replay of the training step's graph, none (its host part)
     kernels = [_kernels.OPTIM_CLIP_SCALES] * (optimizer_kernels - 1) + [_kernels.OPTIM_UPDATE]
-    assert launches.steps == [(optimizer_kernels, kernels)] * (3 * steps), launches.steps
+    replays = Launches.kernels.count("graph")
+    assert launches.steps.count((0, [])) == replays, launches.steps
+    assert [s for s in launches.steps if s != (0, [])] == [(optimizer_kernels, kernels)] * (
+        3 * steps - replays + 2 * (replays > 0)), launches.steps  # + the capture's and the check's eager step
+    # batch 1 learns the outputs' shapes, 2 runs eagerly, 3 too and is captured, 4 checks the graph
+    assert replays == (3 * steps - 3 if graphed else 0)
 
 
 def test_segment_sums_on_the_device_read_nothing_back(emulated):
@@ -1575,7 +1584,9 @@ def test_batches_go_to_the_device_through_two_sets_of_pinned_buffers(emulated, m
         model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     finally:
         lstmfast.set_backend("cpu")
-    assert allocations == [8 * 6 * 4] * 2  # int32 ids (the Embedding's input dtype); one buffer per set, for 10 batches
+    # one buffer per set, for 10 batches: the int32 ids (the Embedding's input dtype), from the second
+    # batch on the float32 targets, checked on the host and copied with them, and Adam's step values
+    assert sorted(allocations) == sorted([8 * 6 * 4] * 2 + [8 * 4] * 2 + [cuda_optim.HYPER * 8] * 2), allocations
 
 
 @pytest.mark.parametrize("where", ["ids", "labels"])

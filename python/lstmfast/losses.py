@@ -36,7 +36,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Tuple, Type, TypeVar, Union
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import ops
 from ._serialization import class_and_config, serialized
@@ -100,7 +100,16 @@ class Loss:
         The loss is a Python float, or for a device ``y_pred`` a 0-d float64 device array (nothing is
         read back: ``float(loss)`` reads it)."""
         p = _check_pred(y_pred)
-        t = self._check_true(y_true, p)
+        return self._value_and_grad_of(self._check_true(y_true, p), p, sample_weight)
+
+    def _checked_targets(self, y_true: np.ndarray, shape: tuple, dtype: DTypeLike) -> np.ndarray:
+        """Host targets checked and converted as ``value_and_grad`` does for predictions of ``shape``
+        and ``dtype``, before they move to a device (where checking them would read them back)."""
+        return np.asarray(self._check_true(y_true, np.broadcast_to(np.zeros((), dtype), shape)))
+
+    def _value_and_grad_of(self, t: Array, p: Array,
+                           sample_weight: Optional[ArrayLike]) -> Tuple[Union[float, Array], Array]:
+        """``value_and_grad`` of targets ``t`` already checked (``_check_true``)."""
         if p.size == 0:
             return 0.0, ops.array_module(p).zeros(p.shape, p.dtype)
         if type(self)._grad is not Loss._grad:

@@ -93,6 +93,11 @@ class Metric:
         return f"<{type(self).__name__} name={self.name!r} result={self.result():.6g}>"
 
 
+def _state_value(v) -> Any:
+    """A running sum as ``set_state`` keeps it: a float, or a device scalar as it is (not read back)."""
+    return v if ops.array_module(v) is not np and getattr(v, "shape", None) == () else float(v)
+
+
 class Mean(Metric):
     """Running (weighted) mean of the values passed to ``update_state``; see the module docstring."""
 
@@ -106,7 +111,7 @@ class Mean(Metric):
         return [self.total, self.count]
 
     def set_state(self, values: Sequence[float]) -> None:
-        self.total, self.count = (float(v) for v in values)
+        self.total, self.count = (_state_value(v) for v in values)
 
     def result(self) -> float:
         return float(self.total / self.count) if self.count else 0.0

@@ -39,7 +39,7 @@ from ._typing import ArrayData, ArrayLike, ModelData, PathLike
 from .callbacks import Callback, CallbackList, History
 from .data_adapters import ArrayBatches, GeneratorBatches, PyDatasetBatches, is_batch_source
 from .layers import KerasTensor, Layer
-from .losses import LossLike
+from .losses import Loss, LossLike
 from .metrics import MetricLike
 from .optimizers import OptimizerLike
 from .utils import PyDataset
@@ -51,6 +51,27 @@ def _as_list(x) -> list:
     if x is None:
         return []
     return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _sequence_weights(pred, mask, sample_weight):
+    """The weights of an output's loss: for a sequence output with a mask, the mask scaled to make
+    the loss a mean over the unmasked steps (0 when none is), times ``sample_weight``; else
+    ``sample_weight``. Computed where the output is, nothing read back."""
+    if mask is None or pred.ndim != 3:
+        return sample_weight
+    xp = ops.array_module(pred)
+    m = mask.astype(pred.dtype)
+    steps = m.sum()
+    m *= (m.size / xp.maximum(steps, 1)) * (steps > 0)  # steps >= 1 where it is > 0
+    if sample_weight is None:
+        return m
+    return m * (sample_weight[:, None] if np.ndim(sample_weight) == 1 else sample_weight)
+
+
+def _batch_key(xs, ys, sample_weight) -> tuple:
+    """The shapes and dtypes of a batch: what a device step's graph is kept for."""
+    return (tuple((np.shape(a), np.asarray(a).dtype.str) for a in list(xs) + list(ys)),
+            None if sample_weight is None else np.shape(sample_weight))
 
 
 def _batch_count(arrays: List[np.ndarray]) -> int:
@@ -176,6 +197,7 @@ class Model:
         self._n_tensors = len(ids)
         self._train_pairs = None
         self._id_checks = None
+        self._device_outputs: Dict[tuple, list] = {}  # batch key -> [(shape, dtype)] of the outputs on a device
 
     @property
     def layers(self) -> list:
@@ -422,27 +444,21 @@ class Model:
             self._train_pairs = [pair for layer in self._layers for pair in layer.trainable_pairs()]
         return self._train_pairs
 
-    def _output_losses(self, ys, values, masks, sample_weight) -> list:
+    def _output_losses(self, ys, values, masks, sample_weight, counts: bool = False) -> list:
         """``[(loss, gradient w.r.t. the output, count)]`` per output, the loss weights applied.
-        ``count`` is what the loss is a mean over: the rows, or a masked sequence output's
-        unmasked steps (data-parallel training weights each rank's part by it)."""
+        ``count`` (with ``counts``) is what the loss is a mean over: the rows, or a masked sequence
+        output's unmasked steps (data-parallel training weights each rank's part by it)."""
         losses = self._losses_per_output()
         out = []
         weights = self._loss_weights
         for k, (oid, loss) in enumerate(zip(self._output_ids, losses)):
             pred = values[oid]
-            sw = sample_weight
             mask = masks[oid]
             count = float(pred.shape[0])
-            if mask is not None and pred.ndim == 3:
-                m = mask.astype(pred.dtype)
+            if counts and mask is not None and pred.ndim == 3:
                 # counted on the host: a device mask made from host values (an Embedding's) is not read back
-                host = ops.to_numpy(mask)
-                denom = m.sum() if host is mask else host.astype(pred.dtype).sum()
-                count = float(denom)
-                m *= (m.size / denom) if denom > 0 else 0.0
-                sw = m if sw is None else m * (sw[:, None] if np.ndim(sw) == 1 else sw)
-            value, grad = loss.value_and_grad(ys[k], pred, sw)
+                count = float(ops.to_numpy(mask).astype(pred.dtype).sum())
+            value, grad = loss.value_and_grad(ys[k], pred, _sequence_weights(pred, mask, sample_weight))
             if weights is not None:
                 value *= weights[k]
                 grad = grad * weights[k]
@@ -487,12 +503,12 @@ class Model:
             stack.extend(getattr(layer, "_sublayers", lambda: [])())
         return out
 
-    def _to_device(self, xs) -> list:
-        """The batch's input arrays copied to the device (through pinned buffers, see
-        ``ops.batch_to_device``), one copy each. Layers that check the
-        values of a model input (Embedding's ids) check the host array first, so that they need
-        not read the device copy back."""
-        moved = ops.batch_to_device(xs)
+    def _to_device(self, xs, extra=()) -> list:
+        """The batch's input arrays, then ``extra`` (checked targets, sample weights), copied to the
+        device (through pinned buffers, see ``ops.batch_to_device``), one copy each. Layers that
+        check the values of a model input (Embedding's ids) check the host array first, so that
+        they need not read the device copy back."""
+        moved = ops.batch_to_device(list(xs) + list(extra))
         checks = self._id_checks
         if checks is None:
             positions = {tid: k for k, tid in enumerate(self._input_ids)}
@@ -520,15 +536,19 @@ class Model:
         ranks' gradients, losses and metric updates before the optimizer steps."""
         where = self._place()
         world = distributed.data_parallel()
+        rows = xs[0].shape[0]
+        if where != "cpu" and world is None and rows:
+            loss = self._train_on_device(xs, ys, sample_weight)
+            if loss is not None:
+                return loss
         for layer in self._layers:
             if layer.trainable:
                 layer.zero_grads()
-        rows = xs[0].shape[0]
         if rows:
             if where != "cpu":
                 xs = self._to_device(xs)  # the batch moves to the device once
             values, masks, caches = self._run(xs, training=True, keep_caches=True)
-            parts = self._output_losses(ys, values, masks, sample_weight)  # on the device of the outputs
+            parts = self._output_losses(ys, values, masks, sample_weight, world is not None)  # where the outputs are
         else:  # a rank whose slice of a short last batch is empty still takes part in the sums
             parts = [(0.0, None, 0.0) for _ in self._output_ids]
         if world is not None:
@@ -545,6 +565,8 @@ class Model:
             out_grads = {oid: grad for oid, (_, grad, _) in zip(self._output_ids, parts)}
             if where != "cpu":
                 out_grads = {i: ops.to_backend(g, where) for i, g in out_grads.items()}
+                self._device_outputs[_batch_key(xs, ys, sample_weight)] = [
+                    (values[i].shape, values[i].dtype) for i in self._output_ids]
             self._backward(caches, out_grads)
             self._last_values, self._last_masks = values, masks
         pairs = self._trainable_pairs()
@@ -571,6 +593,86 @@ class Model:
             loss = float(values_sum[0])
             self._set_metric_states([b + d for b, d in zip(before, values_sum[1:])])
         self.optimizer.apply_gradients(pairs)
+        return loss
+
+    def _train_on_device(self, xs, ys, sample_weight) -> Any:
+        """The training step on the device in one process, replayed as a CUDA graph per batch
+        shape (``ops.GraphedCalls``); returns the batch's loss (a device scalar), or None where the
+        plain step must run: at a shape's first batch (the outputs' shapes are not known yet), or
+        for a loss, optimizer or metric that cannot run in a graph (a loss that overrides
+        ``value_and_grad``, an optimizer without a fused kernel, a metric without ``get_state``).
+        The targets are checked on the host against the outputs' shapes and copied with the
+        inputs; the step gives the metrics' sums over the batch, added to their running sums
+        outside it; a replay's host part is the optimizer's step (its step count and step values)."""
+        specs = self._device_outputs.get(_batch_key(xs, ys, sample_weight))
+        losses = self._losses_per_output()
+        metrics = [metric for _, _, metric in self._metrics_built or ()]
+        optimizer = self.optimizer
+        step_key = optimizer._captured_step_key()
+        if (specs is None or self._metrics_built is None or step_key is None
+                or any(type(loss).value_and_grad is not Loss.value_and_grad for loss in losses)):
+            return None
+        try:
+            states = [list(metric.get_state()) for metric in metrics]
+        except NotImplementedError:
+            return None
+        targets = [loss._checked_targets(np.asarray(y), shape, dtype)
+                   for loss, y, (shape, dtype) in zip(losses, ys, specs)]
+        extra = targets + ([] if sample_weight is None else [np.asarray(sample_weight)])
+        inputs = self._to_device(xs, extra)
+        n_in, n_out = len(xs), len(targets)
+        outputs, weights = self._output_ids, self._loss_weights
+        pairs = self._trainable_pairs()
+        layers = self._all_layers()
+
+        def run(arrays):
+            x, t = arrays[:n_in], arrays[n_in:n_in + n_out]
+            sw = arrays[n_in + n_out] if len(arrays) > n_in + n_out else None
+            for layer in self._layers:
+                if layer.trainable:
+                    layer.zero_grads()
+            values, masks, caches = self._run(x, training=True, keep_caches=True)
+            total, grads = 0.0, {}
+            for k, (oid, loss) in enumerate(zip(outputs, losses)):
+                value, grad = loss._value_and_grad_of(t[k], values[oid], _sequence_weights(values[oid], masks[oid], sw))
+                if weights is not None:
+                    value, grad = value * weights[k], grad * weights[k]
+                total, grads[oid] = total + value, grad
+            self._backward(caches, grads)
+            self._last_values, self._last_masks = values, masks
+            for metric in metrics:
+                metric.reset_state()
+            self._update_metrics(t, sw)
+            sums = [v for metric in metrics for v in metric.get_state()]
+            optimizer.apply_gradients(pairs)
+            return total, sums
+
+        generators = [backend.get_rng()] + [layer._rng for layer in layers if getattr(layer, "_rng", None) is not None]
+
+        def save():  # what a step changes on the host: a capture must leave it as it was
+            return (optimizer.iterations, [list(metric.get_state()) for metric in metrics],
+                    [g.bit_generator.state for g in generators])
+
+        def restore(saved):
+            optimizer.iterations = saved[0]
+            for metric, state in zip(metrics, saved[1]):
+                metric.set_state(state)
+            for g, state in zip(generators, saved[2]):
+                g.bit_generator.state = state
+
+        graphs = self.__dict__.get("_graphed_training")
+        if graphs is None:
+            graphs = self._graphed_training = ops.GraphedCalls("training step")
+        written = [w for layer in layers for w in layer.weights.values()] + optimizer._slot_arrays()
+        key = (tuple((a.shape, a.dtype.str) for a in inputs), step_key)
+        loss, sums = graphs(key, run, inputs, [layer.buffers for layer in layers], written + [g for g, _ in pairs],
+                            written=written, before=lambda: optimizer.apply_gradients(pairs),
+                            host_state=(save, restore))
+        at = 0
+        for metric, state in zip(metrics, states):
+            metric.set_state([a + b for a, b in zip(state, sums[at:at + len(state)])])
+            at += len(state)
+        self._last_values = [None] * self._n_tensors  # the graph's arrays: valid until its next launch
         return loss
 
     def _predict_batch(self, xs, to_host: bool = True) -> list:
@@ -839,7 +941,7 @@ class Model:
         rows = xs[0].shape[0]
         if rows:
             self._predict_batch(xs, to_host=False)
-            parts = self._output_losses(ys, self._last_values, self._last_masks, sample_weight)
+            parts = self._output_losses(ys, self._last_values, self._last_masks, sample_weight, world is not None)
             self._update_metrics(ys, sample_weight)
         else:
             parts = [(0.0, None, 0.0) for _ in self._output_ids]

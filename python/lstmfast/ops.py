@@ -50,6 +50,7 @@ from ._typing import Array
 from .cuda import activations as _cuda_activations
 from .cuda import graphs as _cuda_graphs
 from .cuda import optim as _cuda_optim
+from .cuda import staging as _cuda_staging
 
 __all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTMCache", "RECURRENT_ACTIVATIONS",
            "BACKENDS", "set_backend", "get_backend", "array_module", "as_array", "to_numpy", "to_device_of",
@@ -547,49 +548,17 @@ def batch_to_device(arrays: Iterable[np.ndarray]) -> list:
     """A batch's host arrays on the current device, copied without making the host wait: each goes
     through a pinned (page-locked) host buffer, and the copy is queued on the current stream
     (ordered before the kernels that use it; a copy from pageable memory may wait for the stream).
-    Pinned buffers alternate between two sets; a set is refilled once the copies that last read it
-    (two batches ago) are done."""
+    Pinned buffers alternate between two sets (``lstmfast.cuda.staging.PinnedStaging``)."""
     cupy = _cuda.require_gpu()
     _cuda_graphs.refuse("sending a batch to the device")
     device_id = cupy.cuda.Device().id
     staging = _STAGING.get(device_id)
     if staging is None:
-        staging = _STAGING[device_id] = _PinnedStaging()
+        staging = _STAGING[device_id] = _cuda_staging.PinnedStaging()
     return staging.copy(cupy, [np.ascontiguousarray(a) for a in arrays])
 
 
-class _PinnedStaging:
-    """The pinned buffers of ``batch_to_device`` on one device: two sets, used in turn."""
-
-    def __init__(self) -> None:
-        self.buffers: list = [[], []]   # per set: [pinned memory, its size in bytes] per array
-        self.copied: list = [None, None]  # per set: the event after its last copies
-        self.turn = 0
-
-    def copy(self, cupy, arrays: list) -> list:
-        turn, self.turn = self.turn, 1 - self.turn
-        if self.copied[turn] is not None:
-            self.copied[turn].synchronize()  # that set's copies finished (normally long ago)
-        buffers = self.buffers[turn]
-        stream = cupy.cuda.get_current_stream()
-        out = []
-        for k, a in enumerate(arrays):
-            if k == len(buffers):
-                buffers.append([None, -1])
-            if buffers[k][1] < a.nbytes:
-                buffers[k] = [cupy.cuda.alloc_pinned_memory(max(a.nbytes, 1)), a.nbytes]
-            staged = np.frombuffer(buffers[k][0], a.dtype, a.size).reshape(a.shape)
-            staged[...] = a
-            device = cupy.empty(a.shape, a.dtype)
-            device.set(staged, stream=stream)
-            out.append(device)
-        event = cupy.cuda.Event(block=False, disable_timing=True)
-        event.record(stream)
-        self.copied[turn] = event
-        return out
-
-
-_STAGING: dict = {}  # device id -> _PinnedStaging
+_STAGING: dict = {}  # device id -> PinnedStaging
 _SCATTER_ROWS = {_F32: _core.scatter_add_rows_f32, _F64: _core.scatter_add_rows_f64}
 _OPTIMIZER_STEPS = {_F32: _core.optim_step_f32, _F64: _core.optim_step_f64}
 
@@ -799,27 +768,34 @@ def device_activation_grad(name: str, x: Array, y: Array, dy: Array) -> Optional
 
 
 class GraphedCalls:
-    """One fixed-shape device call (a model's inference step) per input shape, run as a CUDA
-    graph (``lstmfast.cuda.graphs``): eagerly at a shape's first call (which also compiles the
-    kernels and sizes the memory pool), captured at its second (which runs eagerly too), and at the
-    third checked once against the eager call on that batch (outputs and state); replayed from then
-    on. A call that a graph cannot replay (host data sent to the device, device values read) is
-    refused while capturing and stays eager for that shape; a check that fails turns graphs off for
-    this owner, with a warning. Host arrays and ``cuda.graphs.GRAPHS = "never"`` run eagerly.
+    """One fixed-shape device call (a model's inference or training step) per input shape, run as
+    a CUDA graph (``lstmfast.cuda.graphs``): eagerly at a shape's first call (which also compiles
+    the kernels and sizes the memory pool), captured at its second (which runs eagerly too), and at
+    the third checked once against the eager call on that batch (outputs, state and the arrays it
+    writes); replayed from then on. A call that a graph cannot replay (host data sent to the
+    device, device values read) is refused while capturing and stays eager for that shape; a check
+    that fails turns graphs off for this owner, with a warning. Host arrays and
+    ``cuda.graphs.GRAPHS = "never"`` run eagerly.
 
     ``keep`` (the arrays the call reads, the weights) must be the same objects at every call: when
-    one was replaced (weights loaded, the model moved) the graphs are dropped and captured again."""
+    one was replaced (weights loaded, the model moved) the graphs are dropped and captured again.
+    A training step also gives ``written`` (the arrays it updates in place: weights, optimizer
+    slots), ``before`` (its host part, run before each replay under ``graphs.host_part()``: the
+    optimizer's step count and step values) and ``host_state`` (a pair ``(save, restore)`` of the
+    host state the call changes, which a capture must leave as it was)."""
 
     MAX_SHAPES = 8  # graphs kept per owner; further shapes run eagerly
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "inference step") -> None:
+        self.what = what
         self._entries: dict = {}  # key -> None (seen once), Captured, or False (eager for good)
         self._pending: dict = {}  # key -> Captured waiting for its check
         self._keep: tuple = ()
         self.disabled = False
 
     def __call__(self, key: tuple, run: Callable[[list], Any], inputs: list, buffers: Sequence[dict],
-                 keep: Sequence[Any]) -> Any:
+                 keep: Sequence[Any], written: Sequence[Any] = (), before: Optional[Callable[[], None]] = None,
+                 host_state: Optional[tuple] = None) -> Any:
         cupy = _cupy()
         if (self.disabled or _cuda_graphs.GRAPHS == "never" or _cuda_graphs.active() or not inputs
                 or cupy is None or not all(isinstance(x, cupy.ndarray) for x in inputs)):
@@ -836,7 +812,7 @@ class GraphedCalls:
         if entry is False:
             return run(inputs)
         if entry is not None:
-            out = entry.launch(cupy, inputs)
+            out = entry.launch(cupy, inputs, before)
             if out is not None:
                 return out
             del entries[key]  # the state changed shape: eager, and captured again
@@ -844,33 +820,45 @@ class GraphedCalls:
         pending = self._pending.pop(key, None)
         if pending is None:  # second call: eagerly, then capture it for the next one
             out = run(inputs)
+            saved = host_state[0]() if host_state is not None else None
             try:
                 self._pending[key] = _cuda_graphs.capture(cupy, run, list(inputs), buffers)
             except _cuda_graphs.CaptureRefused:
                 entries[key] = False
             except Exception as e:  # a CUDA error: an operation capture does not allow
                 entries[key] = False
-                _warn_graphs_off(f"capturing it failed ({type(e).__name__}: {e})")
+                _warn_graphs_off(self.what, f"capturing it failed ({type(e).__name__}: {e})")
+            finally:
+                if host_state is not None:
+                    host_state[1](saved)
             return out
-        return self._check(cupy, key, pending, run, inputs, buffers)
+        return self._check(cupy, key, pending, run, inputs, buffers, written, before, host_state)
 
-    def _check(self, cupy, key, captured, run, inputs, buffers):
+    def _check(self, cupy, key, captured, run, inputs, buffers, written, before, host_state):
         """The third call: eagerly for reference, then the graph on the same batch and state."""
         state = [dict(b) for b in buffers]                       # the arrays the graph reads and writes
         saved = [{k: v.copy() for k, v in b.items()} for b in buffers]
+        saved_written = [a.copy() for a in written]
+        saved_host = host_state[0]() if host_state is not None else None
         want = run(inputs)
         want_state = [dict(b) for b in buffers]
+        want_written = [a.copy() for a in written]
         for b, arrays, values in zip(buffers, state, saved):     # the state as it was before
             b.clear()
             b.update(arrays)
             for k, v in values.items():
                 arrays[k][...] = v
-        got = captured.launch(cupy, inputs)
+        for a, v in zip(written, saved_written):
+            a[...] = v
+        if host_state is not None:
+            host_state[1](saved_host)
+        got = captured.launch(cupy, inputs, before)
         if got is None:
             del self._entries[key]
-            return want
+            return run(inputs)
         pairs = list(zip(_device_arrays(got), _device_arrays(want)))
         pairs += [(b[k], s[k]) for b, s in zip(buffers, want_state) for k in s]
+        pairs += list(zip(written, want_written))
         same = len(_device_arrays(got)) == len(_device_arrays(want)) and all(
             a.shape == b.shape and bool(cupy.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)) for a, b in pairs)
         if same:
@@ -880,19 +868,21 @@ class GraphedCalls:
         for b, s in zip(buffers, want_state):  # keep the eager call's result and state
             b.clear()
             b.update(s)
-        _warn_graphs_off("its replay did not reproduce the eager step")
+        for a, v in zip(written, want_written):
+            a[...] = v
+        _warn_graphs_off(self.what, "its replay did not reproduce the eager step")
         return want
 
 
 def _device_arrays(out) -> list:
-    """The arrays in a call's result (nested lists and tuples, None skipped), in order."""
+    """The arrays in a call's result (nested lists and tuples; None and host numbers skipped), in order."""
     if isinstance(out, (list, tuple)):
         return [a for o in out for a in _device_arrays(o)]
-    return [] if out is None else [out]
+    return [] if out is None or not hasattr(out, "shape") else [out]
 
 
-def _warn_graphs_off(why: str) -> None:
+def _warn_graphs_off(what: str, why: str) -> None:
     import warnings
-    warnings.warn(f"lstmfast: CUDA graphs are off for this model's inference step: {why}; it runs "
+    warnings.warn(f"lstmfast: CUDA graphs are off for this model's {what}: {why}; it runs "
                   f"eagerly (set lstmfast.cuda.graphs.GRAPHS = 'never' to skip the attempt)", RuntimeWarning,
                   stacklevel=3)

@@ -19,20 +19,30 @@ On a real GPU the capture uses CuPy's stream capture (relaxed mode: the private 
 cudaMalloc while capturing). An operation a capture does not allow raises its CUDA error;
 ``lstmfast.ops.GraphedCalls`` then keeps that shape eager and warns.
 
-Used by ``Model``'s inference step (``predict``, ``evaluate``, ``predict_on_batch``, ``__call__``),
-see ``GRAPHS``."""
+Values a step takes from the host that change from step to step (an optimizer's learning rate and
+bias corrections) are not kernel arguments, which a graph would repeat, but device memory the
+kernels read (``staging.StepValues``): the host copies each step's values there before launching
+the step, outside the graph. A replay is then preceded by the step's host part alone, run with
+``host_part()`` set: the code computes and copies those values but queues no device work.
+
+Used by ``Model``'s inference step (``predict``, ``evaluate``, ``predict_on_batch``, ``__call__``)
+and training step (``fit``, ``train_on_batch``), see ``GRAPHS``."""
 from __future__ import annotations
 
+import contextlib
 from types import ModuleType
-from typing import Callable, List, NamedTuple, Sequence
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence
 
-__all__ = ["GRAPHS", "CaptureRefused", "Captured", "capture", "active"]
+__all__ = ["GRAPHS", "CaptureRefused", "Captured", "capture", "active", "host_part", "running_host_part",
+           "stream_key"]
 
-# "auto": a model's inference step is captured at the second batch of a shape and verified once
+# "auto": a model's inference and training steps are captured per batch shape and verified once
 # against the eager step; "never": every step runs eagerly.
 GRAPHS = "auto"
 
 _ACTIVE = [0]  # captures in progress (in this thread: capture runs on the calling thread)
+_HOST_PART = [0]  # host parts of a step running before its replay
+_ORIGIN: list = []  # the streams captures were started from
 
 
 class CaptureRefused(RuntimeError):
@@ -42,6 +52,27 @@ class CaptureRefused(RuntimeError):
 def active() -> bool:
     """Whether a capture is in progress: host/device crossings must refuse."""
     return _ACTIVE[0] > 0
+
+
+def running_host_part() -> bool:
+    """Whether a replay's host part is running: compute and copy the step's values, queue no kernel."""
+    return _HOST_PART[0] > 0
+
+
+@contextlib.contextmanager
+def host_part() -> Iterator[None]:
+    """Run the host part of a step about to be replayed (see the module docstring)."""
+    _HOST_PART[0] += 1
+    try:
+        yield
+    finally:
+        _HOST_PART[0] -= 1
+
+
+def stream_key(cp: ModuleType) -> int:
+    """The stream a step runs on, as scratch buffers are keyed: while capturing, the stream the capture
+    was started from (its replays run there), not the capture's own."""
+    return _ORIGIN[-1] if _ORIGIN else cp.cuda.get_current_stream().ptr
 
 
 def refuse(what: str) -> None:
@@ -60,11 +91,12 @@ class Captured(NamedTuple):
     buffers: List[dict]    # the state dicts given to capture
     state: List[dict]      # their arrays the graph reads and writes back
 
-    def launch(self, cp: ModuleType, inputs: Sequence[object]) -> object:
-        """Copy ``inputs`` into the graph's input arrays and replay it on the current stream;
-        returns the graph's outputs (valid until the next launch). State arrays replaced since
-        (``reset_states``) are copied into the graph's own first. None, with nothing run, when the
-        state no longer fits the graph (another shape, a buffer gone)."""
+    def launch(self, cp: ModuleType, inputs: Sequence[object], before: Optional[Callable[[], None]] = None) -> object:
+        """Copy ``inputs`` into the graph's input arrays and replay it on the current stream, after
+        running ``before()``, the step's host part, under ``host_part()`` (see the module
+        docstring); returns the graph's outputs (valid until the next launch). State arrays
+        replaced since (``reset_states``) are copied into the graph's own first. None, with
+        nothing run, when the state no longer fits the graph (another shape, a buffer gone)."""
         for b, arrays in zip(self.buffers, self.state):
             if len(b) != len(arrays):
                 return None
@@ -78,6 +110,9 @@ class Captured(NamedTuple):
         for static, new in zip(self.inputs, inputs):
             if static is not new:
                 static[...] = new
+        if before is not None:
+            with host_part():
+                before()
         self.graph.launch(stream=cp.cuda.get_current_stream())
         return self.outputs
 
@@ -90,6 +125,7 @@ def capture(cp: ModuleType, run: Callable[[List[object]], object], inputs: List[
     before = [dict(b) for b in buffers]
     pool = cp.cuda.MemoryPool()
     stream = cp.cuda.Stream(non_blocking=True)
+    _ORIGIN.append(cp.cuda.get_current_stream().ptr)
     _ACTIVE[0] += 1
     try:
         with stream, cp.cuda.using_allocator(pool.malloc):
@@ -115,4 +151,5 @@ def capture(cp: ModuleType, run: Callable[[List[object]], object], inputs: List[
             graph = stream.end_capture()
     finally:
         _ACTIVE[0] -= 1
+        _ORIGIN.pop()
     return Captured(graph, list(inputs), outputs, pool, list(buffers), before)

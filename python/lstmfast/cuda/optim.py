@@ -12,6 +12,10 @@ know which engine they got.
 The kernels take a table of the variables' device pointers (one int64 row per variable). It is
 built on the host and copied once, then reused while the same arrays come back (a model passes
 the same weights and gradient buffers every step): a step costs the argument checks and one launch.
+The step's scalars go to the device as ``StepValues`` (copied only when they change: every step
+for Adam's bias corrections, once for SGD), which the kernel reads, so a CUDA graph of a training
+step replays with each step's values; in a replay's host part (``graphs.running_host_part()``)
+the step copies them and launches nothing.
 """
 from __future__ import annotations
 
@@ -20,12 +24,14 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .._typing import Array
-from . import _kernels, require_gpu
+from . import _kernels, graphs, require_gpu
+from .staging import StepValues
 
 __all__ = ["FusedStep", "clip_scales", "SLOTS_PER_RULE"]
 
 SLOTS_PER_RULE = (0, 1, 1, 2, 3, 1, 2, 2, 3, 1)  # slots of each rule code of cpp/optim.h, in its order
 CHUNK = 8 * _kernels.OPTIM_THREADS               # elements per block
+HYPER = 10                                        # kOptimHyper in optim_rules.cuh: the step's scalars
 _CLIP_MODES = {"clipnorm": 1, "global_clipnorm": 2}  # ClipMode in optim_rules.cuh
 
 
@@ -63,6 +69,7 @@ class FusedStep:
         self._key: Optional[tuple] = None   # the pointers of the last table, and the table
         self._table = None
         self._total = 0
+        self._hyper: dict = {}  # device id -> StepValues: the step's scalars, which the kernel reads
 
     def __call__(self, rule: int, variables: Sequence[Array], grads: Sequence[Array], slots: Sequence[Sequence[Array]],
                  lr: float, momentum: float, one_minus_beta_1: float, one_minus_beta_2: float, rho: float,
@@ -94,12 +101,16 @@ class FusedStep:
         if self._total == 0:
             return
         clip = clipvalue is not None
+        hyper = self._hyper.get(device_id)
+        if hyper is None:
+            hyper = self._hyper[device_id] = StepValues(cp, HYPER)
+        hyper.write(cp, (lr, momentum, one_minus_beta_1, one_minus_beta_2, rho, one_minus_rho, epsilon, float(clip),
+                         clipvalue if clip else 0.0, decay_keep))
+        if graphs.running_host_part():
+            return
         _kernels.get_optim(self.dtype).update(
             (_blocks(self._total),), (_kernels.OPTIM_THREADS,),
-            (np.int64(n), self._table, np.int64(self._total), np.int64(CHUNK), np.int32(rule), np.float64(lr),
-             np.float64(momentum), np.float64(one_minus_beta_1), np.float64(one_minus_beta_2), np.float64(rho),
-             np.float64(one_minus_rho), np.float64(epsilon), scales, np.int32(clip),
-             np.float64(clipvalue if clip else 0.0), np.float64(decay_keep)))
+            (np.int64(n), self._table, np.int64(self._total), np.int64(CHUNK), np.int32(rule), hyper.device, scales))
 
     def _build_table(self, cp, arrays: list, pointers: tuple) -> None:
         """The [n,7] table (var, grad, slot pointers, first element, elements), after checking that
@@ -116,6 +127,7 @@ class FusedStep:
             table[j, 2:2 + len(s)] = [a.data.ptr for a in s]
             table[j, 5:] = first, v.size
             first += v.size
+        graphs.refuse("building the optimizer's pointer table")
         self._table, self._total, self._key = cp.asarray(table), first, pointers
 
     def _scales(self, cp, scales, n: int, device_id: int):
@@ -164,7 +176,7 @@ def clip_scales(grads: Sequence[Array], clipnorm: Optional[float], global_clipno
     n = len(grads)
     for j, g in enumerate(grads):
         _check_array(cp, f"gradient {j}", g, tuple(_kernels.C_TYPES), None, device_id)
-    where = (device_id, cp.cuda.get_current_stream().ptr, n)
+    where = (device_id, graphs.stream_key(cp), n)
     scratch = _SCRATCH.get(where)
     if scratch is None:
         scratch = _SCRATCH[where] = _ClipScratch(cp, n)
@@ -175,9 +187,12 @@ def clip_scales(grads: Sequence[Array], clipnorm: Optional[float], global_clipno
         for j, g in enumerate(grads):
             table[j] = g.data.ptr, int(g.dtype == np.float64), first, g.size
             first += g.size
+        graphs.refuse("building the clipping's pointer table")
         scratch.table, scratch.total, scratch.key = cp.asarray(table), first, key
     if scratch.total == 0:
         return None
+    if graphs.running_host_part():
+        return scratch.scales
     _kernels.get_optim(grads[0].dtype).clip_scales(
         (_blocks(scratch.total),), (_kernels.OPTIM_THREADS,),
         (np.int64(n), scratch.table, np.int64(scratch.total), np.int64(CHUNK), np.int32(mode), np.float64(clip),

@@ -9,7 +9,9 @@
 //
 // The variables of a launch are described by a table of int64 rows, one per variable, whose
 // elements are numbered as if the variables were concatenated ("first element" = the sum of the
-// sizes before it). Launch: 1-D grid of ceil(total / chunk) blocks of kOptimThreads threads; block
+// sizes before it). The step's scalars (learning rate, bias corrections, ...) are read from device
+// memory, not passed by value, so that a CUDA graph of a training step reads each replay's values
+// (lstmfast.cuda.staging.StepValues). Launch: 1-D grid of ceil(total / chunk) blocks of kOptimThreads threads; block
 // b handles elements [b*chunk, (b+1)*chunk) of the concatenation, variable by variable, its
 // threads striding through each (coalesced).
 #include "optim_rules.cuh"
@@ -33,12 +35,10 @@ __global__ void optim_update(long long n_vars,
                                                        //            first element, elements
                              long long total,          // elements of all variables
                              long long chunk,          // elements per block
-                             int rule, double lr, double momentum, double one_minus_beta_1, double one_minus_beta_2,
-                             double rho, double one_minus_rho, double epsilon,
-                             const double* scales,     // [n_vars] gradient scales (clipping by norm), or null
-                             int clip_value, double clipvalue, double decay_keep) {
-  const lstmfast::OptimScalars<T> k(lr, momentum, one_minus_beta_1, one_minus_beta_2, rho, one_minus_rho, epsilon,
-                                    clip_value, clipvalue, decay_keep);
+                             int rule,
+                             const double* hyper,      // [kOptimHyper] the step's scalars (OptimScalars order)
+                             const double* scales) {   // [n_vars] gradient scales (clipping by norm), or null
+  const lstmfast::OptimScalars<T> k(hyper);
   const long long lo = (long long)blockIdx.x * chunk;
   const long long hi = lo + chunk < total ? lo + chunk : total;
   for (long long v = first_variable(table, 7, n_vars, 5, lo); v < n_vars && table[v * 7 + 5] < hi; ++v) {

@@ -57,7 +57,13 @@ struct OptimScalars {
       : lr(T(lr_)), mu(T(momentum)), c1(T(one_minus_beta_1)), c2(T(one_minus_beta_2)), rho(T(rho_)),
         crho(T(one_minus_rho)), eps(T(epsilon)), cv(T(clipvalue)), ncv(T(-clipvalue)), keep(T(decay_keep)),
         clip(clip_value != 0), decay(decay_keep != 1.0) {}
+  // From the kOptimHyper values a kernel reads from device memory, in the constructor's order
+  // (clip_value as 0.0 or 1.0).
+  LF_HD explicit OptimScalars(const double* h)
+      : OptimScalars(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7] != 0.0 ? 1 : 0, h[8], h[9]) {}
 };
+
+constexpr int kOptimHyper = 10;  // values of OptimScalars(const double*)
 
 // One element i of one variable. grad_scale multiplies the gradient when scale is set (clipping
 // by norm); then clipvalue, decoupled weight decay, and the rule. Slot pointers the rule does not

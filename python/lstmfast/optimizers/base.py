@@ -288,6 +288,20 @@ class Optimizer:
             slots, self._pending_slots = self._pending_slots, None
             self._load_slots(slots)
 
+    def _slot_arrays(self) -> list:
+        """The slots' flat arrays, per dtype group (what a step writes besides the variables)."""
+        return [grp.buffers[name] for grp in self._groups or () for name in self.slot_names]
+
+    def _captured_step_key(self) -> Optional[tuple]:
+        """What a CUDA graph of a training step holds of this optimizer's step (the fused rule, and
+        which gradient scales it takes), or None when its step cannot be captured: without a fused
+        kernel its rules take the step's scalars from the host (``lstmfast.cuda.graphs``)."""
+        if not (self.built and self._fused and self._fused_vars is not None):
+            return None
+        lr = self._lr_const if self._lr_const is not None else self.current_learning_rate()
+        plan = self._fused_rule(lr, self.iterations + 1)
+        return None if plan is None else (plan[0], self.clipnorm is None, self.global_clipnorm is None)
+
     # ---- the step ----------------------------------------------------------------------------
 
     def apply_gradients(self, grads_and_vars: Iterable[Tuple[Array, Array]]) -> None:
