@@ -663,11 +663,12 @@ class Model:
         graphs = self.__dict__.get("_graphed_training")
         if graphs is None:
             graphs = self._graphed_training = ops.GraphedCalls("training step")
+        # written in place: the weights (the optimizer's, BatchNormalization's statistics) and slots
         written = [w for layer in layers for w in layer.weights.values()] + optimizer._slot_arrays()
         key = (tuple((a.shape, a.dtype.str) for a in inputs), step_key)
         loss, sums = graphs(key, run, inputs, [layer.buffers for layer in layers], written + [g for g, _ in pairs],
-                            written=written, before=lambda: optimizer.apply_gradients(pairs),
-                            host_state=(save, restore))
+                            written=written,
+                            before=lambda: optimizer.apply_gradients(pairs), host_state=(save, restore))
         at = 0
         for metric, state in zip(metrics, states):
             metric.set_state([a + b for a, b in zip(state, sums[at:at + len(state)])])
