@@ -36,6 +36,7 @@ import lstmfast.cuda as lcuda
 from lstmfast import ops
 from lstmfast.cuda import _kernels
 from lstmfast.cuda import activations as lcuda_activations
+from lstmfast.cuda import dropout as cuda_dropout
 from lstmfast.cuda import ops as cuda_ops
 from lstmfast.cuda import optim as cuda_optim
 
@@ -200,7 +201,7 @@ def test_optimizer_kernels_compile_with_nvcc(arch, tmp_path):
 @pytest.mark.parametrize("arch", NVCC_ARCHS)
 def test_activation_kernels_compile_with_nvcc(arch, tmp_path):
     names = _kernels.activation_name_expressions()
-    assert len(names) == 8
+    assert len(names) == 2 * len(_kernels.ACTIVATION_NAMES) == 10
     driver = tmp_path / "activation_driver.cu"
     driver.write_text(f'#include "{_kernels.ACTIVATION_KERNEL_FILE}"\n'
                       f"const void* const* lstmfast_activation_instantiations() {{\n"
@@ -217,6 +218,7 @@ def test_activation_kernels_compile_with_nvcc(arch, tmp_path):
             assert f"{len(kernel)}{kernel}{ctype}".encode() in data, (kernel, ctype)
     source = _kernels.activation_source()
     assert_self_contained(source, _kernels.ACTIVATION_HEADER_FILE)
+    assert source.count("LF_HD Philox4 philox4x32_10(") == 1  # lf_random.cuh pasted too
 
 
 def _nvrtc():
@@ -271,7 +273,8 @@ def test_kernels_compile_with_nvrtc_as_cupy_does(module):
 # parameter lists are generated from lstm_kernels.cu, so they match what the GPU path passes.
 def _host_source():
     lines = [f'#include "{_kernels.HEADER_FILE}"', f'#include "{_kernels.OPTIM_HEADER_FILE}"',
-             f'#include "{_kernels.ACTIVATION_HEADER_FILE}"', 'extern "C" {']
+             f'#include "{_kernels.ACTIVATION_HEADER_FILE}"', f'#include "{_kernels.RANDOM_HEADER_FILE}"',
+             'extern "C" {']
     for kernel, element in ELEMENT_OF.items():
         params = kernel_params(kernel)
         for ctype in ("float", "double"):
@@ -372,6 +375,16 @@ _HOST_ACTIVATION = {
                                                                                   dot);
   }}""",
 }
+
+
+_HOST_ACTIVATION["dropout_keep"] = """
+  for (long long g = 0; g * 4 < n; ++g) {{
+    const lstmfast::Philox4 r = lstmfast::dropout_words((unsigned long long)g, *offset, key0, key1);
+    for (int j = 0; j < 4 && g * 4 + j < n; ++j)
+      keep[g * 4 + j] = lstmfast::dropout_value<{T}>(r.w[j], rate, ({T})scale);
+  }}
+  *offset += 1;
+  (void)done;"""
 
 
 def _host_activation_source():
@@ -908,14 +921,18 @@ class HostActivationKernel:
     """One activation kernel (activation_kernels.cu) called CuPy's way, run by the host library.
     Checks the launch as HostKernel does: argument count and types, dtypes, contiguity, the device,
     equal sizes, a valid activation code, and a grid that covers every element (the elementwise
-    kernels stride: any grid of ACTIVATION_THREADS) or every row (one warp per row)."""
+    kernels stride: any grid of ACTIVATION_THREADS) or every row (one warp per row). The dropout
+    kernel's generator: a uint64 draw counter and a uint32 block counter, zero at launch."""
+
+    SCALARS = {**_C_SCALARS, "double": (np.float64, ctypes.c_double), "unsigned int": (np.uint32, ctypes.c_uint)}
+    COUNTERS = {"unsigned long long*": np.uint64, "unsigned int*": np.uint32}
 
     def __init__(self, library, kernel, dtype):
         self.kernel, self.dtype = kernel, np.dtype(dtype)
         self.params = kernel_params(kernel, _kernels.ACTIVATION_KERNEL_FILE)
         self.function = getattr(library, f"{kernel}_{_kernels.C_TYPES[self.dtype]}")
         self.function.restype = None
-        self.function.argtypes = [_C_SCALARS[t][1] if t in _C_SCALARS else ctypes.c_void_p for t, _ in self.params]
+        self.function.argtypes = [self.SCALARS[t][1] if t in self.SCALARS else ctypes.c_void_p for t, _ in self.params]
 
     def __call__(self, grid, block, args):
         assert len(args) == len(self.params), f"{self.kernel}: {len(args)} arguments for {len(self.params)} parameters"
@@ -926,14 +943,21 @@ class HostActivationKernel:
         if "rows" in named:
             assert grid[0] * (_kernels.ACTIVATION_THREADS // 32) >= int(named["rows"]) > 0, (grid, named["rows"])
             assert int(named["cols"]) > 0
-        else:
+        elif "code" in named:
             assert int(named["code"]) in lcuda_activations.CODES.values(), named["code"]
+        else:  # dropout_keep: four elements per thread
+            assert grid[0] * _kernels.ACTIVATION_THREADS * 4 >= elements > 0 or grid[0] == 1024, (grid, elements)
+            assert 0 <= float(named["rate"]) < 1 and not named["done"].view(np.ndarray).any()
         c_args = []
         for (ctype, name), value in zip(self.params, args):
             where = f"{self.kernel} argument {name}"
-            if ctype in _C_SCALARS:
-                assert type(value) is _C_SCALARS[ctype][0], f"{where}: {type(value).__name__}, want {ctype}"
-                c_args.append(int(value))
+            if ctype in self.SCALARS:
+                assert type(value) is self.SCALARS[ctype][0], f"{where}: {type(value).__name__}, want {ctype}"
+                c_args.append(value.item())
+            elif ctype in self.COUNTERS:
+                assert isinstance(value, FakeDeviceArray) and value.dtype == self.COUNTERS[ctype], where
+                assert value.shape == (1,) and value.device_id == device, where
+                c_args.append(value.ctypes.data)
             else:
                 assert isinstance(value, FakeDeviceArray), f"{where}: {type(value).__name__}"
                 assert value.dtype == self.dtype and value.flags.c_contiguous, f"{where}: {value.dtype}"
@@ -980,6 +1004,7 @@ def install_emulation(monkeypatch, host_library, **fake_options):
                   for dtype in _kernels.C_TYPES}
     monkeypatch.setattr(_kernels, "get_activation", lambda dtype: activation[np.dtype(dtype)])
     monkeypatch.setattr(cuda_optim, "_SCRATCH", {})
+    monkeypatch.setattr(cuda_dropout, "_GENERATORS", {})
     return cp
 
 
@@ -1316,6 +1341,63 @@ from lstmfast import backend as lf_backend  # noqa: E402
 from lstmfast.layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimeDistributed  # noqa: E402
 from lstmfast.models import Sequential  # noqa: E402
 
+# ---------------------------------------------------------------------------------------------
+# The GPU's dropout masks (lstmfast.cuda.dropout) on the host: Philox4x32-10 in NumPy, an oracle
+# independent of lf_random.cuh, and a CPU run that draws the masks a GPU run draws.
+# ---------------------------------------------------------------------------------------------
+
+_MASK32 = (1 << 32) - 1
+
+
+def philox4x32_10(counters, key):
+    """Philox4x32-10 of ``counters`` (uint64 array [..., 4] of 32-bit words) with ``key`` (k0, k1)."""
+    c = [counters[..., j].astype(np.uint64) for j in range(4)]
+    k0, k1 = key
+    for _ in range(10):
+        p0, p1 = np.uint64(0xD2511F53) * c[0], np.uint64(0xCD9E8D57) * c[2]
+        hi0, lo0, hi1, lo1 = p0 >> np.uint64(32), p0 & np.uint64(_MASK32), p1 >> np.uint64(32), p1 & np.uint64(_MASK32)
+        c = [hi1 ^ c[1] ^ np.uint64(k0), lo1, hi0 ^ c[3] ^ np.uint64(k1), lo0]
+        k0, k1 = (k0 + 0x9E3779B9) & _MASK32, (k1 + 0xBB67AE85) & _MASK32
+    return np.stack(c, axis=-1)
+
+
+def host_dropout_mask(shape, rate, dtype, key, draw):
+    """The mask the GPU's generator gives for draw number ``draw`` (lstmfast.cuda.dropout)."""
+    n = math.prod(shape)
+    groups = np.arange(-(-n // 4), dtype=np.uint64)
+    counters = np.stack([groups & np.uint64(_MASK32), groups >> np.uint64(32),
+                         np.full_like(groups, draw & _MASK32), np.full_like(groups, draw >> 32)], axis=-1)
+    words = philox4x32_10(counters, key).reshape(-1)[:n]
+    uniform = (words >> np.uint64(8)).astype(np.float64) / 2.0 ** 24
+    dtype = np.dtype(dtype)
+    return np.where(uniform >= rate, dtype.type(1 / (1 - rate)), dtype.type(0)).reshape(shape)
+
+
+@contextlib.contextmanager
+def gpu_dropout_on_the_host():
+    """Run CPU code with the dropout masks a GPU run draws: the layers' keys and the draw counter
+    as lstmfast.cuda.dropout keeps them, the masks from host_dropout_mask."""
+    draws = [0]
+    real_mask, real_reset = ops.device_dropout_mask, cuda_dropout.reset
+
+    def mask(like, shape, rate, dtype, key):
+        if type(like) is not np.ndarray:
+            return real_mask(like, shape, rate, dtype, key)
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            return None
+        draws[0] += 1
+        return host_dropout_mask(tuple(shape), rate, dtype, key(), draws[0] - 1)
+
+    def reset():
+        draws[0] = 0
+        real_reset()
+
+    ops.device_dropout_mask, cuda_dropout.reset = mask, reset
+    try:
+        yield
+    finally:
+        ops.device_dropout_mask, cuda_dropout.reset = real_mask, real_reset
+
 
 def tutorial_model():
     """The IMDB tutorial's shape: Embedding, LSTM with both dropouts, sigmoid Dense; Adam."""
@@ -1375,14 +1457,16 @@ MODELS = {"tutorial": tutorial_model, "sequence": sequence_model, "bidirectional
 
 
 def fit_model(build, backend_name, epochs=3):
-    lf_backend.set_random_seed(3)
-    model, x, y = build()
-    lstmfast.set_backend(backend_name)
-    try:
-        history = model.fit(x, y, batch_size=8, epochs=epochs, verbose=0)
-        prediction = model.predict(x, verbose=0)
-    finally:
-        lstmfast.set_backend("cpu")
+    """Train ``build()``'s model on a backend; on the CPU with the masks the GPU draws."""
+    with gpu_dropout_on_the_host() if backend_name == "cpu" else contextlib.nullcontext():
+        lf_backend.set_random_seed(3)
+        model, x, y = build()
+        lstmfast.set_backend(backend_name)
+        try:
+            history = model.fit(x, y, batch_size=8, epochs=epochs, verbose=0)
+            prediction = model.predict(x, verbose=0)
+        finally:
+            lstmfast.set_backend("cpu")
     return model, history.history, prediction
 
 
@@ -1478,8 +1562,8 @@ def masked_classifier_model():
 
 # The optimizer kernels each model's step launches (the clip-scales kernel for clipnorm/global_clipnorm).
 # And whether its training step runs as a CUDA graph.
-TRAINING_MODELS = {"tutorial": (tutorial_model, 1, False), "char-rnn": (char_rnn_model, 1, True),
-                   "global-clipnorm": (clipped_model, 2, False), "masked": (masked_classifier_model, 2, False),
+TRAINING_MODELS = {"tutorial": (tutorial_model, 1, True), "char-rnn": (char_rnn_model, 1, True),
+                   "global-clipnorm": (clipped_model, 2, True), "masked": (masked_classifier_model, 2, False),
                    "masked-sequences": (masked_model, 1, False), "masked-loss": (masked_sequence_model, 1, False)}
 
 

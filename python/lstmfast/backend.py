@@ -47,3 +47,5 @@ def set_random_seed(seed: int) -> None:
     _RNG = np.random.default_rng(int(seed))
     _random.seed(int(seed))
     np.random.seed(int(seed) % (2**32))
+    from .cuda import dropout  # the GPUs' dropout generators (lstmfast.cuda.dropout): counters to zero
+    dropout.reset()

@@ -663,8 +663,10 @@ class Model:
         graphs = self.__dict__.get("_graphed_training")
         if graphs is None:
             graphs = self._graphed_training = ops.GraphedCalls("training step")
-        # written in place: the weights (the optimizer's, BatchNormalization's statistics) and slots
-        written = [w for layer in layers for w in layer.weights.values()] + optimizer._slot_arrays()
+        # written in place: the weights (the optimizer's, BatchNormalization's statistics), the slots
+        # and the dropout generators' draw counters
+        written = ([w for layer in layers for w in layer.weights.values()] + optimizer._slot_arrays()
+                   + ops.device_dropout_counters())
         key = (tuple((a.shape, a.dtype.str) for a in inputs), step_key)
         loss, sums = graphs(key, run, inputs, [layer.buffers for layer in layers], written + [g for g, _ in pairs],
                             written=written,

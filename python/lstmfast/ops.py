@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import sys
 from types import ModuleType
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -48,6 +48,7 @@ from . import cuda as _cuda
 from ._results import LSTMGradients, LSTMOutput
 from ._typing import Array
 from .cuda import activations as _cuda_activations
+from .cuda import dropout as _cuda_dropout
 from .cuda import graphs as _cuda_graphs
 from .cuda import optim as _cuda_optim
 from .cuda import staging as _cuda_staging
@@ -55,7 +56,8 @@ from .cuda import staging as _cuda_staging
 __all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTMCache", "RECURRENT_ACTIVATIONS",
            "BACKENDS", "set_backend", "get_backend", "array_module", "as_array", "to_numpy", "to_device_of",
            "to_backend", "batch_to_device", "to_floats", "mirrored_on_device", "scatter_add", "segment_sum",
-           "optimizer_step_kernel", "clip_scales", "device_activation", "device_activation_grad", "GraphedCalls"]
+           "optimizer_step_kernel", "clip_scales", "device_activation", "device_activation_grad", "device_dropout_mask",
+           "device_dropout_counters", "GraphedCalls"]
 
 RECURRENT_ACTIVATIONS = {"sigmoid": 0, "hard_sigmoid": 1}
 BACKENDS = ("cpu", "cuda")
@@ -737,6 +739,27 @@ def _activation_operands(cupy, arrays) -> bool:
         return False
     return all(isinstance(a, cupy.ndarray) and a.dtype == first.dtype and a.shape == first.shape
                and a.flags.c_contiguous and getattr(a.device, "id", None) == device_id for a in arrays)
+
+
+def device_dropout_mask(like: Array, shape: Sequence[int], rate: float, dtype: DTypeLike,
+                        key: Callable[[], Tuple[int, int]]) -> Optional[Array]:
+    """An inverted-dropout mask (``1 / (1 - rate)`` with probability ``1 - rate``, else 0) of
+    ``shape`` and ``dtype`` on the device of ``like``, drawn there in one launch by the device's
+    generator (``lstmfast.cuda.dropout``) with the key ``key()`` gives (two integers in
+    [0, 2**32), a layer's; asked for only when drawing); None for a host ``like`` or a dtype the
+    kernel does not take: the caller draws on the host."""
+    if type(like) is np.ndarray or np.dtype(dtype) not in _FLOATS:
+        return None
+    cupy = _cupy()
+    if cupy is None or not isinstance(like, cupy.ndarray):
+        return None
+    with cupy.cuda.Device(like.device.id):
+        return _cuda_dropout.keep_mask(cupy, tuple(shape), float(rate), dtype, key())
+
+
+def device_dropout_counters() -> list:
+    """The draw counters of the GPUs' dropout generators (device arrays a training step advances)."""
+    return _cuda_dropout.counters()
 
 
 def device_activation(name: str, x: Array) -> Optional[Array]:

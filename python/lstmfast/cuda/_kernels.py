@@ -36,7 +36,9 @@ OPTIM_OPTIONS = OPTIONS + ("--fmad=false",)
 OPTIM_THREADS = 256                      # kOptimThreads in optim_kernels.cu
 ACTIVATION_KERNEL_FILE = "activation_kernels.cu"
 ACTIVATION_HEADER_FILE = "activation_rules.cuh"
-ACTIVATION_NAMES = ("activation_forward", "activation_backward", "softmax_forward", "softmax_backward")
+ACTIVATION_NAMES = ("activation_forward", "activation_backward", "softmax_forward", "softmax_backward",
+                    "dropout_keep")
+RANDOM_HEADER_FILE = "lf_random.cuh"
 ACTIVATION_THREADS = 256                 # kActivationThreads in activation_kernels.cu
 
 
@@ -123,6 +125,7 @@ class ActivationKernels(NamedTuple):
     backward: object          # activation_backward<T>
     softmax_forward: object   # softmax_forward<T>
     softmax_backward: object  # softmax_backward<T>
+    dropout_keep: object      # dropout_keep<T>
 
 
 # The three modules: their source, options and name expressions.

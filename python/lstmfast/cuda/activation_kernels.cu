@@ -5,6 +5,7 @@
 // lstmfast.cuda.activations checks every argument (CuPy checks none): int64 scalars for
 // `long long`, int32 for `int`, C-contiguous arrays of T.
 #include "activation_rules.cuh"
+#include "lf_random.cuh"
 
 constexpr int kActivationThreads = 256;  // blockDim.x of every kernel here
 constexpr int kWarp = 32;
@@ -84,4 +85,30 @@ __global__ void softmax_backward(long long rows, long long cols,
   for (long long c = lane; c < cols; c += kWarp) dot += gr[c] * yr[c];
   dot = warp_sum(dot);
   for (long long c = lane; c < cols; c += kWarp) dr[c] = lstmfast::softmax_grad(yr[c], gr[c], dot);
+}
+
+// An inverted-dropout mask: keep[i] = scale where the uniform of element i of draw *offset is
+// >= rate, else 0 (lf_random.cuh: Philox4x32-10, key (key0, key1), four elements per counter).
+// Then *offset += 1, by the last block to finish (every block has read it by then), so the next
+// launch draws anew: the generator's state lives on the device, and a CUDA graph replaying this
+// launch draws a new mask each time. Grid-stride over groups of four elements, any grid.
+template <typename T>
+__global__ void dropout_keep(long long n, double rate, double scale, unsigned int key0, unsigned int key1,
+                             unsigned long long* offset,  // [1] the generator's draws so far
+                             unsigned int* done,          // [1] blocks finished: zero between launches
+                             T* keep) {                   // [n] out
+  const unsigned long long draw = *offset;
+  const T s = T(scale);
+  for (long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x; g * 4 < n; g += (long long)gridDim.x * blockDim.x) {
+    const lstmfast::Philox4 r = lstmfast::dropout_words((unsigned long long)g, draw, key0, key1);
+    for (int j = 0; j < 4 && g * 4 + j < n; ++j) keep[g * 4 + j] = lstmfast::dropout_value<T>(r.w[j], rate, s);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    if (atomicAdd(done, 1u) == gridDim.x - 1) {
+      *offset = draw + 1;
+      *done = 0;
+    }
+  }
 }

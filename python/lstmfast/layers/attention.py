@@ -191,7 +191,7 @@ class Attention(Layer):
         probs = _softmax(scores)
         keep = None
         if training and self.dropout > 0:
-            keep = ops.to_device_of(q, _dropout_mask(self._rng, probs.shape, self.dropout, probs.dtype))
+            keep = _dropout_mask(self, probs, probs.shape, self.dropout, probs.dtype)
             weights = probs * keep
         else:
             weights = probs

@@ -63,12 +63,22 @@ def _cast(a, dt):
     return _as_array(a, dt)
 
 
-def _dropout_mask(rng, shape, rate: float, dtype: np.dtype) -> np.ndarray:
-    """An inverted-dropout mask: ``1 / (1 - rate)`` with probability ``1 - rate``, else 0. Drawn on the
-    host from ``rng`` (a layer's seeded generator; None: ``backend.get_rng()``), so every device
-    sees the same masks."""
-    rng = rng if rng is not None else backend.get_rng()
-    return (rng.random(shape) >= rate).astype(dtype) * dtype.type(1 / (1 - rate))
+def _dropout_mask(layer, like, shape, rate: float, dtype: np.dtype):
+    """An inverted-dropout mask on the device of ``like``: ``1 / (1 - rate)`` with probability
+    ``1 - rate``, else 0. On the host drawn from the layer's seeded generator (``layer._rng``; None:
+    ``backend.get_rng()``); on a GPU by the device's own generator (``ops.device_dropout_mask``),
+    with the layer's key drawn once from that same host generator."""
+    rng = layer._rng if layer._rng is not None else backend.get_rng()
+
+    def key():
+        if "_dropout_key" not in layer.__dict__:
+            layer._dropout_key = tuple(int(k) for k in rng.integers(0, 2 ** 32, 2))
+        return layer._dropout_key
+
+    keep = ops.device_dropout_mask(like, shape, rate, dtype, key)
+    if keep is not None:
+        return keep
+    return ops.to_device_of(like, (rng.random(shape) >= rate).astype(dtype) * dtype.type(1 / (1 - rate)))
 
 
 def _serialize_initializer(init):

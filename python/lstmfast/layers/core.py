@@ -215,26 +215,27 @@ class Dropout(Layer):
         self.seed = seed
         self._rng = None if seed is None else np.random.default_rng(seed)
 
-    def _keep_mask(self, shape):
+    def _keep_mask(self, x):
+        shape = x.shape
         noise_shape = shape
         if self.noise_shape is not None:
             if len(self.noise_shape) != len(shape):
                 raise ValueError(f"Dropout {self.name!r}: noise_shape {self.noise_shape} does not match input "
                                  f"rank {len(shape)}")
             noise_shape = tuple(s if n is None else n for n, s in zip(self.noise_shape, shape))
-        return _dropout_mask(self._rng, noise_shape, self.rate, self._np_dtype)
+        return _dropout_mask(self, x, noise_shape, self.rate, self._np_dtype)
 
     def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         x = _cast(inputs, self._np_dtype)
         if not training or self.rate == 0:
             return x
-        return x * ops.to_device_of(x, self._keep_mask(x.shape))
+        return x * self._keep_mask(x)
 
     def forward(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Tuple[Arrays, Any]:
         x = _cast(inputs, self._np_dtype)
         if not training or self.rate == 0:
             return x, None
-        keep = ops.to_device_of(x, self._keep_mask(x.shape))
+        keep = self._keep_mask(x)
         return x * keep, keep
 
     def backward(self, cache: Any, grad_outputs: Optional[Arrays]) -> Optional[Arrays]:

@@ -280,11 +280,10 @@ class LSTM(Layer):
             lengths = ops.mirrored_on_device(x, plan.lengths)  # the engine checks them on the host
         input_mask = recurrent_mask = None  # drawn in this order: input mask first
         if training and self.dropout:
-            input_mask = ops.to_device_of(x, _dropout_mask(self._rng, (B, x.shape[2]), self.dropout, dt))  # [B,X]
+            input_mask = _dropout_mask(self, x, (B, x.shape[2]), self.dropout, dt)  # [B,X]
             x_tm = x_tm * input_mask
         if training and self.recurrent_dropout:
-            recurrent_mask = ops.to_device_of(x, _dropout_mask(self._rng, (B, self.units), self.recurrent_dropout,
-                                                               dt))   # [B,H]
+            recurrent_mask = _dropout_mask(self, x, (B, self.units), self.recurrent_dropout, dt)   # [B,H]
         w = self.weights
         try:
             out = ops.lstm_forward(x_tm, w["kernel"], w["recurrent_kernel"], w.get("bias"), h0=h0, c0=c0,

@@ -31,8 +31,8 @@ class SpatialDropout1D(Dropout):
         self._check_rank(_first_shape(input_shape))
         super().build(input_shape)
 
-    def _keep_mask(self, shape):
-        return _dropout_mask(self._rng, (shape[0], 1, shape[2]), self.rate, self._np_dtype)
+    def _keep_mask(self, x):
+        return _dropout_mask(self, x, (x.shape[0], 1, x.shape[2]), self.rate, self._np_dtype)
 
     def call(self, inputs: Arrays, training: bool = False, mask: Mask = None) -> Arrays:
         self._check_rank(inputs.shape)
