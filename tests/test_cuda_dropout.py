@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-import lstmfast
 from lstmfast import backend as lf_backend
 from lstmfast import ops
 from lstmfast.cuda import dropout as cuda_dropout
@@ -14,8 +13,8 @@ from lstmfast.layers import LSTM, Dense, Dropout, Embedding
 from lstmfast.models import Sequential
 
 import test_cuda
-from test_cuda import (Launches, Transfers, emulated, fit_model, host_dropout_mask,  # noqa: F401  (fixtures)
-                       model_side, philox4x32_10)
+from test_cuda import Launches, Transfers, fit_model, host_dropout_mask, philox4x32_10
+from test_cuda import emulated  # noqa: F401  (a fixture)
 
 # Random123's known-answer vectors for Philox4x32-10: counter words, key words, output words.
 KNOWN_ANSWERS = [
