@@ -13,8 +13,14 @@ from lstmfast.layers import LSTM, Dense, Dropout, Embedding
 from lstmfast.models import Sequential
 
 import test_cuda
-from test_cuda import Launches, Transfers, fit_model, host_dropout_mask, philox4x32_10
-from test_cuda import emulated  # noqa: F401  (a fixture)
+from test_cuda import (
+    Launches,
+    Transfers,
+    emulated,  # noqa: F401  (a fixture)
+    fit_model,
+    host_dropout_mask,
+    philox4x32_10,
+)
 
 # Random123's known-answer vectors for Philox4x32-10: counter words, key words, output words.
 KNOWN_ANSWERS = [
