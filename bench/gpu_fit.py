@@ -9,7 +9,8 @@ the tutorial's shape (random word ids), so no data set is needed.
     python bench/gpu_fit.py [--batches 200] [--repeats 3]
 
 Reports seconds per batch (median of --repeats runs of --batches batches, after a warm-up run)
-and the estimated time of a full 25,000-review epoch (782 batches, training only). Needs a CUDA
+and the estimated time of a full 25,000-review epoch (782 batches, training only), for lstmfast
+with its training step replayed as a CUDA graph (the default) and with every step eager. Needs a CUDA
 GPU, CuPy and a CUDA build of PyTorch.
 """
 import argparse
@@ -34,8 +35,12 @@ def lstmfast_model():
     return model
 
 
-def lstmfast_seconds(x, y, repeats):
+def lstmfast_seconds(x, y, repeats, graphs="auto"):
+    """Seconds per batch of ``model.fit`` with CUDA graphs ``"auto"`` (the training step captured
+    and replayed) or ``"never"`` (every step eager)."""
     import lstmfast
+    from lstmfast.cuda import graphs as cuda_graphs
+    cuda_graphs.GRAPHS = graphs
     model = lstmfast_model()
     lstmfast.set_backend("cuda")
     import cupy
@@ -123,13 +128,15 @@ def main(argv=None):
     n = args.batches * BATCH
     x = rng.integers(1, VOCAB, (n, MAXLEN)).astype(np.int32)
     y = (rng.random((n, 1)) < 0.5).astype(np.float32)
-    ours = lstmfast_seconds(x, y, args.repeats)
+    eager = lstmfast_seconds(x, y, args.repeats, "never")
+    ours = lstmfast_seconds(x, y, args.repeats, "auto")
     theirs = torch_seconds(x, y, args.repeats)
     print(f"GPU: {torch.cuda.get_device_name()}; {args.batches} batches of {BATCH} x {MAXLEN}, median of "
           f"{args.repeats} runs")
     print("| library | ms per batch | est. s per 782-batch epoch |")
     print("|---|---:|---:|")
-    for name, sec in (("lstmfast (model.fit, CuPy)", ours), ("PyTorch (cuDNN LSTM, hand loop)", theirs)):
+    for name, sec in (("lstmfast (model.fit, CUDA graphs)", ours), ("lstmfast (model.fit, eager steps)", eager),
+                      ("PyTorch (cuDNN LSTM, hand loop)", theirs)):
         print(f"| {name} | {sec * 1e3:.2f} | {sec * EPOCH_BATCHES:.1f} |")
     print(f"torch time / lstmfast time: {theirs / ours:.2f}")
 

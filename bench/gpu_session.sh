@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (the device tool): build lstmfast there, run the CUDA tests and
-# the cuDNN comparison, and leave logs under $OUT. Arguments go to compare_cudnn.py.
+# the cuDNN comparison, graphs and whole training steps, and leave logs under $OUT. Arguments go to
+# compare_cudnn.py.
 #   bash bench/gpu_session.sh [--repeats 50]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,8 @@ if ! python3 -m pip install --no-build-isolation --no-deps -q . >>"$OUT/build.lo
   tail -40 "$OUT/build.log"; exit 1
 fi
 echo "build: $((SECONDS - start)) s"
-python3 -m pytest tests/test_cuda.py tests/test_cuda_activations.py tests/test_cuda_graphs.py -q -rs -p no:cacheprovider >"$OUT/test_cuda.log" 2>&1
+python3 -m pytest tests/test_cuda.py tests/test_cuda_activations.py tests/test_cuda_graphs.py tests/test_cuda_dropout.py -q -rs -p no:cacheprovider >"$OUT/test_cuda.log" 2>&1
 echo "test_cuda exit $?"; tail -15 "$OUT/test_cuda.log"
 python3 bench/compare_cudnn.py "$@" --markdown "$OUT/cudnn.md" 2>&1 | tail -20
 python3 bench/gpu_graphs.py --batches 100 --chars 300 2>&1 | tail -12
+python3 bench/gpu_fit.py --batches 100 --repeats 2 2>&1 | tail -8

@@ -166,3 +166,79 @@ def test_evaluate_uses_the_graphs_and_gives_the_host_numbers(model_side):  # noq
     assert_allclose(got, want, rtol=2e-5, atol=1e-6)
     captured = [e for e in model._graphed_inference._entries.values() if isinstance(e, graphs.Captured)]
     assert len(captured) == 1  # the batches of 8 (the last one, 8 too): one graph, checked and kept
+
+
+# ---- the training step -------------------------------------------------------------------------
+
+def fit_on(model, x, y, backend_name, **kwargs):
+    lstmfast.set_backend(backend_name)
+    try:
+        return model.fit(x, y, verbose=0, shuffle=False, **kwargs).history
+    finally:
+        lstmfast.set_backend("cpu")
+
+
+def scheduled_classifier():
+    """No dropout (the CPU run draws the same masks), SGD with momentum on a decaying schedule and
+    clipping by norm: the learning rate changes at every step."""
+    model = classifier()
+    schedule = lstmfast.optimizers.ExponentialDecay(0.5, decay_steps=3, decay_rate=0.5)
+    model.compile(optimizer=lstmfast.optimizers.SGD(schedule, momentum=0.9, clipnorm=0.5),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_training_replays_take_each_steps_learning_rate(emulated):  # noqa: F811
+    x, y = ids(), np.arange(48) % 3
+    want_model = scheduled_classifier()
+    want = fit_on(want_model, x, y, "cpu", batch_size=8, epochs=3)
+    model = scheduled_classifier()
+    Launches.reset()
+    got = fit_on(model, x, y, "cuda", batch_size=8, epochs=3)
+    assert graph_launches() == 18 - 3  # batch 1 learns the shapes, 2 and 3 run eagerly, 4 checks
+    for key in want:
+        assert_allclose(got[key], want[key], rtol=2e-4, atol=1e-6, err_msg=key)
+    assert model.optimizer.iterations == want_model.optimizer.iterations == 18
+    for a, b in zip(model.get_weights(), want_model.get_weights()):
+        assert_allclose(a, b, rtol=2e-3, atol=1e-5)
+
+
+def test_a_training_replay_that_differs_turns_training_graphs_off(emulated, monkeypatch):  # noqa: F811
+    real = FakeGraph.launch
+
+    def loses_its_last_nodes(self, stream=None):  # the optimizer's update is lost
+        real(FakeGraph(self.ops[:-1]), stream)
+
+    monkeypatch.setattr(FakeGraph, "launch", loses_its_last_nodes)
+    x, y = ids(), np.arange(48) % 3
+    want = fit_on(scheduled_classifier(), x, y, "cpu", batch_size=8, epochs=2)
+    model = scheduled_classifier()
+    with pytest.warns(RuntimeWarning, match="training step: its replay did not reproduce the eager step"):
+        got = fit_on(model, x, y, "cuda", batch_size=8, epochs=2)
+    for key in want:  # the check kept the eager step's result: training went on as on the CPU
+        assert_allclose(got[key], want[key], rtol=2e-4, atol=1e-6, err_msg=key)
+    assert model.optimizer.iterations == 12
+
+
+def test_a_stateful_model_trains_through_the_graph(emulated):  # noqa: F811
+    def stateful():
+        lf_backend.set_random_seed(2)
+        model = Sequential([LSTM(6, stateful=True, batch_input_shape=(4, 3, 2)), Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+        return model
+
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((32, 3, 2)).astype(np.float32), rng.standard_normal((32, 1)).astype(np.float32)
+    want_model, model = stateful(), stateful()
+    want = fit_on(want_model, x, y, "cpu", batch_size=4, epochs=2)
+    Launches.reset()
+    got = fit_on(model, x, y, "cuda", batch_size=4, epochs=2)
+    assert graph_launches() == 16 - 3
+    assert_allclose(got["loss"], want["loss"], rtol=2e-4)
+    lstmfast.set_backend("cuda")
+    try:
+        state = [test_cuda.FakeDeviceArray.get(model.layers[0].buffers[k]) for k in ("h", "c")]
+    finally:
+        lstmfast.set_backend("cpu")
+    for a, k in zip(state, ("h", "c")):  # the state the last batch left, carried through the replays
+        assert_allclose(a, want_model.layers[0].buffers[k], rtol=2e-3, atol=1e-5)

@@ -753,7 +753,10 @@ def device_dropout_mask(like: Array, shape: Sequence[int], rate: float, dtype: D
     cupy = _cupy()
     if cupy is None or not isinstance(like, cupy.ndarray):
         return None
-    with cupy.cuda.Device(like.device.id):
+    device_id = getattr(getattr(like, "device", None), "id", None)
+    if device_id is None:  # an array module that is not CUDA's
+        return None
+    with cupy.cuda.Device(device_id):
         return _cuda_dropout.keep_mask(cupy, tuple(shape), float(rate), dtype, key())
 
 
