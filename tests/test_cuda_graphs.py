@@ -242,3 +242,65 @@ def test_a_stateful_model_trains_through_the_graph(emulated):  # noqa: F811
         lstmfast.set_backend("cpu")
     for a, k in zip(state, ("h", "c")):  # the state the last batch left, carried through the replays
         assert_allclose(a, want_model.layers[0].buffers[k], rtol=2e-3, atol=1e-5)
+
+
+# ---- the text task's one-step decoding -------------------------------------------------------
+
+def char_lm(embedding):
+    from lstmfast.tasks.text import CharLM
+    rng = np.random.default_rng(6)
+    V, E, H = 12, 5, 8
+    sizes = [(E if embedding else V, H), (H, H)]
+    lstm = [(rng.standard_normal((X, 4 * H)) * 0.4, rng.standard_normal((H, 4 * H)) * 0.4,
+             rng.standard_normal(4 * H) * 0.1) for X, H in sizes]
+    return CharLM(lstm, rng.standard_normal((H, V)), rng.standard_normal(V) * 0.1,
+                  rng.standard_normal((V, E)) if embedding else None)
+
+
+@pytest.mark.parametrize("embedding", [False, True], ids=["one-hot", "embedding"])
+def test_one_step_decoding_replays_a_graph_per_character(embedding, emulated):  # noqa: F811
+    from lstmfast import sampling
+    host = char_lm(embedding)
+    device = host.on_backend("cuda")
+    prime = np.array([[3, 1, 4, 1, 5]])
+    _, host_state = host.log_probs(prime, host.initial_state(1))
+    _, state = device.log_probs(prime, host.initial_state(1))
+    last = host_last = 2
+    Launches.reset()
+    Transfers.reset()
+    for _ in range(20):
+        logp, state = device.step(np.array([last]), state)
+        want, host_state = host.step(np.array([host_last]), host_state)
+        assert type(logp) is np.ndarray
+        assert_allclose(logp, want, rtol=1e-4, atol=1e-5)
+        last, host_last = int(np.argmax(logp[0])), int(np.argmax(want[0]))
+        assert last == host_last
+    assert graph_launches() == 20 - 2  # the third call of the shape checks the capture, then replays
+    # the log-probabilities, once per character, and once the check's verdicts (log-probabilities, 4 states)
+    assert Transfers.count == 20 + 5, Transfers.sites
+    # beam search reorders the device state along the beam axis
+    got = sampling.beam_search(device.step, state, np.array([last]), 3, 8)
+    want = sampling.beam_search(host.step, host_state, np.array([host_last]), 3, 8)
+    assert got[0] == want[0] and abs(got[1] - want[1]) < 1e-3
+
+
+def test_text_generate_decodes_on_the_gpu_like_on_the_host(emulated, tmp_path):  # noqa: F811
+    from lstmfast import cli
+    from lstmfast.tasks import text as text_task
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("To be, or not to be, that is the question:\n" * 12, encoding="utf-8")
+    model = tmp_path / "char.lstmfast"
+    assert cli.main(["text", "train", str(corpus), "--save", str(model), "--layers", "2", "--units", "8",
+                     "--seq-len", "10", "--batch-size", "4", "--epochs", "1", "--seed", "3", "--quiet"]) == 0
+    kwargs = dict(length=30, prime="To be", temperature=0.7, seed=4, verbose=0)
+    want = text_task.generate(model, **kwargs)
+    Launches.reset()
+    lstmfast.set_backend("cuda")
+    try:
+        got = text_task.generate(model, **kwargs)
+    finally:
+        lstmfast.set_backend("cpu")
+    assert got["text"] == want["text"]
+    # the prime's call has a shape of its own; the first character runs eagerly, the second too and is
+    # captured, the third checks the graph
+    assert graph_launches() == 30 - 2

@@ -482,6 +482,9 @@ class Model:
                     for key in list(arrays):
                         arrays[key] = ops.to_backend(arrays[key], where)
             self._train_pairs = None
+            for name in ("_graphed_inference", "_graphed_training"):  # graphs hold the old arrays and pools
+                if name in self.__dict__:
+                    self.__dict__[name].clear()
             optimizer = self.optimizer
             if optimizer is not None and optimizer.built:
                 state = optimizer.get_state()              # the slots as NumPy copies

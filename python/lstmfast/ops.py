@@ -819,6 +819,10 @@ class GraphedCalls:
         self._keep: tuple = ()
         self.disabled = False
 
+    def clear(self) -> None:
+        """Drop the graphs (and the arrays they hold); whether graphs are off for this owner stays."""
+        self._entries, self._pending, self._keep = {}, {}, ()
+
     def __call__(self, key: tuple, run: Callable[[list], Any], inputs: list, buffers: Sequence[dict],
                  keep: Sequence[Any], written: Sequence[Any] = (), before: Optional[Callable[[], None]] = None,
                  host_state: Optional[tuple] = None) -> Any:

@@ -10,7 +10,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import backend
+from . import backend, ops
 
 __all__ = ["sample_next", "beam_search"]
 
@@ -66,10 +66,11 @@ def beam_search(step: StepFn, state: Sequence[np.ndarray], start_tokens: ArrayLi
     """The most probable continuation under ``step``, by beam search.
 
     ``step(tokens [K], state) -> (log_probs [K, V], new_state)`` advances K beams by one token;
-    ``state`` is a list of arrays whose first axis is the beam (one beam at the start); the search
-    reorders them along that axis as beams are kept. ``start_tokens`` ([1]) is the first token fed.
-    A beam ends at ``end_token`` (kept in its output) or after ``max_length`` tokens. Returns the
-    best tokens (the start token excluded) and their total log-probability.
+    ``state`` is a list of arrays (NumPy, or on a device) whose first axis is the beam (one beam at
+    the start); the search reorders them along that axis as beams are kept. ``start_tokens`` ([1])
+    is the first token fed. A beam ends at ``end_token`` (kept in its output) or after
+    ``max_length`` tokens. Returns the best tokens (the start token excluded) and their total
+    log-probability.
     """
     if beam_width < 1:
         raise ValueError(f"beam_width must be >= 1, got {beam_width}")
@@ -78,7 +79,7 @@ def beam_search(step: StepFn, state: Sequence[np.ndarray], start_tokens: ArrayLi
     tokens = np.asarray(start_tokens, dtype=np.int64).reshape(-1)
     if tokens.size != 1:
         raise ValueError(f"start_tokens must hold one token, got {tokens.size}")
-    state = [np.asarray(s) for s in state]
+    state = [ops.as_array(s) for s in state]  # NumPy or device arrays, left where they are
     seqs: List[List[int]] = [[]]
     scores = np.zeros(1)
     finished: List[Tuple[float, List[int]]] = []
@@ -107,7 +108,7 @@ def beam_search(step: StepFn, state: Sequence[np.ndarray], start_tokens: ArrayLi
             seqs, scores = new_seqs, np.asarray(keep_scores)
             break
         rows = np.asarray(keep_rows)
-        state = [s[rows] for s in state]
+        state = [s[ops.to_device_of(s, rows)] for s in state]
         seqs, scores, tokens = new_seqs, np.asarray(keep_scores), np.asarray(keep_tokens)
     candidates = finished + [(float(s), q) for s, q in zip(scores, seqs)]
     best_score, best_seq = max(candidates, key=lambda c: c[0])

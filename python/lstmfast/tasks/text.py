@@ -115,9 +115,35 @@ class CharLM:
     def initial_state(self, batch: int) -> List[np.ndarray]:
         return [np.zeros((batch, h), np.float32) for h in self.units for _ in (0, 1)]
 
+    def on_backend(self, backend_name: str) -> "CharLM":
+        """This model with its arrays on ``backend_name`` ("cpu" or "cuda"). On a GPU a call of
+        ``log_probs``/``step`` is one input copy, one CUDA graph launch per input shape
+        (``ops.GraphedCalls``, from a shape's third call) and one copy of the log-probabilities
+        back; the state stays on the GPU, and the state returned is valid until the next call."""
+        moved = CharLM.__new__(CharLM)
+        moved.lstm_weights = [tuple(ops.to_backend(w, backend_name) for w in triple) for triple in self.lstm_weights]
+        moved.dense_kernel, moved.dense_bias, moved.embeddings, moved._eye = (
+            ops.to_backend(a, backend_name) for a in (self.dense_kernel, self.dense_bias, self.embeddings, self._eye))
+        moved.vocab_size = self.vocab_size
+        return moved
+
     def log_probs(self, ids: np.ndarray, state: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[np.ndarray]]:
-        ids = np.asarray(ids)
-        ids_tm = ids.T                                                       # [T, K]
+        ids_tm = np.ascontiguousarray(np.asarray(ids).T)                     # [T, K]
+        if type(self.dense_kernel) is np.ndarray:
+            logp, new_state = self._forward([ids_tm, *state])
+            return logp, list(new_state)
+        inputs = ops.batch_to_device([ids_tm]) + [ops.to_device_of(self.dense_kernel, s) for s in state]
+        graphs = self.__dict__.get("_graphs")
+        if graphs is None:
+            graphs = self._graphs = ops.GraphedCalls("one-step decoding")
+        weights = [w for triple in self.lstm_weights for w in triple] + [self.dense_kernel, self.dense_bias]
+        logp, new_state = graphs(tuple(a.shape for a in inputs), self._forward, inputs, [], weights)
+        return ops.to_numpy(logp), list(new_state)
+
+    def _forward(self, inputs: list) -> Tuple[np.ndarray, list]:
+        """``(log p [K, T, V], new state)`` from ``[ids [T, K], h0, c0, h1, c1, ...]``, where the
+        weights are."""
+        ids_tm, state = inputs[0], inputs[1:]
         x = self._eye[ids_tm] if self.embeddings is None else self.embeddings[ids_tm]   # [T, K, X]
         new_state = []
         for k, (kernel, recurrent_kernel, bias) in enumerate(self.lstm_weights):
@@ -126,10 +152,11 @@ class CharLM:
             x = out.y                                                        # [T, K, H]
             new_state += [out.h, out.c]
         T, K, H = x.shape
+        xp = ops.array_module(x)
         z = ops.matmul(x.transpose(1, 0, 2).reshape(K * T, H), self.dense_kernel).reshape(K, T, -1)  # [K, T, V]
         z += self.dense_bias
         z -= z.max(axis=-1, keepdims=True)
-        z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))                  # log-softmax
+        z -= xp.log(xp.exp(z).sum(axis=-1, keepdims=True))                  # log-softmax
         return z, new_state
 
     def step(self, tokens: np.ndarray, state: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[np.ndarray]]:
@@ -413,6 +440,8 @@ def generate(path: PathLike, length: int = 500, prime: Optional[str] = None, tem
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
     charlm, vocab, meta = load(path)
+    if ops.get_backend() != "cpu":  # lstmfast.set_backend("cuda"): one CUDA graph launch per character
+        charlm = charlm.on_backend(ops.get_backend())
     rng = np.random.default_rng(seed)
     if prime is None or prime == "":
         prime = "\n" if "\n" in vocab.chars else vocab.chars[int(rng.integers(len(vocab)))]
