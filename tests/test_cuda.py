@@ -201,7 +201,7 @@ def test_optimizer_kernels_compile_with_nvcc(arch, tmp_path):
 @pytest.mark.parametrize("arch", NVCC_ARCHS)
 def test_activation_kernels_compile_with_nvcc(arch, tmp_path):
     names = _kernels.activation_name_expressions()
-    assert len(names) == 2 * len(_kernels.ACTIVATION_NAMES) == 10
+    assert len(names) == 2 * len(_kernels.ACTIVATION_NAMES) == 14
     driver = tmp_path / "activation_driver.cu"
     driver.write_text(f'#include "{_kernels.ACTIVATION_KERNEL_FILE}"\n'
                       f"const void* const* lstmfast_activation_instantiations() {{\n"
@@ -274,7 +274,7 @@ def test_kernels_compile_with_nvrtc_as_cupy_does(module):
 def _host_source():
     lines = [f'#include "{_kernels.HEADER_FILE}"', f'#include "{_kernels.OPTIM_HEADER_FILE}"',
              f'#include "{_kernels.ACTIVATION_HEADER_FILE}"', f'#include "{_kernels.RANDOM_HEADER_FILE}"',
-             'extern "C" {']
+             f'#include "{_kernels.LOSS_HEADER_FILE}"', 'extern "C" {']
     for kernel, element in ELEMENT_OF.items():
         params = kernel_params(kernel)
         for ctype in ("float", "double"):
@@ -377,6 +377,36 @@ _HOST_ACTIVATION = {
 }
 
 
+_HOST_ACTIVATION["binary_crossentropy"] = """
+  const {T} C = ({T})cols;
+  for (long long r = 0; r < rows; ++r) {{
+    {T} sum = 0;
+    for (long long i = r * cols; i < (r + 1) * cols; ++i)
+      sum += from_logits ? lstmfast::bce_logit_term(p[i], t[i], C, grad + i)
+                         : lstmfast::bce_probability_term(p[i], t[i], ({T})eps, ({T})one_minus_eps, C, grad + i);
+    values[r] = from_logits ? sum / C : -sum / C;
+  }}"""
+_HOST_ACTIVATION["sparse_crossentropy"] = """
+  for (long long r = 0; r < rows; ++r) {{
+    const {T}* pr = p + r * cols;
+    {T}* gr = grad + r * cols;
+    const long long label = labels[r];
+    if (from_logits) {{
+      {T} m = pr[0], se = 0;
+      for (long long c = 0; c < cols; ++c) m = lstmfast::nan_max(pr[c], m);
+      for (long long c = 0; c < cols; ++c) se += (gr[c] = lstmfast::lf_exp(pr[c] - m));
+      for (long long c = 0; c < cols; ++c) gr[c] = c == label ? gr[c] / se - {T}(1) : gr[c] / se;
+      values[r] = (lstmfast::lf_log(se) + m) - pr[label];
+      continue;
+    }}
+    {T} s = 0;
+    for (long long c = 0; c < cols; ++c) s += pr[c];
+    const {T} q = pr[label] / s;
+    const {T} qc = lstmfast::nan_min(lstmfast::nan_max(q, ({T})eps), ({T})one_minus_eps);
+    const {T} u = {T}(q == qc ? 1 : 0) / (qc * s);
+    for (long long c = 0; c < cols; ++c) gr[c] = c == label ? u * q - u : u * q;
+    values[r] = -lstmfast::lf_log(qc);
+  }}"""
 _HOST_ACTIVATION["dropout_keep"] = """
   for (long long g = 0; g * 4 < n; ++g) {{
     const lstmfast::Philox4 r = lstmfast::dropout_words((unsigned long long)g, *offset, key0, key1);
@@ -926,6 +956,7 @@ class HostActivationKernel:
 
     SCALARS = {**_C_SCALARS, "double": (np.float64, ctypes.c_double), "unsigned int": (np.uint32, ctypes.c_uint)}
     COUNTERS = {"unsigned long long*": np.uint64, "unsigned int*": np.uint32}
+    PER_ROW = {"values": None, "labels": np.int64}  # the loss kernels' [rows] arrays (None: dtype T)
 
     def __init__(self, library, kernel, dtype):
         self.kernel, self.dtype = kernel, np.dtype(dtype)
@@ -959,10 +990,13 @@ class HostActivationKernel:
                 assert value.shape == (1,) and value.device_id == device, where
                 c_args.append(value.ctypes.data)
             else:
+                dtype, size = self.dtype, elements
+                if "rows" in named and name in self.PER_ROW:
+                    dtype, size = self.PER_ROW[name] or self.dtype, int(named["rows"])
                 assert isinstance(value, FakeDeviceArray), f"{where}: {type(value).__name__}"
-                assert value.dtype == self.dtype and value.flags.c_contiguous, f"{where}: {value.dtype}"
+                assert value.dtype == dtype and value.flags.c_contiguous, f"{where}: {value.dtype}"
                 assert value.device_id == device, f"{where}: on GPU {value.device_id}, launch on GPU {device}"
-                assert value.size == elements, f"{where}: {value.size} elements, want {elements}"
+                assert value.size == size, f"{where}: {value.size} elements, want {size}"
                 c_args.append(value.ctypes.data)
         if Capture.ops is not None:
             Capture.add(lambda args=args: self.function(*c_args))  # args: kept alive

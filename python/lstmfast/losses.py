@@ -404,6 +404,12 @@ class SparseCategoricalCrossentropy(Loss):
     def _formula(self, t, p, grad):
         # the crossentropy of one-hot targets, with the values read at the label entries only
         xp = ops.array_module(p)
+        if grad and xp is not np:
+            bounds = _constants(np, p.dtype)
+            fused = ops.device_loss(SparseCategoricalCrossentropy.name, self.from_logits, t, p, float(bounds.eps),
+                                    float(bounds.one_minus_eps))
+            if fused is not None:
+                return fused
         C = p.shape[-1]
         at_label = xp.arange(0, t.size * C, C) + t.reshape(-1)    # flat indices of p[..., label]
         if self.from_logits:
@@ -451,6 +457,12 @@ class BinaryCrossentropy(_SmoothedCrossentropy):
         s = self.label_smoothing
         if s:
             t = t * (1.0 - s) + 0.5 * s
+        if grad and xp is not np:
+            bounds = _constants(np, p.dtype)
+            fused = ops.device_loss(BinaryCrossentropy.name, self.from_logits, t, p, float(bounds.eps),
+                                    float(bounds.one_minus_eps))
+            if fused is not None:
+                return fused
         C = p.shape[-1]
         if self.from_logits:
             # softplus(x) - x t, with max(x, 0) - x t first (no cancellation) and e = exp(-|x|);

@@ -50,6 +50,7 @@ from ._typing import Array
 from .cuda import activations as _cuda_activations
 from .cuda import dropout as _cuda_dropout
 from .cuda import graphs as _cuda_graphs
+from .cuda import losses as _cuda_losses
 from .cuda import optim as _cuda_optim
 from .cuda import staging as _cuda_staging
 
@@ -57,7 +58,7 @@ __all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTM
            "BACKENDS", "set_backend", "get_backend", "array_module", "as_array", "to_numpy", "to_device_of",
            "to_backend", "batch_to_device", "to_floats", "mirrored_on_device", "scatter_add", "segment_sum",
            "optimizer_step_kernel", "clip_scales", "device_activation", "device_activation_grad", "device_dropout_mask",
-           "device_dropout_counters", "GraphedCalls"]
+           "device_dropout_counters", "device_loss", "GraphedCalls"]
 
 RECURRENT_ACTIVATIONS = {"sigmoid": 0, "hard_sigmoid": 1}
 BACKENDS = ("cpu", "cuda")
@@ -739,6 +740,33 @@ def _activation_operands(cupy, arrays) -> bool:
         return False
     return all(isinstance(a, cupy.ndarray) and a.dtype == first.dtype and a.shape == first.shape
                and a.flags.c_contiguous and getattr(a.device, "id", None) == device_id for a in arrays)
+
+
+_DEVICE_LOSSES = {"binary_crossentropy": (_cuda_losses.binary_crossentropy, None),
+                  "sparse_categorical_crossentropy": (_cuda_losses.sparse_crossentropy, np.dtype(np.int64))}
+
+
+def device_loss(name: str, from_logits: bool, t: Array, p: Array, eps: float,
+                one_minus_eps: float) -> Optional[Tuple[Array, Array]]:
+    """``(values, grad)`` of the loss ``name`` ("binary_crossentropy": targets ``t`` of ``p``'s
+    shape and dtype; "sparse_categorical_crossentropy": int64 labels ``t`` of shape
+    ``p.shape[:-1]``, already checked) by one GPU kernel, for C-contiguous float32/float64 CuPy
+    arrays with at least one element; ``eps``, ``one_minus_eps``: the probabilities' clip bounds
+    in ``p``'s dtype. None where no kernel applies (host arrays, other dtypes or layouts): the
+    caller's formula runs then."""
+    entry = _DEVICE_LOSSES.get(name)
+    cupy = _cupy()
+    if entry is None or cupy is None or not isinstance(p, cupy.ndarray) or not isinstance(t, cupy.ndarray):
+        return None
+    function, label_dtype = entry
+    if label_dtype is None:
+        if not _activation_operands(cupy, (p, t)) or p.ndim == 0:
+            return None
+    elif not (_activation_operands(cupy, (p,)) and p.ndim and t.dtype == label_dtype and t.shape == p.shape[:-1]
+              and t.flags.c_contiguous and getattr(t.device, "id", None) == p.device.id):
+        return None
+    with p.device:
+        return function(cupy, t, p, bool(from_logits), float(eps), float(one_minus_eps))
 
 
 def device_dropout_mask(like: Array, shape: Sequence[int], rate: float, dtype: DTypeLike,

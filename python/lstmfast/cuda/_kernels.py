@@ -37,8 +37,9 @@ OPTIM_THREADS = 256                      # kOptimThreads in optim_kernels.cu
 ACTIVATION_KERNEL_FILE = "activation_kernels.cu"
 ACTIVATION_HEADER_FILE = "activation_rules.cuh"
 ACTIVATION_NAMES = ("activation_forward", "activation_backward", "softmax_forward", "softmax_backward",
-                    "dropout_keep")
+                    "dropout_keep", "binary_crossentropy", "sparse_crossentropy")
 RANDOM_HEADER_FILE = "lf_random.cuh"
+LOSS_HEADER_FILE = "loss_rules.cuh"
 ACTIVATION_THREADS = 256                 # kActivationThreads in activation_kernels.cu
 
 
@@ -126,6 +127,8 @@ class ActivationKernels(NamedTuple):
     softmax_forward: object   # softmax_forward<T>
     softmax_backward: object  # softmax_backward<T>
     dropout_keep: object      # dropout_keep<T>
+    binary_crossentropy: object  # binary_crossentropy<T>
+    sparse_crossentropy: object  # sparse_crossentropy<T>
 
 
 # The three modules: their source, options and name expressions.

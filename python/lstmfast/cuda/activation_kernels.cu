@@ -6,6 +6,7 @@
 // `long long`, int32 for `int`, C-contiguous arrays of T.
 #include "activation_rules.cuh"
 #include "lf_random.cuh"
+#include "loss_rules.cuh"
 
 constexpr int kActivationThreads = 256;  // blockDim.x of every kernel here
 constexpr int kWarp = 32;
@@ -111,4 +112,69 @@ __global__ void dropout_keep(long long n, double rate, double scale, unsigned in
       *done = 0;
     }
   }
+}
+
+// Binary crossentropy over rows of cols elements (probabilities p, or logits when from_logits):
+// values[r] = the row's loss (mean over its elements), grad = d values[r] / d p, unscaled by the
+// reduction (losses.py scales it). One warp per row.
+template <typename T>
+__global__ void binary_crossentropy(long long rows, long long cols, int from_logits, double eps, double one_minus_eps,
+                                    const T* p,      // [rows, cols]
+                                    const T* t,      // [rows, cols] targets
+                                    T* values,       // [rows] out
+                                    T* grad) {       // [rows, cols] out
+  const long long row = (long long)blockIdx.x * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  if (row >= rows) return;
+  const int lane = threadIdx.x % kWarp;
+  const T C = T(cols), lo = T(eps), hi = T(one_minus_eps);
+  T sum = T(0);
+  for (long long c = lane; c < cols; c += kWarp) {
+    const long long i = row * cols + c;
+    sum += from_logits ? lstmfast::bce_logit_term(p[i], t[i], C, grad + i)
+                       : lstmfast::bce_probability_term(p[i], t[i], lo, hi, C, grad + i);
+  }
+  sum = warp_sum(sum);
+  if (lane == 0) values[row] = from_logits ? sum / C : -sum / C;
+}
+
+// Sparse categorical crossentropy over rows of cols classes (probabilities p, renormalised and
+// clipped as Keras does, or logits when from_logits) with one integer label per row (checked on
+// the host): values[r] = the row's loss, grad = d values[r] / d p. One warp per row.
+template <typename T>
+__global__ void sparse_crossentropy(long long rows, long long cols, int from_logits, double eps, double one_minus_eps,
+                                    const T* p,                  // [rows, cols]
+                                    const long long* labels,     // [rows] in [0, cols)
+                                    T* values,                   // [rows] out
+                                    T* grad) {                   // [rows, cols] out
+  const long long row = (long long)blockIdx.x * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  if (row >= rows) return;
+  const int lane = threadIdx.x % kWarp;
+  const T* pr = p + row * cols;
+  T* gr = grad + row * cols;
+  const long long label = labels[row];
+  if (from_logits) {  // logsumexp(x) - x_label; softmax(x) - one_hot(label)
+    T m = pr[0];
+    for (long long c = lane; c < cols; c += kWarp) m = lstmfast::nan_max(pr[c], m);
+    m = warp_max(m);
+    T se = T(0);
+    for (long long c = lane; c < cols; c += kWarp) {
+      const T e = lstmfast::lf_exp(pr[c] - m);
+      gr[c] = e;
+      se += e;
+    }
+    se = warp_sum(se);
+    for (long long c = lane; c < cols; c += kWarp) gr[c] = c == label ? gr[c] / se - T(1) : gr[c] / se;
+    if (lane == 0) values[row] = (lstmfast::lf_log(se) + m) - pr[label];
+    return;
+  }
+  // q = p_label / s, qc = clip(q); -log(qc); u = [q == qc] / (qc s); d p_c = u q - u [c == label]
+  T s = T(0);
+  for (long long c = lane; c < cols; c += kWarp) s += pr[c];
+  s = warp_sum(s);
+  const T q = pr[label] / s;
+  const T qc = lstmfast::nan_min(lstmfast::nan_max(q, T(eps)), T(one_minus_eps));
+  const T u = T(q == qc ? 1 : 0) / (qc * s);
+  const T uq = u * q;
+  for (long long c = lane; c < cols; c += kWarp) gr[c] = c == label ? uq - u : uq;
+  if (lane == 0) values[row] = -lstmfast::lf_log(qc);
 }

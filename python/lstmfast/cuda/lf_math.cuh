@@ -1,5 +1,5 @@
 // What every per-element header of the GPU engine shares (lstm_pointwise.cuh, optim_rules.cuh,
-// activation_rules.cuh): the LF_HD marker and the math functions, overloaded for float and double.
+// activation_rules.cuh, loss_rules.cuh, lf_random.cuh): the LF_HD marker and the math functions, overloaded for float and double.
 //
 // LF_HD: NVRTC and nvcc compile a function so marked as __host__ __device__, g++ as ordinary
 // inline host code, so the tests run the exact per-element math without a GPU. _kernels.py pastes
@@ -18,6 +18,8 @@ namespace lstmfast {
 
 LF_HD float lf_exp(float v) { return expf(v); }
 LF_HD double lf_exp(double v) { return exp(v); }
+LF_HD float lf_log(float v) { return logf(v); }
+LF_HD double lf_log(double v) { return log(v); }
 LF_HD float lf_expm1(float v) { return expm1f(v); }
 LF_HD double lf_expm1(double v) { return expm1(v); }
 LF_HD float lf_log1p(float v) { return log1pf(v); }
