@@ -304,3 +304,18 @@ def test_text_generate_decodes_on_the_gpu_like_on_the_host(emulated, tmp_path): 
     # the prime's call has a shape of its own; the first character runs eagerly, the second too and is
     # captured, the third checks the graph
     assert graph_launches() == 30 - 2
+
+
+def test_compiling_again_captures_again(emulated):  # noqa: F811
+    """A graph holds the compiled loss, metrics and optimizer slots: compile() again, capture again."""
+    x, y = ids(), np.arange(48) % 3
+    model = scheduled_classifier()
+    fit_on(model, x, y, "cuda", batch_size=8, epochs=1)
+    Launches.reset()
+    fit_on(model, x, y, "cuda", batch_size=8, epochs=1)
+    assert graph_launches() == 6  # every batch replays
+    model.compile(optimizer=model.optimizer, loss=lstmfast.losses.SparseCategoricalCrossentropy(),
+                  metrics=["accuracy"])
+    Launches.reset()
+    fit_on(model, x, y, "cuda", batch_size=8, epochs=1)
+    assert graph_launches() < 6

@@ -671,8 +671,8 @@ class Model:
         written = ([w for layer in layers for w in layer.weights.values()] + optimizer._slot_arrays()
                    + ops.device_dropout_counters())
         key = (tuple((a.shape, a.dtype.str) for a in inputs), step_key)
-        loss, sums = graphs(key, run, inputs, [layer.buffers for layer in layers], written + [g for g, _ in pairs],
-                            written=written,
+        keep = written + [g for g, _ in pairs] + losses + metrics  # compiled anew: captured anew
+        loss, sums = graphs(key, run, inputs, [layer.buffers for layer in layers], keep, written=written,
                             before=lambda: optimizer.apply_gradients(pairs), host_state=(save, restore))
         at = 0
         for metric, state in zip(metrics, states):
