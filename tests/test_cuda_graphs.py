@@ -319,3 +319,14 @@ def test_compiling_again_captures_again(emulated):  # noqa: F811
     Launches.reset()
     fit_on(model, x, y, "cuda", batch_size=8, epochs=1)
     assert graph_launches() < 6
+
+
+def test_graphs_are_kept_for_at_most_max_shapes(emulated):  # noqa: F811
+    calls = lstmfast.ops.GraphedCalls("test step", max_shapes=2)
+    Launches.reset()
+    for n in (3, 4, 5):
+        x = emulated.to_device(np.arange(float(n)))
+        for _ in range(4):
+            out = calls(((n,),), lambda inputs: [inputs[0] * 2.0], [x], [], [])
+            assert_allclose(emulated.to_host(out[0]), np.arange(float(n)) * 2)
+    assert graph_launches() == 2 * 2  # shapes 3 and 4: the third and fourth calls; shape 5 stays eager

@@ -665,7 +665,9 @@ class Model:
 
         graphs = self.__dict__.get("_graphed_training")
         if graphs is None:
-            graphs = self._graphed_training = ops.GraphedCalls("training step")
+            # a training graph keeps a batch's activations and gradients: at most 4 shapes (the
+            # full batches and the last one of fit, or a few buckets of lengths)
+            graphs = self._graphed_training = ops.GraphedCalls("training step", max_shapes=4)
         # written in place: the weights (the optimizer's, BatchNormalization's statistics), the slots
         # and the dropout generators' draw counters
         written = ([w for layer in layers for w in layer.weights.values()] + optimizer._slot_arrays()

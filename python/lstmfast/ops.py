@@ -838,10 +838,11 @@ class GraphedCalls:
     optimizer's step count and step values) and ``host_state`` (a pair ``(save, restore)`` of the
     host state the call changes, which a capture must leave as it was)."""
 
-    MAX_SHAPES = 8  # graphs kept per owner; further shapes run eagerly
+    MAX_SHAPES = 8  # graphs kept per owner by default; further shapes run eagerly
 
-    def __init__(self, what: str = "inference step") -> None:
+    def __init__(self, what: str = "inference step", max_shapes: int = MAX_SHAPES) -> None:
         self.what = what
+        self.max_shapes = max_shapes  # each graph keeps the memory of its call (its own pool)
         self._entries: dict = {}  # key -> None (seen once), Captured, or False (eager for good)
         self._pending: dict = {}  # key -> Captured waiting for its check
         self._keep: tuple = ()
@@ -862,7 +863,7 @@ class GraphedCalls:
             self._entries, self._pending, self._keep = {}, {}, tuple(keep)
         entries = self._entries
         if key not in entries:
-            if len(entries) >= self.MAX_SHAPES:
+            if len(entries) >= self.max_shapes:
                 return run(inputs)
             entries[key] = None
             return run(inputs)
