@@ -68,10 +68,14 @@ def _sequence_weights(pred, mask, sample_weight):
     return m * (sample_weight[:, None] if np.ndim(sample_weight) == 1 else sample_weight)
 
 
+def _shapes_of(arrays) -> tuple:
+    """The shapes and dtypes of host arrays (those of their device copies): what a graph is kept for."""
+    return tuple((np.shape(a), np.asarray(a).dtype.str) for a in arrays)
+
+
 def _batch_key(xs, ys, sample_weight) -> tuple:
-    """The shapes and dtypes of a batch: what a device step's graph is kept for."""
-    return (tuple((np.shape(a), np.asarray(a).dtype.str) for a in list(xs) + list(ys)),
-            None if sample_weight is None else np.shape(sample_weight))
+    """The shapes and dtypes of a batch: what the outputs' shapes are remembered for."""
+    return _shapes_of(list(xs) + list(ys)), None if sample_weight is None else np.shape(sample_weight)
 
 
 def _batch_count(arrays: List[np.ndarray]) -> int:
@@ -506,12 +510,12 @@ class Model:
             stack.extend(getattr(layer, "_sublayers", lambda: [])())
         return out
 
-    def _to_device(self, xs, extra=()) -> list:
+    def _to_device(self, xs, extra=(), into=None) -> list:
         """The batch's input arrays, then ``extra`` (checked targets, sample weights), copied to the
-        device (through pinned buffers, see ``ops.batch_to_device``), one copy each. Layers that
-        check the values of a model input (Embedding's ids) check the host array first, so that
-        they need not read the device copy back."""
-        moved = ops.batch_to_device(list(xs) + list(extra))
+        device (through pinned buffers, see ``ops.batch_to_device``; into the arrays ``into`` when
+        given), one copy each. Layers that check the values of a model input (Embedding's ids)
+        check the host array first, so that they need not read the device copy back."""
+        moved = ops.batch_to_device(list(xs) + list(extra), into)
         checks = self._id_checks
         if checks is None:
             positions = {tid: k for k, tid in enumerate(self._input_ids)}
@@ -622,7 +626,13 @@ class Model:
         targets = [loss._checked_targets(np.asarray(y), shape, dtype)
                    for loss, y, (shape, dtype) in zip(losses, ys, specs)]
         extra = targets + ([] if sample_weight is None else [np.asarray(sample_weight)])
-        inputs = self._to_device(xs, extra)
+        graphs = self.__dict__.get("_graphed_training")
+        if graphs is None:
+            # a training graph keeps a batch's activations and gradients: at most 4 shapes (the
+            # full batches and the last one of fit, or a few buckets of lengths)
+            graphs = self._graphed_training = ops.GraphedCalls("training step", max_shapes=4)
+        key = (_shapes_of(list(xs) + extra), step_key)
+        inputs = self._to_device(xs, extra, graphs.inputs_of(key))
         n_in, n_out = len(xs), len(targets)
         outputs, weights = self._output_ids, self._loss_weights
         pairs = self._trainable_pairs()
@@ -663,16 +673,10 @@ class Model:
             for g, state in zip(generators, saved[2]):
                 g.bit_generator.state = state
 
-        graphs = self.__dict__.get("_graphed_training")
-        if graphs is None:
-            # a training graph keeps a batch's activations and gradients: at most 4 shapes (the
-            # full batches and the last one of fit, or a few buckets of lengths)
-            graphs = self._graphed_training = ops.GraphedCalls("training step", max_shapes=4)
         # written in place: the weights (the optimizer's, BatchNormalization's statistics), the slots
         # and the dropout generators' draw counters
         written = ([w for layer in layers for w in layer.weights.values()] + optimizer._slot_arrays()
                    + ops.device_dropout_counters())
-        key = (tuple((a.shape, a.dtype.str) for a in inputs), step_key)
         keep = written + [g for g, _ in pairs] + losses + metrics  # compiled anew: captured anew
         loss, sums = graphs(key, run, inputs, [layer.buffers for layer in layers], keep, written=written,
                             before=lambda: optimizer.apply_gradients(pairs), host_state=(save, restore))
@@ -688,7 +692,6 @@ class Model:
         the loss and the metrics run where the outputs are)."""
         where = self._place()
         if where != "cpu":
-            xs = self._to_device(xs)
             values, masks = self._inference_on_device(xs)
         else:
             values, masks, _ = self._run(xs, training=False, keep_caches=False)
@@ -698,12 +701,15 @@ class Model:
         return [values[i] for i in self._output_ids]
 
     def _inference_on_device(self, xs) -> tuple:
-        """(values, masks) of the inference step on the device, replayed as a CUDA graph per input
-        shape (``ops.GraphedCalls``); the entries of tensors other than the outputs are None. The
-        layers' buffers (a stateful LSTM's state) are the graph's state."""
+        """(values, masks) of the inference step on the device for the host batch ``xs`` (copied
+        there first), replayed as a CUDA graph per input shape (``ops.GraphedCalls``); the entries
+        of tensors other than the outputs are None. The layers' buffers (a stateful LSTM's state)
+        are the graph's state."""
         graphs = self.__dict__.get("_graphed_inference")
         if graphs is None:
             graphs = self._graphed_inference = ops.GraphedCalls()
+        key = _shapes_of(xs)
+        xs = self._to_device(xs, into=graphs.inputs_of(key))
         outputs = self._output_ids
 
         def run(inputs):
@@ -713,7 +719,6 @@ class Model:
                     [m if i in keep else None for i, m in enumerate(masks)])
 
         layers = self._all_layers()
-        key = tuple((x.shape, x.dtype.str) for x in xs)
         weights = [w for layer in layers for w in layer.weights.values()]
         return graphs(key, run, xs, [layer.buffers for layer in layers], weights)
 

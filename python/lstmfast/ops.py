@@ -547,18 +547,24 @@ def to_backend(a: Optional[ArrayLike], backend: str) -> Optional[Array]:
     return cupy.asarray(a)
 
 
-def batch_to_device(arrays: Iterable[np.ndarray]) -> list:
+def batch_to_device(arrays: Iterable[np.ndarray], into: Optional[Sequence[Array]] = None) -> list:
     """A batch's host arrays on the current device, copied without making the host wait: each goes
     through a pinned (page-locked) host buffer, and the copy is queued on the current stream
     (ordered before the kernels that use it; a copy from pageable memory may wait for the stream).
-    Pinned buffers alternate between two sets (``lstmfast.cuda.staging.PinnedStaging``)."""
+    Pinned buffers alternate between two sets (``lstmfast.cuda.staging.PinnedStaging``). ``into``:
+    device arrays to copy into (a CUDA graph's inputs), used when their shapes and dtypes match."""
     cupy = _cuda.require_gpu()
     _cuda_graphs.refuse("sending a batch to the device")
     device_id = cupy.cuda.Device().id
     staging = _STAGING.get(device_id)
     if staging is None:
         staging = _STAGING[device_id] = _cuda_staging.PinnedStaging()
-    return staging.copy(cupy, [np.ascontiguousarray(a) for a in arrays])
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    if into is not None and not (len(into) == len(arrays) and all(
+            isinstance(d, cupy.ndarray) and d.shape == a.shape and d.dtype == a.dtype and d.flags.c_contiguous
+            and d.device.id == device_id for d, a in zip(into, arrays))):
+        into = None
+    return staging.copy(cupy, arrays, into)
 
 
 _STAGING: dict = {}  # device id -> PinnedStaging
@@ -847,6 +853,12 @@ class GraphedCalls:
         self._pending: dict = {}  # key -> Captured waiting for its check
         self._keep: tuple = ()
         self.disabled = False
+
+    def inputs_of(self, key: tuple) -> Optional[list]:
+        """The input arrays of the graph replayed for ``key``, or None: a batch copied straight
+        into them saves the copy ``Captured.launch`` makes."""
+        entry = self._entries.get(key)
+        return entry.inputs if entry and not self.disabled else None
 
     def clear(self) -> None:
         """Drop the graphs (and the arrays they hold); whether graphs are off for this owner stays."""

@@ -70,6 +70,7 @@ class FusedStep:
         self._table = None
         self._total = 0
         self._hyper: dict = {}  # device id -> StepValues: the step's scalars, which the kernel reads
+        self._checked: Optional[tuple] = None  # (rule, device, arrays) of the last step that passed the checks
 
     def __call__(self, rule: int, variables: Sequence[Array], grads: Sequence[Array], slots: Sequence[Sequence[Array]],
                  lr: float, momentum: float, one_minus_beta_1: float, one_minus_beta_2: float, rho: float,
@@ -82,21 +83,28 @@ class FusedStep:
         if len(grads) != n or len(slots) != n:
             raise ValueError(f"variables, grads and slots must have one entry per variable, got {n} variables, "
                              f"{len(grads)} gradients and {len(slots)} slot tuples")
-        want = SLOTS_PER_RULE[rule]
         device_id = cp.cuda.Device().id
-        dtypes = (self.dtype,)
-        key = []
-        for j, (v, g, s) in enumerate(zip(variables, grads, slots)):
-            _check_array(cp, f"variable {j}", v, dtypes, None, device_id)
-            _check_array(cp, f"gradient {j}", g, dtypes, v.shape, device_id)
-            if len(s) != want:
-                raise ValueError(f"rule {rule} needs {want} slots per variable, got {len(s)} for variable {j}")
-            for k, slot in enumerate(s):
-                _check_array(cp, f"slot {k} of variable {j}", slot, dtypes, v.shape, device_id)
-            key.append((v, g, *s))
-        pointers = tuple(a.data.ptr for arrays in key for a in arrays) + tuple(v.size for v in variables)
-        if pointers != self._key:
-            self._build_table(cp, key, pointers)
+        given = (rule, device_id, *variables, *grads, *(a for s in slots for a in s))
+        last = self._checked
+        if last is None or len(last) != len(given) or any(a is not b for a, b in zip(given, last)):
+            # A CuPy array's shape, dtype, layout, device and address are fixed: the same arrays as
+            # at the last step (a model's, every step) need no check and keep their table.
+            self._checked = None
+            want = SLOTS_PER_RULE[rule]
+            dtypes = (self.dtype,)
+            key = []
+            for j, (v, g, s) in enumerate(zip(variables, grads, slots)):
+                _check_array(cp, f"variable {j}", v, dtypes, None, device_id)
+                _check_array(cp, f"gradient {j}", g, dtypes, v.shape, device_id)
+                if len(s) != want:
+                    raise ValueError(f"rule {rule} needs {want} slots per variable, got {len(s)} for variable {j}")
+                for k, slot in enumerate(s):
+                    _check_array(cp, f"slot {k} of variable {j}", slot, dtypes, v.shape, device_id)
+                key.append((v, g, *s))
+            pointers = tuple(a.data.ptr for arrays in key for a in arrays) + tuple(v.size for v in variables)
+            if pointers != self._key:
+                self._build_table(cp, key, pointers)
+            self._checked = given
         scales = self._scales(cp, scales, n, device_id)
         if self._total == 0:
             return
