@@ -2,12 +2,15 @@
 
 Cases (time-major; X = input size, H = units):
   training  (forward + backward, all gradients incl. dx): DeepBench sizes H in {512, 1024, 2048} x
-            B in {16, 64}, T = 25, X = H; and the char-rnn size X = 65 -> H = 256, B = 50, T = 50, 2 layers.
+            B in {16, 64}, T = 25, X = H; larger batches B in {128, 256, 512} x H in {256, 512, 1024},
+            T = 25, X = H; and the char-rnn size X = 65 -> H = 256, B = 50, T = 50, 2 layers.
   inference (forward only): H in {512, 1024} x B in {1, 4}, T = 50, X = H.
 
 Each call is timed on its own with CUDA events after the warm-up calls (excluded); the table gives
 medians in milliseconds and cuDNN time / lstmfast time (> 1: lstmfast is faster), plus the largest
-|y| difference between the two on the same weights as a sanity check. TF32 is off on both sides
+|y| difference between the two on the same weights as a sanity check. lstmfast is timed twice:
+called eagerly, and captured once as a CUDA graph (lstmfast.cuda.graphs) and replayed, as `fit`
+and `predict` run it (no column when the capture fails: the reason goes to stderr). TF32 is off on both sides
 (strict float32) unless --tf32 is given.
 
     python bench/compare_cudnn.py [--warmup 5] [--repeats 20] [--only deepbench] [--tf32]
@@ -41,10 +44,12 @@ class Row(NamedTuple):
     lstmfast_ms: float
     cudnn_ms: float
     max_abs_diff: Optional[float] = None
+    graph_ms: Optional[float] = None  # lstmfast replayed as a CUDA graph
 
 
 def cases() -> List[Case]:
     out = [Case(f"deepbench H{H} B{B}", "training", 25, B, H, H) for H in (512, 1024, 2048) for B in (16, 64)]
+    out += [Case(f"large batch H{H} B{B}", "training", 25, B, H, H) for H in (256, 512, 1024) for B in (128, 256, 512)]
     out.append(Case("char-rnn", "training", 50, 50, 65, 256, layers=2))
     out += [Case(f"inference H{H} B{B}", "inference", 50, B, H, H) for H in (512, 1024) for B in (1, 4)]
     return out
@@ -56,14 +61,17 @@ def median(values) -> float:
 
 def markdown_table(gpu_name: str, rows) -> str:
     lines = [f"GPU: {gpu_name}", "",
-             "| case | mode | T | B | X -> H | layers | lstmfast ms | cuDNN ms | cuDNN / lstmfast | max abs y diff |",
-             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "| case | mode | T | B | X -> H | layers | lstmfast ms | cuDNN ms | cuDNN / lstmfast "
+             "| lstmfast graph ms | cuDNN / graph | max abs y diff |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         row = Row(*row)
         c = row.case
         diff = "" if row.max_abs_diff is None else f"{row.max_abs_diff:.1e}"
+        graph = ("| | " if row.graph_ms is None else
+                 f"| {row.graph_ms:.3f} | {row.cudnn_ms / row.graph_ms:.2f} ")
         lines.append(f"| {c.name} | {c.mode} | {c.T} | {c.B} | {c.X} -> {c.H} | {c.layers} | {row.lstmfast_ms:.3f} "
-                     f"| {row.cudnn_ms:.3f} | {row.cudnn_ms / row.lstmfast_ms:.2f} | {diff} |")
+                     f"| {row.cudnn_ms:.3f} | {row.cudnn_ms / row.lstmfast_ms:.2f} {graph}| {diff} |")
     return "\n".join(lines)
 
 
@@ -160,9 +168,17 @@ def run_case(case: Case, warmup: int, repeats: int) -> Row:
 
     ours = time_calls(lstmfast_step, cupy.cuda.Event, cupy.cuda.get_elapsed_time, cupy.cuda.Device().synchronize,
                       warmup, repeats)
+    graphed = None
+    try:
+        from lstmfast.cuda import graphs
+        captured = graphs.capture(cupy, lambda inputs: lstmfast_step(), [x], [])
+        graphed = time_calls(lambda: captured.launch(cupy, [x]), cupy.cuda.Event, cupy.cuda.get_elapsed_time,
+                             cupy.cuda.Device().synchronize, warmup, repeats)
+    except Exception as e:  # report it, time the rest
+        print(f"{case.name}: the CUDA graph capture failed ({type(e).__name__}: {e})", file=sys.stderr)
     theirs = time_calls(cudnn_step, lambda: torch.cuda.Event(enable_timing=True), lambda a, b: a.elapsed_time(b),
                         torch.cuda.synchronize, warmup, repeats)
-    return Row(case, ours, theirs, diff)
+    return Row(case, ours, theirs, diff, graphed)
 
 
 def main(argv=None) -> None:

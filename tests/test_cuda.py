@@ -1965,14 +1965,16 @@ def test_cudnn_benchmark_cases_and_table():
         sys.path.pop(0)
     cases = compare_cudnn.cases()
     training = [c for c in cases if c.mode == "training" and c.layers == 1]
-    assert {(c.H, c.B) for c in training} == {(h, b) for h in (512, 1024, 2048) for b in (16, 64)}
+    assert {(c.H, c.B) for c in training} == {(h, b) for h in (512, 1024, 2048) for b in (16, 64)} | {
+        (h, b) for h in (256, 512, 1024) for b in (128, 256, 512)}
     assert all(c.T == 25 and c.X == c.H for c in training)
     assert any(c.X == 65 and c.H == 256 and c.B == 50 and c.T == 50 and c.layers == 2 for c in cases)
     inference = {(c.H, c.B) for c in cases if c.mode == "inference"}
     assert inference == {(h, b) for h in (512, 1024) for b in (1, 4)}
     assert compare_cudnn.median([3.0, 1.0, 2.0]) == 2.0
-    table = compare_cudnn.markdown_table("Test GPU", [(cases[0], 1.5, 3.0)])
+    table = compare_cudnn.markdown_table("Test GPU", [(cases[0], 1.5, 3.0), (cases[1], 2.0, 3.0, 1e-6, 0.5)])
     assert "Test GPU" in table and "| 2.00" in table
+    assert "| 0.500 | 6.00 |" in table  # the graph's time and cuDNN's / it
 
 
 def test_cudnn_benchmark_without_gpu_exits_with_a_message():
