@@ -331,3 +331,26 @@ def test_graphs_are_kept_for_at_most_max_shapes(emulated):  # noqa: F811
             out = calls(((n,),), lambda inputs: [inputs[0] * 2.0], [x], [], [])
             assert_allclose(emulated.to_host(out[0]), np.arange(float(n)) * 2)
     assert graph_launches() == 2 * 2  # shapes 3 and 4: the third and fourth calls; shape 5 stays eager
+
+
+def test_a_failed_training_capture_warns_and_trains_on_eagerly(emulated, monkeypatch):  # noqa: F811
+    """A CUDA error at the end of a capture (the step's Python ran: the optimizer counted a step,
+    the metrics were reset): the capture's host effects are undone and training goes on eagerly."""
+    real = graphs.capture
+
+    def fails_at_the_end(*args, **kwargs):
+        real(*args, **kwargs)
+        raise RuntimeError("cudaErrorStreamCaptureUnsupported: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs, "capture", fails_at_the_end)
+    x, y = ids(), np.arange(48) % 3
+    want_model = scheduled_classifier()
+    want = fit_on(want_model, x, y, "cpu", batch_size=8, epochs=2)
+    model = scheduled_classifier()
+    Launches.reset()
+    with pytest.warns(RuntimeWarning, match="training step: capturing it failed .*cudaErrorStreamCaptureUnsupported"):
+        got = fit_on(model, x, y, "cuda", batch_size=8, epochs=2)
+    assert graph_launches() == 0
+    for key in want:
+        assert_allclose(got[key], want[key], rtol=2e-4, atol=1e-6, err_msg=key)
+    assert model.optimizer.iterations == 12
