@@ -1884,6 +1884,18 @@ def test_set_backend_cuda_without_a_gpu_says_so(fake, monkeypatch):
     assert not lcuda.is_available()
 
 
+@pytest.mark.parametrize("cupy", [None, make_fake_cupy(device_count=0)], ids=["no-cupy", "no-gpu"])
+def test_the_cli_backend_option_without_a_gpu_exits_2_with_the_reason(cupy, monkeypatch, capsys, tmp_path):
+    from lstmfast import cli
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setattr(lcuda, "_gpu_count", None)
+    assert cli.main(["--backend", "cuda", "echo", "--steps", "5", "--metrics-json", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--backend cuda" in err and ("needs CuPy" in err or "no CUDA GPU" in err), err
+    assert "Traceback" not in err and lstmfast.get_backend() == "cpu"
+    assert not (tmp_path / "m.json").exists()
+
+
 def test_set_backend_routes_inputs_that_are_not_arrays(emulated):
     args, incoming = small_case(np.float64)
     lists = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in args.items()}

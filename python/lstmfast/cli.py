@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "model conversion.")
     parser.add_argument("--version", action="version", version=f"lstmfast {__version__}")
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
+    parser.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
+                        help="where models train and run: cpu (default) or cuda (a GPU through CuPy: "
+                             "pip install lstmfast[gpu])")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--metrics-json", metavar="PATH", help="write the final metrics to PATH as JSON")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -103,6 +106,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads is not None:
         from . import set_num_threads
         set_num_threads(args.threads)
+    if args.backend != "cpu":
+        from . import set_backend
+        try:
+            set_backend(args.backend)
+        except (ImportError, RuntimeError) as e:
+            print(f"lstmfast: error: --backend {args.backend}: {e}", file=sys.stderr)
+            return 2
     try:
         if distributed.launcher_variable() is not None:
             distributed.init()
