@@ -91,10 +91,11 @@ class CharLM:
 
     @classmethod
     def from_model(cls, model: Model) -> "CharLM":
-        """Read the weights of a model made by :func:`build_model` (layer by layer, by kind)."""
+        """Read the weights of a model made by :func:`build_model` (layer by layer, by kind), as
+        NumPy copies wherever the model is."""
         lstm, dense, embeddings = [], None, None
         for layer in model.layers:
-            w = layer.weights
+            w = {name: ops.to_numpy(value) for name, value in layer.weights.items()}
             if isinstance(layer, Embedding):
                 embeddings = w["embeddings"]
             elif isinstance(layer, LSTM):
@@ -294,7 +295,8 @@ def train(path: PathLike, save: PathLike, epochs: Optional[int] = None, minutes:
     def validate(epoch_float: float, train_loss: float) -> None:
         nonlocal val_seconds_est
         t0 = time.perf_counter()
-        total, count = CharLM.from_model(model).negative_log_likelihood(val_ids, val_batch, seq_len, val_streams)
+        total, count = CharLM.from_model(model).on_backend(ops.get_backend()).negative_log_likelihood(
+            val_ids, val_batch, seq_len, val_streams)
         if world is not None:
             total, count = world.reduce_values([total, count])
         val_loss = total / count
