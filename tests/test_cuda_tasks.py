@@ -5,13 +5,13 @@ import json
 import math
 
 import pytest
+from test_distributed_tasks import shared
+from test_imdb import tiny_corpus
 
 import lstmfast
 from lstmfast import cli
 
 from test_cuda import model_side  # noqa: F401  (a fixture)
-from test_distributed_tasks import shared
-from test_imdb import tiny_corpus
 
 TEXT = "To be, or not to be, that is the question:\n" * 12
 
