@@ -1013,9 +1013,25 @@ def _host_only(function):
     return checked
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(lstmfast.__file__)) + os.sep
+
+
+def _no_implicit_conversion(function):
+    """``function`` (numpy.asarray and kin) refusing, as CuPy does, a device array given to it by
+    lstmfast's code (the stand-in's arrays are NumPy arrays underneath, which NumPy would take)."""
+    def refusing(a, *args, **kwargs):
+        if isinstance(a, FakeDeviceArray) and sys._getframe(1).f_code.co_filename.startswith(_PACKAGE_DIR):
+            raise TypeError(f"Implicit conversion to a NumPy array is not allowed (numpy.{function.__name__} of a "
+                            f"cupy.ndarray): use .get() or cupy.asnumpy()")
+        return function(a, *args, **kwargs)
+    return refusing
+
+
 def install_emulation(monkeypatch, host_library, **fake_options):
     cp = make_fake_cupy(**fake_options)
     monkeypatch.setitem(sys.modules, "cupy", cp)
+    for name in ("array", "asarray", "asanyarray", "ascontiguousarray", "asfortranarray"):
+        monkeypatch.setattr(np, name, _no_implicit_conversion(getattr(np, name)))
     # The C++ engine would take the stand-in's arrays (NumPy underneath): refuse them.
     core = types.SimpleNamespace(forward=_host_only(ops._core.forward), backward=_host_only(ops._core.backward))
     monkeypatch.setattr(ops, "_core", core)

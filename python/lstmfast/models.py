@@ -69,8 +69,9 @@ def _sequence_weights(pred, mask, sample_weight):
 
 
 def _shapes_of(arrays) -> tuple:
-    """The shapes and dtypes of host arrays (those of their device copies): what a graph is kept for."""
-    return tuple((np.shape(a), np.asarray(a).dtype.str) for a in arrays)
+    """The shapes and dtypes of arrays (a host array's are those of its device copy): what a graph
+    is kept for."""
+    return tuple((np.shape(a), (a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype).str) for a in arrays)
 
 
 def _batch_key(xs, ys, sample_weight) -> tuple:
