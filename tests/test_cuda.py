@@ -590,6 +590,10 @@ class FakeDeviceArray(np.ndarray):
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         Launches.record()  # one CuPy kernel
+        for a in (*inputs, *(out or ())):
+            if type(a) is np.ndarray and a.ndim:  # CuPy takes scalars with its arrays, not NumPy arrays
+                raise TypeError(f"Unsupported type {type(a)} (numpy.{ufunc.__name__} of a cupy.ndarray and a "
+                                f"numpy.ndarray of shape {a.shape})")
         plain = [np.asarray(a).view(np.ndarray) if isinstance(a, FakeDeviceArray) else a for a in inputs]
         if out is not None:
             kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, FakeDeviceArray) else o for o in out)
