@@ -11,7 +11,13 @@ export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
 { nvidia-smi -L; lscpu | grep -E 'Model name|^CPU\(s\)'; python3 -c "import sys, numpy, cupy, torch; print(sys.version); print('numpy', numpy.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"; } >"$OUT/build.log" 2>&1
 cat "$OUT/build.log"
 start=$SECONDS
-if ! python3 -m pip install --no-build-isolation --no-deps -q . >>"$OUT/build.log" 2>&1; then
+# A wheel built beforehand for the device's Python (carry it: the device tool's carry=[".whl"]):
+#   PYENV_VERSION=3.12.1 python3.12 -m pip wheel . --no-deps -w .whl
+wheel=$(ls .whl/lstmfast-*-cp312-*.whl 2>/dev/null | head -1)
+if [ -n "$wheel" ] && [ "$(python3 -c 'import sys; print(sys.version_info[:2] == (3, 12))')" = True ]; then
+  python3 -m pip install --no-deps -q --force-reinstall "$wheel" >>"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  echo "installed $wheel"
+elif ! python3 -m pip install --no-build-isolation --no-deps -q . >>"$OUT/build.log" 2>&1; then
   tail -40 "$OUT/build.log"; exit 1
 fi
 echo "build: $((SECONDS - start)) s"
