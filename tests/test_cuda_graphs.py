@@ -156,7 +156,7 @@ def test_a_device_read_inside_a_capture_is_refused(emulated):  # noqa: F811
     assert not graphs.active() and test_cuda.Capture.ops is None
 
 
-def test_evaluate_uses_the_graphs_and_gives_the_host_numbers(model_side):  # noqa: F811
+def test_evaluate_replays_its_step_and_gives_the_host_numbers(model_side):  # noqa: F811
     model = classifier()
     x, y = ids(), np.arange(48) % 3
     lstmfast.set_backend("cpu")
@@ -167,8 +167,33 @@ def test_evaluate_uses_the_graphs_and_gives_the_host_numbers(model_side):  # noq
     finally:
         lstmfast.set_backend("cpu")
     assert_allclose(got, want, rtol=2e-5, atol=1e-6)
-    captured = [e for e in model._graphed_inference._entries.values() if isinstance(e, graphs.Captured)]
-    assert len(captured) == 1  # the batches of 8 (the last one, 8 too): one graph, checked and kept
+    # the evaluation step (forward, loss, metric sums) from the second batch: the batches of 8 (the
+    # last one, 8 too) are one graph, checked and kept
+    captured = [e for e in model._graphed_evaluation._entries.values() if isinstance(e, graphs.Captured)]
+    assert len(captured) == 1
+
+
+def test_validation_in_fit_replays_the_evaluation_step(emulated):  # noqa: F811
+    x, y = ids(), np.arange(48) % 3
+    val = (ids(seed=3), (np.arange(48) + 1) % 3)
+    want = fit_on(scheduled_classifier(), x, y, "cpu", batch_size=8, epochs=2, validation_data=val)
+    Launches.reset()
+    got = fit_on(scheduled_classifier(), x, y, "cuda", batch_size=8, epochs=2, validation_data=val)
+    for key in want:
+        assert_allclose(got[key], want[key], rtol=2e-4, atol=1e-6, err_msg=key)
+    # training: 12 batches, replays from the 4th; validation: 2 x 6 batches of 8 (the outputs'
+    # shapes known from training), replays from the 3rd
+    assert graph_launches() == (12 - 3) + (12 - 2)
+    Launches.reset()
+    lstmfast.set_backend("cuda")
+    try:
+        model = scheduled_classifier()
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        Launches.reset()
+        model.evaluate(*val, batch_size=8, verbose=0)  # 6 batches of 8: replays from the third
+    finally:
+        lstmfast.set_backend("cpu")
+    assert graph_launches() == 6 - 2
 
 
 # ---- the training step -------------------------------------------------------------------------

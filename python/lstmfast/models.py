@@ -487,7 +487,7 @@ class Model:
                     for key in list(arrays):
                         arrays[key] = ops.to_backend(arrays[key], where)
             self._train_pairs = None
-            for name in ("_graphed_inference", "_graphed_training"):  # graphs hold the old arrays and pools
+            for name in ("_graphed_inference", "_graphed_training", "_graphed_evaluation"):  # they hold the old arrays
                 if name in self.__dict__:
                     self.__dict__[name].clear()
             optimizer = self.optimizer
@@ -546,7 +546,7 @@ class Model:
         world = distributed.data_parallel()
         rows = xs[0].shape[0]
         if where != "cpu" and world is None and rows:
-            loss = self._train_on_device(xs, ys, sample_weight)
+            loss = self._step_on_device(True, xs, ys, sample_weight)
             if loss is not None:
                 return loss
         for layer in self._layers:
@@ -603,20 +603,22 @@ class Model:
         self.optimizer.apply_gradients(pairs)
         return loss
 
-    def _train_on_device(self, xs, ys, sample_weight) -> Any:
-        """The training step on the device in one process, replayed as a CUDA graph per batch
-        shape (``ops.GraphedCalls``); returns the batch's loss (a device scalar), or None where the
-        plain step must run: at a shape's first batch (the outputs' shapes are not known yet), or
-        for a loss, optimizer or metric that cannot run in a graph (a loss that overrides
-        ``value_and_grad``, an optimizer without a fused kernel, a metric without ``get_state``).
-        The targets are checked on the host against the outputs' shapes and copied with the
-        inputs; the step gives the metrics' sums over the batch, added to their running sums
-        outside it; a replay's host part is the optimizer's step (its step count and step values)."""
+    def _step_on_device(self, training: bool, xs, ys, sample_weight) -> Any:
+        """The training step (``training``: forward, loss, backward, optimizer) or the evaluation
+        step (forward and loss) on the device in one process, with the metrics' update, replayed as
+        a CUDA graph per batch shape (``ops.GraphedCalls``); returns the batch's loss (a device
+        scalar), or None where the plain step must run: at a shape's first batch (the outputs'
+        shapes are not known yet), or for a loss, optimizer or metric that cannot run in a graph (a
+        loss that overrides ``value_and_grad``, an optimizer without a fused kernel, a metric
+        without ``get_state``). The targets are checked on the host against the outputs' shapes
+        and copied with the inputs; the step gives the metrics' sums over the batch, added to their
+        running sums outside it; a training replay's host part is the optimizer's step (its step
+        count and step values)."""
         specs = self._device_outputs.get(_batch_key(xs, ys, sample_weight))
         losses = self._losses_per_output()
         metrics = [metric for _, _, metric in self._metrics_built or ()]
-        optimizer = self.optimizer
-        step_key = optimizer._captured_step_key()
+        optimizer = self.optimizer if training else None
+        step_key = optimizer._captured_step_key() if training else ()
         if (specs is None or self._metrics_built is None or step_key is None
                 or any(type(loss).value_and_grad is not Loss.value_and_grad for loss in losses)):
             return None
@@ -627,60 +629,72 @@ class Model:
         targets = [loss._checked_targets(np.asarray(y), shape, dtype)
                    for loss, y, (shape, dtype) in zip(losses, ys, specs)]
         extra = targets + ([] if sample_weight is None else [np.asarray(sample_weight)])
-        graphs = self.__dict__.get("_graphed_training")
+        name = "_graphed_training" if training else "_graphed_evaluation"
+        graphs = self.__dict__.get(name)
         if graphs is None:
             # a training graph keeps a batch's activations and gradients: at most 4 shapes (the
             # full batches and the last one of fit, or a few buckets of lengths)
-            graphs = self._graphed_training = ops.GraphedCalls("training step", max_shapes=4)
+            graphs = ops.GraphedCalls("training step", max_shapes=4) if training else ops.GraphedCalls(
+                "evaluation step")
+            setattr(self, name, graphs)
         key = (_shapes_of(list(xs) + extra), step_key)
         inputs = self._to_device(xs, extra, graphs.inputs_of(key))
         n_in, n_out = len(xs), len(targets)
         outputs, weights = self._output_ids, self._loss_weights
-        pairs = self._trainable_pairs()
+        pairs = self._trainable_pairs() if training else []
         layers = self._all_layers()
 
         def run(arrays):
             x, t = arrays[:n_in], arrays[n_in:n_in + n_out]
             sw = arrays[n_in + n_out] if len(arrays) > n_in + n_out else None
-            for layer in self._layers:
-                if layer.trainable:
-                    layer.zero_grads()
-            values, masks, caches = self._run(x, training=True, keep_caches=True)
+            if training:
+                for layer in self._layers:
+                    if layer.trainable:
+                        layer.zero_grads()
+            values, masks, caches = self._run(x, training=training, keep_caches=training)
             total, grads = 0.0, {}
             for k, (oid, loss) in enumerate(zip(outputs, losses)):
                 value, grad = loss._value_and_grad_of(t[k], values[oid], _sequence_weights(values[oid], masks[oid], sw))
                 if weights is not None:
-                    value, grad = value * weights[k], grad * weights[k]
+                    value = value * weights[k]
+                    grad = grad * weights[k] if training else None
                 total, grads[oid] = total + value, grad
-            self._backward(caches, grads)
+            if training:
+                self._backward(caches, grads)
             self._last_values, self._last_masks = values, masks
             for metric in metrics:
                 metric.reset_state()
             self._update_metrics(t, sw)
             sums = [v for metric in metrics for v in metric.get_state()]
-            optimizer.apply_gradients(pairs)
+            if training:
+                optimizer.apply_gradients(pairs)
             return total, sums
 
         generators = [backend.get_rng()] + [layer._rng for layer in layers if getattr(layer, "_rng", None) is not None]
 
         def save():  # what a step changes on the host: a capture must leave it as it was
-            return (optimizer.iterations, [list(metric.get_state()) for metric in metrics],
+            return (optimizer.iterations if training else None, [list(metric.get_state()) for metric in metrics],
                     [g.bit_generator.state for g in generators])
 
         def restore(saved):
-            optimizer.iterations = saved[0]
+            if training:
+                optimizer.iterations = saved[0]
             for metric, state in zip(metrics, saved[1]):
                 metric.set_state(state)
             for g, state in zip(generators, saved[2]):
                 g.bit_generator.state = state
 
-        # written in place: the weights (the optimizer's, BatchNormalization's statistics), the slots
-        # and the dropout generators' draw counters
-        written = ([w for layer in layers for w in layer.weights.values()] + optimizer._slot_arrays()
-                   + ops.device_dropout_counters())
-        keep = written + [g for g, _ in pairs] + losses + metrics  # compiled anew: captured anew
+        weights_now = [w for layer in layers for w in layer.weights.values()]
+        if training:  # written in place: the weights (the optimizer's, BatchNormalization's
+            # statistics), the slots and the dropout generators' draw counters
+            written = weights_now + optimizer._slot_arrays() + ops.device_dropout_counters()
+            keep = written + [g for g, _ in pairs]
+        else:
+            written, keep = [], weights_now
+        keep = keep + losses + metrics  # compiled anew: captured anew
         loss, sums = graphs(key, run, inputs, [layer.buffers for layer in layers], keep, written=written,
-                            before=lambda: optimizer.apply_gradients(pairs), host_state=(save, restore))
+                            before=(lambda: optimizer.apply_gradients(pairs)) if training else None,
+                            host_state=(save, restore))
         at = 0
         for metric, state in zip(metrics, states):
             metric.set_state([a + b for a, b in zip(state, sums[at:at + len(state)])])
@@ -953,8 +967,15 @@ class Model:
         world = distributed.data_parallel()
         before = self._metric_states() if world is not None else None
         rows = xs[0].shape[0]
+        if rows and world is None and self._place() != "cpu":
+            loss = self._step_on_device(False, xs, ys, sample_weight)
+            if loss is not None:
+                return loss
         if rows:
             self._predict_batch(xs, to_host=False)
+            if self._placed_on != "cpu":
+                self._device_outputs[_batch_key(xs, ys, sample_weight)] = [
+                    (self._last_values[i].shape, self._last_values[i].dtype) for i in self._output_ids]
             parts = self._output_losses(ys, self._last_values, self._last_masks, sample_weight, world is not None)
             self._update_metrics(ys, sample_weight)
         else:
