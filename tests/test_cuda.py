@@ -150,29 +150,35 @@ def test_every_cu_file_is_compiled_by_these_tests():
         "a new .cu file needs its own compile test here"
 
 
-def _nvcc_driver(tmp_path):
-    """A .cu file that includes the kernels and instantiates each name expression CuPy will ask for."""
-    refs = ",\n  ".join(f"(const void*)&{name}" for name in _kernels.name_expressions())
-    path = tmp_path / "driver.cu"
-    path.write_text(f'#include "{_kernels.KERNEL_FILE}"\n'
-                    f"const void* const* lstmfast_instantiations() {{\n"
-                    f"  static const void* const kernels[] = {{\n  {refs}}};\n  return kernels;\n}}\n")
-    return path
+def _nvcc_cubin(tmp_path, arch, kernel_file, names, options):
+    """The cubin nvcc makes for ``arch`` from a .cu file that includes ``kernel_file`` and
+    instantiates each name expression CuPy will ask for (``names``); warnings are errors."""
+    refs = ",\n  ".join(f"(const void*)&{name}" for name in names)
+    stem = kernel_file.split(".")[0]
+    driver = tmp_path / f"{stem}_driver.cu"
+    driver.write_text(f'#include "{kernel_file}"\n'
+                      f"const void* const* lstmfast_instantiations() {{\n"
+                      f"  static const void* const kernels[] = {{\n  {refs}}};\n  return kernels;\n}}\n")
+    cubin = tmp_path / f"{stem}_{arch}.cubin"
+    cmd = [NVCC, *options, "-cubin", f"-arch={arch}", "-Werror", "all-warnings", "-I", _kernels.KERNEL_DIR,
+           "-o", str(cubin), str(driver)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout}\n{result.stderr}"
+    return cubin.read_bytes()
+
+
+def _has_both_instantiations(data, kernels):
+    """Each kernel template instantiated for float and double in the cubin ``data``."""
+    for kernel in kernels:
+        for ctype in ("If", "Id"):  # mangled template argument float, double
+            assert f"{len(kernel)}{kernel}{ctype}".encode() in data, (kernel, ctype)
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
 @pytest.mark.parametrize("arch", NVCC_ARCHS)
 def test_kernels_compile_with_nvcc(arch, tmp_path):
-    driver = _nvcc_driver(tmp_path)
-    cubin = tmp_path / f"lstm_{arch}.cubin"
-    cmd = [NVCC, "-std=c++17", "-cubin", f"-arch={arch}", "-Werror", "all-warnings", "-I", _kernels.KERNEL_DIR,
-           "-o", str(cubin), str(driver)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
-    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout}\n{result.stderr}"
-    data = cubin.read_bytes()
-    for kernel in _kernels.KERNEL_NAMES + _kernels.SEQUENCE_NAMES:
-        for ctype in ("If", "Id"):  # mangled template argument float, double
-            assert f"{len(kernel)}{kernel}{ctype}".encode() in data, (kernel, ctype)
+    data = _nvcc_cubin(tmp_path, arch, _kernels.KERNEL_FILE, _kernels.name_expressions(), _kernels.OPTIONS)
+    _has_both_instantiations(data, _kernels.KERNEL_NAMES + _kernels.SEQUENCE_NAMES)
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
@@ -180,21 +186,10 @@ def test_kernels_compile_with_nvcc(arch, tmp_path):
 def test_optimizer_kernels_compile_with_nvcc(arch, tmp_path):
     names = _kernels.optim_name_expressions()
     assert names == ["optim_update<float>", "optim_update<double>", "optim_clip_scales"]
-    driver = tmp_path / "optim_driver.cu"
-    driver.write_text(f'#include "{_kernels.OPTIM_KERNEL_FILE}"\n'
-                      f"const void* const* lstmfast_optim_instantiations() {{\n"
-                      f"  static const void* const kernels[] = {{{', '.join(f'(const void*)&{n}' for n in names)}}};\n"
-                      f"  return kernels;\n}}\n")
-    cubin = tmp_path / f"optim_{arch}.cubin"
-    cmd = [NVCC, *_kernels.OPTIM_OPTIONS, "-cubin", f"-arch={arch}", "-Werror", "all-warnings", "-I",
-           _kernels.KERNEL_DIR, "-o", str(cubin), str(driver)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
-    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout}\n{result.stderr}"
-    data = cubin.read_bytes()
-    for mangled in (b"12optim_updateIfE", b"12optim_updateIdE", b"17optim_clip_scales"):
-        assert mangled in data, mangled
-    source = _kernels.optim_source()
-    assert_self_contained(source, _kernels.OPTIM_HEADER_FILE)
+    data = _nvcc_cubin(tmp_path, arch, _kernels.OPTIM_KERNEL_FILE, names, _kernels.OPTIM_OPTIONS)
+    _has_both_instantiations(data, [_kernels.OPTIM_UPDATE])
+    assert b"17optim_clip_scales" in data
+    assert_self_contained(_kernels.optim_source(), _kernels.OPTIM_HEADER_FILE)
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
@@ -202,20 +197,8 @@ def test_optimizer_kernels_compile_with_nvcc(arch, tmp_path):
 def test_activation_kernels_compile_with_nvcc(arch, tmp_path):
     names = _kernels.activation_name_expressions()
     assert len(names) == 2 * len(_kernels.ACTIVATION_NAMES) == 14
-    driver = tmp_path / "activation_driver.cu"
-    driver.write_text(f'#include "{_kernels.ACTIVATION_KERNEL_FILE}"\n'
-                      f"const void* const* lstmfast_activation_instantiations() {{\n"
-                      f"  static const void* const kernels[] = {{{', '.join(f'(const void*)&{n}' for n in names)}}};\n"
-                      f"  return kernels;\n}}\n")
-    cubin = tmp_path / f"activation_{arch}.cubin"
-    cmd = [NVCC, *_kernels.OPTIONS, "-cubin", f"-arch={arch}", "-Werror", "all-warnings", "-I",
-           _kernels.KERNEL_DIR, "-o", str(cubin), str(driver)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
-    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout}\n{result.stderr}"
-    data = cubin.read_bytes()
-    for kernel in _kernels.ACTIVATION_NAMES:
-        for ctype in ("If", "Id"):
-            assert f"{len(kernel)}{kernel}{ctype}".encode() in data, (kernel, ctype)
+    data = _nvcc_cubin(tmp_path, arch, _kernels.ACTIVATION_KERNEL_FILE, names, _kernels.OPTIONS)
+    _has_both_instantiations(data, _kernels.ACTIVATION_NAMES)
     source = _kernels.activation_source()
     assert_self_contained(source, _kernels.ACTIVATION_HEADER_FILE)
     assert source.count("LF_HD Philox4 philox4x32_10(") == 1  # lf_random.cuh pasted too

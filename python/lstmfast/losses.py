@@ -283,6 +283,15 @@ def _constants(xp, dtype) -> _Constants:
     return k
 
 
+def _device_formula(name: str, from_logits: bool, t, p):
+    """``(values, grad)`` of the loss ``name`` by one GPU kernel (``ops.device_loss``, with the clip
+    bounds of ``p``'s dtype), or None where none applies (host arrays...): ``_formula`` runs on."""
+    if type(p) is np.ndarray:
+        return None
+    bounds = _constants(np, p.dtype)
+    return ops.device_loss(name, from_logits, t, p, float(bounds.eps), float(bounds.one_minus_eps))
+
+
 def _check_smoothing(label_smoothing) -> float:
     s = float(label_smoothing)
     if not 0.0 <= s <= 1.0:
@@ -404,12 +413,9 @@ class SparseCategoricalCrossentropy(Loss):
     def _formula(self, t, p, grad):
         # the crossentropy of one-hot targets, with the values read at the label entries only
         xp = ops.array_module(p)
-        if grad and xp is not np:
-            bounds = _constants(np, p.dtype)
-            fused = ops.device_loss(SparseCategoricalCrossentropy.name, self.from_logits, t, p, float(bounds.eps),
-                                    float(bounds.one_minus_eps))
-            if fused is not None:
-                return fused
+        fused = _device_formula(SparseCategoricalCrossentropy.name, self.from_logits, t, p) if grad else None
+        if fused is not None:
+            return fused
         C = p.shape[-1]
         at_label = xp.arange(0, t.size * C, C) + t.reshape(-1)    # flat indices of p[..., label]
         if self.from_logits:
@@ -457,12 +463,9 @@ class BinaryCrossentropy(_SmoothedCrossentropy):
         s = self.label_smoothing
         if s:
             t = t * (1.0 - s) + 0.5 * s
-        if grad and xp is not np:
-            bounds = _constants(np, p.dtype)
-            fused = ops.device_loss(BinaryCrossentropy.name, self.from_logits, t, p, float(bounds.eps),
-                                    float(bounds.one_minus_eps))
-            if fused is not None:
-                return fused
+        fused = _device_formula(BinaryCrossentropy.name, self.from_logits, t, p) if grad else None
+        if fused is not None:
+            return fused
         C = p.shape[-1]
         if self.from_logits:
             # softplus(x) - x t, with max(x, 0) - x t first (no cancellation) and e = exp(-|x|);
