@@ -11,9 +11,11 @@ medians in milliseconds and cuDNN time / lstmfast time (> 1: lstmfast is faster)
 |y| difference between the two on the same weights as a sanity check. lstmfast is timed twice:
 called eagerly, and captured once as a CUDA graph (lstmfast.cuda.graphs) and replayed, as `fit`
 and `predict` run it (no column when the capture fails: the reason goes to stderr). TF32 is off on both sides
-(strict float32) unless --tf32 is given.
+(strict float32) unless --tf32 is given. With --bf16 two more columns: lstmfast with bfloat16
+products (`precision="bfloat16"`, the mixed_bfloat16 policy's; graph replay) and cuDNN under
+`torch.autocast(dtype=torch.bfloat16)`, each with its largest |y| difference to the float32 result.
 
-    python bench/compare_cudnn.py [--warmup 5] [--repeats 20] [--only deepbench] [--tf32]
+    python bench/compare_cudnn.py [--warmup 5] [--repeats 20] [--only deepbench] [--tf32] [--bf16]
                                   [--sequence-kernels auto|always|never] [--markdown FILE]
 
 Needs a CUDA GPU, CuPy (pip install lstmfast[gpu]) and a CUDA build of PyTorch; exits with status 2
@@ -45,6 +47,9 @@ class Row(NamedTuple):
     cudnn_ms: float
     max_abs_diff: Optional[float] = None
     graph_ms: Optional[float] = None  # lstmfast replayed as a CUDA graph
+    bf16_ms: Optional[float] = None   # lstmfast with bfloat16 products, replayed as a CUDA graph
+    cudnn_bf16_ms: Optional[float] = None  # cuDNN under torch.autocast(bfloat16)
+    bf16_diffs: Optional[tuple] = None  # max |y - y float32|: lstmfast bf16, cuDNN bf16
 
 
 def cases() -> List[Case]:
@@ -72,6 +77,18 @@ def markdown_table(gpu_name: str, rows) -> str:
                  f"| {row.graph_ms:.3f} | {row.cudnn_ms / row.graph_ms:.2f} ")
         lines.append(f"| {c.name} | {c.mode} | {c.T} | {c.B} | {c.X} -> {c.H} | {c.layers} | {row.lstmfast_ms:.3f} "
                      f"| {row.cudnn_ms:.3f} | {row.cudnn_ms / row.lstmfast_ms:.2f} {graph}| {diff} |")
+    rows = [Row(*row) for row in rows]
+    if any(row.bf16_ms is not None for row in rows):
+        lines += ["", "bfloat16 products (lstmfast: precision='bfloat16', graph replay; cuDNN: torch.autocast):", "",
+                  "| case | B | H | lstmfast bf16 ms | cuDNN bf16 ms | cuDNN bf16 / lstmfast bf16 "
+                  "| cuDNN fp32 / lstmfast bf16 | max abs y diff to fp32: lstmfast, cuDNN |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for row in rows:
+            if row.bf16_ms is not None:
+                c = row.case
+                lines.append(f"| {c.name} | {c.B} | {c.H} | {row.bf16_ms:.3f} | {row.cudnn_bf16_ms:.3f} "
+                             f"| {row.cudnn_bf16_ms / row.bf16_ms:.2f} | {row.cudnn_ms / row.bf16_ms:.2f} "
+                             f"| {row.bf16_diffs[0]:.1e}, {row.bf16_diffs[1]:.1e} |")
     return "\n".join(lines)
 
 
@@ -112,7 +129,7 @@ def time_calls(step, new_event, elapsed_ms, synchronize, warmup: int, repeats: i
     return median(times)
 
 
-def run_case(case: Case, warmup: int, repeats: int) -> Row:
+def run_case(case: Case, warmup: int, repeats: int, bf16: bool = False) -> Row:
     import cupy
     import torch
 
@@ -129,10 +146,10 @@ def run_case(case: Case, warmup: int, repeats: int) -> Row:
     layers = [tuple(cupy.asarray(w) for w in p) for p in params]
     training = case.mode == "training"
 
-    def lstmfast_step():
+    def lstmfast_step(precision=None):
         inputs, caches = x, []
         for kernel, recurrent_kernel, bias in layers:
-            out = ops.lstm_forward(inputs, kernel, recurrent_kernel, bias, training=training)
+            out = ops.lstm_forward(inputs, kernel, recurrent_kernel, bias, training=training, precision=precision)
             caches.append(out.cache)
             inputs = out.y
         if training:
@@ -176,9 +193,25 @@ def run_case(case: Case, warmup: int, repeats: int) -> Row:
                              cupy.cuda.Device().synchronize, warmup, repeats)
     except Exception as e:  # report it, time the rest
         print(f"{case.name}: the CUDA graph capture failed ({type(e).__name__}: {e})", file=sys.stderr)
-    theirs = time_calls(cudnn_step, lambda: torch.cuda.Event(enable_timing=True), lambda a, b: a.elapsed_time(b),
-                        torch.cuda.synchronize, warmup, repeats)
-    return Row(case, ours, theirs, diff, graphed)
+    torch_timer = (lambda: torch.cuda.Event(enable_timing=True), lambda a, b: a.elapsed_time(b), torch.cuda.synchronize)
+    theirs = time_calls(cudnn_step, *torch_timer, warmup, repeats)
+    if not bf16:
+        return Row(case, ours, theirs, diff, graphed)
+    from lstmfast.cuda import graphs
+    captured_bf16 = graphs.capture(cupy, lambda inputs: lstmfast_step("bfloat16"), [x], [])
+    ours_bf16 = time_calls(lambda: captured_bf16.launch(cupy, [x]), cupy.cuda.Event, cupy.cuda.get_elapsed_time,
+                           cupy.cuda.Device().synchronize, warmup, repeats)
+    y_bf16 = cupy.asnumpy(lstmfast_step("bfloat16"))
+
+    def cudnn_bf16_step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return cudnn_step()
+
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        y_theirs_bf16 = lstm(tx)[0].float().cpu().numpy()
+    theirs_bf16 = time_calls(cudnn_bf16_step, *torch_timer, warmup, repeats)
+    diffs = (float(np.max(np.abs(y_bf16 - y_ours))), float(np.max(np.abs(y_theirs_bf16 - y_theirs))))
+    return Row(case, ours, theirs, diff, graphed, ours_bf16, theirs_bf16, diffs)
 
 
 def main(argv=None) -> None:
@@ -187,6 +220,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per case (default 20)")
     parser.add_argument("--only", default="", help="run the cases whose name contains this text")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 in cuBLAS (CuPy) and cuDNN (torch)")
+    parser.add_argument("--bf16", action="store_true", help="also time bfloat16 products on both sides")
     parser.add_argument("--sequence-kernels", choices=("auto", "always", "never"), default="auto",
                         help="when lstmfast runs the recurrence as one launch (lstmfast.cuda.ops.SEQUENCE_KERNELS)")
     parser.add_argument("--markdown", help="also write the table to this file (atomically)")
@@ -225,7 +259,7 @@ def main(argv=None) -> None:
     rows = []
     for case in cases():
         if args.only in case.name:
-            rows.append(run_case(case, args.warmup, args.repeats))
+            rows.append(run_case(case, args.warmup, args.repeats, args.bf16))
             print(f"done: {case.name} ({case.mode})", file=sys.stderr)
     table = markdown_table(gpu, rows)
     print(table)

@@ -10,8 +10,9 @@ the tutorial's shape (random word ids), so no data set is needed.
 
 Reports seconds per batch (median of --repeats runs of --batches batches, after a warm-up run)
 and the estimated time of a full 25,000-review epoch (782 batches, training only), for lstmfast
-with its training step replayed as a CUDA graph (the default) and with every step eager. Needs a CUDA
-GPU, CuPy and a CUDA build of PyTorch.
+with its training step replayed as a CUDA graph (the default), with every step eager, and with the
+mixed_bfloat16 policy (graphs; bfloat16 products on tensor cores). Needs a CUDA GPU, CuPy and a
+CUDA build of PyTorch.
 """
 import argparse
 import statistics
@@ -23,25 +24,27 @@ import numpy as np
 VOCAB, MAXLEN, UNITS, BATCH, EPOCH_BATCHES = 20000, 80, 128, 32, 782
 
 
-def lstmfast_model():
-    """The tutorial network in lstmfast, compiled (seed 1); the same on every backend."""
+def lstmfast_model(policy="float32"):
+    """The tutorial network in lstmfast, compiled (seed 1), its layers of dtype ``policy``; the same
+    on every backend."""
     from lstmfast.layers import LSTM, Dense, Embedding
     from lstmfast.models import Sequential
     from lstmfast.utils import set_random_seed
     set_random_seed(1)
-    model = Sequential([Embedding(VOCAB, 128), LSTM(UNITS, dropout=0.2, recurrent_dropout=0.2),
-                        Dense(1, activation="sigmoid")])
+    model = Sequential([Embedding(VOCAB, 128, dtype=policy), LSTM(UNITS, dropout=0.2, recurrent_dropout=0.2,
+                                                                  dtype=policy),
+                        Dense(1, activation="sigmoid", dtype=policy)])
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     return model
 
 
-def lstmfast_seconds(x, y, repeats, graphs="auto"):
+def lstmfast_seconds(x, y, repeats, graphs="auto", policy="float32"):
     """Seconds per batch of ``model.fit`` with CUDA graphs ``"auto"`` (the training step captured
     and replayed) or ``"never"`` (every step eager)."""
     import lstmfast
     from lstmfast.cuda import graphs as cuda_graphs
     cuda_graphs.GRAPHS = graphs
-    model = lstmfast_model()
+    model = lstmfast_model(policy)
     lstmfast.set_backend("cuda")
     import cupy
     times = []
@@ -130,13 +133,14 @@ def main(argv=None):
     y = (rng.random((n, 1)) < 0.5).astype(np.float32)
     eager = lstmfast_seconds(x, y, args.repeats, "never")
     ours = lstmfast_seconds(x, y, args.repeats, "auto")
+    mixed = lstmfast_seconds(x, y, args.repeats, "auto", "mixed_bfloat16")
     theirs = torch_seconds(x, y, args.repeats)
     print(f"GPU: {torch.cuda.get_device_name()}; {args.batches} batches of {BATCH} x {MAXLEN}, median of "
           f"{args.repeats} runs")
     print("| library | ms per batch | est. s per 782-batch epoch |")
     print("|---|---:|---:|")
     for name, sec in (("lstmfast (model.fit, CUDA graphs)", ours), ("lstmfast (model.fit, eager steps)", eager),
-                      ("PyTorch (cuDNN LSTM, hand loop)", theirs)):
+                      ("lstmfast (CUDA graphs, mixed_bfloat16)", mixed), ("PyTorch (cuDNN LSTM, hand loop)", theirs)):
         print(f"| {name} | {sec * 1e3:.2f} | {sec * EPOCH_BATCHES:.1f} |")
     print(f"torch time / lstmfast time: {theirs / ours:.2f}")
 

@@ -21,8 +21,8 @@ elif ! python3 -m pip install --no-build-isolation --no-deps -q . >>"$OUT/build.
   tail -40 "$OUT/build.log"; exit 1
 fi
 echo "build: $((SECONDS - start)) s"
-python3 -m pytest tests/test_cuda.py tests/test_cuda_activations.py tests/test_cuda_graphs.py tests/test_cuda_dropout.py tests/test_cuda_losses.py tests/test_cuda_tasks.py -q -rs -p no:cacheprovider >"$OUT/test_cuda.log" 2>&1
+python3 -m pytest tests/test_cuda.py tests/test_cuda_activations.py tests/test_cuda_graphs.py tests/test_cuda_dropout.py tests/test_cuda_losses.py tests/test_cuda_tasks.py tests/test_mixed_precision.py -q -rs -p no:cacheprovider >"$OUT/test_cuda.log" 2>&1
 echo "test_cuda exit $?"; tail -15 "$OUT/test_cuda.log"
-python3 bench/compare_cudnn.py "$@" --markdown "$OUT/cudnn.md" 2>&1 | tail -20
+python3 bench/compare_cudnn.py --bf16 "$@" --markdown "$OUT/cudnn.md" 2>&1 | tail -45
 python3 bench/gpu_graphs.py --batches 100 --chars 300 2>&1 | tail -12
 python3 bench/gpu_fit.py --batches 100 --repeats 2 2>&1 | tail -8

@@ -8,6 +8,7 @@
 
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "lstm.h"
@@ -15,6 +16,7 @@
 
 namespace py = pybind11;
 using lstmfast::Activation;
+using lstmfast::Precision;
 
 namespace {
 
@@ -71,6 +73,15 @@ Activation checked_activation(int a) {
   return Activation(a);
 }
 
+template <typename T>
+Precision checked_precision(int p) {
+  if (p != int(Precision::native) && p != int(Precision::bfloat16))
+    throw py::value_error("precision code must be 0 (native) or 1 (bfloat16), got " + std::to_string(p));
+  if (p == int(Precision::bfloat16) && !std::is_same<T, float>::value)
+    throw py::value_error("precision code 1 (bfloat16) needs float32 arrays, got float64");
+  return Precision(p);
+}
+
 struct Sizes {
   int64_t T, B, X, H;
 };
@@ -111,9 +122,10 @@ Sizes checked_inputs(Args& a, const py::object& x, const py::object& kernel, con
 template <typename T>
 void forward(py::object x, py::object kernel, py::object recurrent_kernel, py::object bias, py::object h0,
              py::object c0, py::object peephole, py::object lengths, py::object mask, int activation, py::object y,
-             py::object h, py::object c, py::object gates, py::object cells) {
+             py::object h, py::object c, py::object gates, py::object cells, int precision) {
   lstmfast::ForwardArgs<T> a;
   const Sizes s = checked_inputs<T>(a, x, kernel, recurrent_kernel, h0, c0, peephole, lengths, mask, activation);
+  a.precision = checked_precision<T>(precision);
   a.bias = checked<T>(bias, "bias", {4 * s.H}, true, false);
   a.y = checked<T>(y, "y", {s.T, s.B, s.H}, false, true);
   a.h = checked<T>(h, "h", {s.B, s.H}, false, true);
@@ -131,9 +143,10 @@ void backward(py::object x, py::object kernel, py::object recurrent_kernel, py::
               py::object peephole, py::object lengths, py::object mask, int activation, py::object y,
               py::object gates, py::object cells, py::object dy, py::object dh, py::object dc, py::object dx,
               py::object dkernel, py::object drecurrent_kernel, py::object dbias, py::object dh0, py::object dc0,
-              py::object dpeephole) {
+              py::object dpeephole, int precision) {
   lstmfast::BackwardArgs<T> a;
   const Sizes s = checked_inputs<T>(a, x, kernel, recurrent_kernel, h0, c0, peephole, lengths, mask, activation);
+  a.precision = checked_precision<T>(precision);
   a.y = checked<T>(y, "y", {s.T, s.B, s.H}, false, false);
   a.gates = checked<T>(gates, "gates", {s.T, s.B, 4 * s.H}, false, true);
   a.cells = checked<T>(cells, "cells", {s.T, s.B, s.H}, false, false);
@@ -164,19 +177,19 @@ bool is_float32(const py::object& x) {
 
 void forward_any(py::object x, py::object kernel, py::object recurrent_kernel, py::object bias, py::object h0,
                  py::object c0, py::object peephole, py::object lengths, py::object mask, int activation, py::object y,
-                 py::object h, py::object c, py::object gates, py::object cells) {
+                 py::object h, py::object c, py::object gates, py::object cells, int precision) {
   (is_float32(x) ? forward<float> : forward<double>)(x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths,
-                                                     mask, activation, y, h, c, gates, cells);
+                                                     mask, activation, y, h, c, gates, cells, precision);
 }
 
 void backward_any(py::object x, py::object kernel, py::object recurrent_kernel, py::object h0, py::object c0,
                   py::object peephole, py::object lengths, py::object mask, int activation, py::object y,
                   py::object gates, py::object cells, py::object dy, py::object dh, py::object dc, py::object dx,
                   py::object dkernel, py::object drecurrent_kernel, py::object dbias, py::object dh0, py::object dc0,
-                  py::object dpeephole) {
+                  py::object dpeephole, int precision) {
   (is_float32(x) ? backward<float> : backward<double>)(x, kernel, recurrent_kernel, h0, c0, peephole, lengths, mask,
                                                        activation, y, gates, cells, dy, dh, dc, dx, dkernel,
-                                                       drecurrent_kernel, dbias, dh0, dc0, dpeephole);
+                                                       drecurrent_kernel, dbias, dh0, dc0, dpeephole, precision);
 }
 
 template <typename T>
@@ -360,6 +373,9 @@ Outputs (written):
   h, c                    [B,H]    final state
   gates                   [T,B,4H] activated gates, training cache; None with cells for inference
   cells                   [T,B,H]  c_t per step, training cache; None with gates for inference
+Option:
+  precision               int      0 native, 1 bfloat16 (float32 only): products may round their
+                                   operands to bfloat16; this engine computes such a call in float32
 )";
 
 constexpr const char* kBackwardDoc = R"(Gradients of a forward call (cpp/lstm.h) into caller-allocated arrays; same array rules as forward.
@@ -380,6 +396,8 @@ Outputs (written):
   dbias                   [4H]     or None (not computed)
   dh0, dc0                [B,H]
   dpeephole               [3,H]    given exactly when peephole is
+Option:
+  precision               int      the forward call's (0 native, 1 bfloat16)
 )";
 
 PYBIND11_MODULE(_core, m) {
@@ -388,13 +406,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("forward", &forward_any, kForwardDoc, py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
         py::arg("bias"), py::arg("h0"), py::arg("c0"), py::arg("peephole"),
         py::arg("lengths"), py::arg("recurrent_dropout_mask"), py::arg("recurrent_activation"),
-        py::arg("y"), py::arg("h"), py::arg("c"), py::arg("gates"), py::arg("cells"));
+        py::arg("y"), py::arg("h"), py::arg("c"), py::arg("gates"), py::arg("cells"), py::arg("precision") = 0);
   m.def("backward", &backward_any, kBackwardDoc, py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
         py::arg("h0"), py::arg("c0"), py::arg("peephole"),
         py::arg("lengths"), py::arg("recurrent_dropout_mask"), py::arg("recurrent_activation"),
         py::arg("y"), py::arg("gates"), py::arg("cells"), py::arg("dy"), py::arg("dh"),
         py::arg("dc"), py::arg("dx"), py::arg("dkernel"), py::arg("drecurrent_kernel"),
-        py::arg("dbias"), py::arg("dh0"), py::arg("dc0"), py::arg("dpeephole"));
+        py::arg("dbias"), py::arg("dh0"), py::arg("dc0"), py::arg("dpeephole"), py::arg("precision") = 0);
   // One signature for both dtypes (every argument is a Python object or a double).
   for (const auto& [name, step, dtype] : {std::make_tuple("optim_step_f32", &optim_step<float>, "float32"),
                                           std::make_tuple("optim_step_f64", &optim_step<double>, "float64")})

@@ -33,6 +33,12 @@ namespace lstmfast {
 
 enum class Activation : int32_t { sigmoid = 0, hard_sigmoid = 1 };
 
+// Precision of the matrix products (x kernel, h recurrent_kernel and the backward pass's): native =
+// in T; bfloat16 (T = float only) = the products may round their operands to bfloat16 and
+// accumulate in float32, where an engine has such products (the CUDA engine's cuBLAS ones). This
+// engine has none: it computes a bfloat16 call in float32, the native numbers.
+enum class Precision : int32_t { native = 0, bfloat16 = 1 };
+
 // SIMD levels, in increasing order. The dispatcher picks the best the CPU supports unless the
 // environment variable LSTMFAST_SIMD ("portable", "avx2", "avx512", "avx512emu") forces one.
 // avx512emu is for testing only and never picked by itself: the AVX-512 level's code shapes (16
@@ -52,6 +58,7 @@ struct ForwardArgs {
   const int32_t* lengths = nullptr;             // [B]    values in [0,T], or null (all T)
   const T* recurrent_dropout_mask = nullptr;    // [B,H]  or null; fixed over time, scales h_{t-1}
   Activation recurrent_activation = Activation::sigmoid;
+  Precision precision = Precision::native;
   // Outputs: written, never read before written.
   T* y = nullptr;                               // [T,B,H]
   T* h = nullptr;                               // [B,H]  final hidden state
@@ -74,6 +81,7 @@ struct BackwardArgs {
   const int32_t* lengths = nullptr;             // [B]   or null
   const T* recurrent_dropout_mask = nullptr;    // [B,H] or null
   Activation recurrent_activation = Activation::sigmoid;
+  Precision precision = Precision::native;      // the forward call's
   // The forward call's outputs and cache.
   const T* y = nullptr;                         // [T,B,H]
   T* gates = nullptr;                           // [T,B,4H] in: activated gates; out: overwritten

@@ -181,10 +181,10 @@ def expect_error(exception, call, fragments):
 
 # The engines' arguments, in order (lstm.h's ForwardArgs / BackwardArgs; _core.pyi).
 FORWARD_SLOTS = ("x", "kernel", "recurrent_kernel", "bias", "h0", "c0", "peephole", "lengths",
-                 "recurrent_dropout_mask", "recurrent_activation", "y", "h", "c", "gates", "cells")
+                 "recurrent_dropout_mask", "recurrent_activation", "y", "h", "c", "gates", "cells", "precision")
 BACKWARD_SLOTS = ("x", "kernel", "recurrent_kernel", "h0", "c0", "peephole", "lengths", "recurrent_dropout_mask",
                   "recurrent_activation", "y", "gates", "cells", "dy", "dh", "dc", "dx", "dkernel", "drecurrent_kernel",
-                  "dbias", "dh0", "dc0", "dpeephole")
+                  "dbias", "dh0", "dc0", "dpeephole", "precision")
 
 
 def core_forward_args(dtype=np.float32):
@@ -194,7 +194,7 @@ def core_forward_args(dtype=np.float32):
                 h0=args["h0"], c0=args["c0"], peephole=args["peephole"], lengths=args["lengths"],
                 recurrent_dropout_mask=args["recurrent_dropout_mask"], recurrent_activation=0,
                 y=np.empty((T, B, H), dtype), h=np.empty((B, H), dtype), c=np.empty((B, H), dtype),
-                gates=np.empty((T, B, 4 * H), dtype), cells=np.empty((T, B, H), dtype))
+                gates=np.empty((T, B, 4 * H), dtype), cells=np.empty((T, B, H), dtype), precision=0)
 
 
 def core_backward_args(dtype=np.float32):
@@ -230,6 +230,7 @@ def strided(a):
 
 
 CORE_FORWARD_CASES = [
+    ("precision-2", ValueError, dict(precision=lambda a: 2), ["precision code", "0 (native) or 1 (bfloat16)", "got 2"]),
     ("y-shape", ValueError, dict(y=lambda a: np.empty((T, B, H + 1), np.float32)), ["y", "(3, 4, 6)", "(3, 4, 7)"]),
     ("h-shape", ValueError, dict(h=lambda a: np.empty((B + 1, H), np.float32)), ["h", "(4, 6)", "(5, 6)"]),
     ("gates-shape", ValueError, dict(gates=lambda a: np.empty((T, B, H), np.float32)),
@@ -399,6 +400,20 @@ def test_good_calls_work():
     args = core_backward_args(np.float64)
     _core.backward(*[args[s] for s in BACKWARD_SLOTS])
     assert np.all(np.isfinite(args["dkernel"]))
+
+
+def test_bfloat16_precision_needs_float32_in_the_engine():
+    # lstm.h's Precision: the C++ engine takes code 1 for float32 (and computes in float32: the
+    # native numbers), refuses it for float64, in both passes.
+    native, bfloat16 = core_forward_args(), dict(core_forward_args(), precision=1)
+    _core.forward(**native)
+    _core.forward(**bfloat16)
+    for name in ("y", "h", "c", "gates", "cells"):
+        np.testing.assert_array_equal(bfloat16[name], native[name], err_msg=name)
+    for function, args in ((_core.forward, core_forward_args(np.float64)),
+                           (_core.backward, core_backward_args(np.float64))):
+        with pytest.raises(ValueError, match=r"precision code 1 \(bfloat16\) needs float32 arrays, got float64"):
+            function(**dict(args, precision=1))
 
 
 def test_both_engines_take_the_same_arguments():

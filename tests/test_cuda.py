@@ -1990,6 +1990,9 @@ def test_cudnn_benchmark_cases_and_table():
     table = compare_cudnn.markdown_table("Test GPU", [(cases[0], 1.5, 3.0), (cases[1], 2.0, 3.0, 1e-6, 0.5)])
     assert "Test GPU" in table and "| 2.00" in table
     assert "| 0.500 | 6.00 |" in table  # the graph's time and cuDNN's / it
+    assert "bfloat16" not in table
+    table = compare_cudnn.markdown_table("Test GPU", [(cases[0], 1.5, 3.0, 1e-6, 0.5, 0.25, 1.0, (2e-3, 3e-3))])
+    assert "| 0.250 | 1.000 | 4.00 | 12.00 | 2.0e-03, 3.0e-03 |" in table  # bf16 times and ratios
 
 
 def test_cudnn_benchmark_without_gpu_exits_with_a_message():

@@ -79,6 +79,7 @@ if _TYPE_CHECKING:  # what __getattr__ below loads on first use, named for type 
     from . import backend as backend
     from . import callbacks as callbacks
     from . import cli as cli
+    from . import config as config
     from . import datasets as datasets
     from . import distributed as distributed
     from . import initializers as initializers
@@ -86,6 +87,7 @@ if _TYPE_CHECKING:  # what __getattr__ below loads on first use, named for type 
     from . import layers as layers
     from . import losses as losses
     from . import metrics as metrics
+    from . import mixed_precision as mixed_precision
     from . import models as models
     from . import optimizers as optimizers
     from . import preprocessing as preprocessing
@@ -98,7 +100,7 @@ if _TYPE_CHECKING:  # what __getattr__ below loads on first use, named for type 
 # `import lstmfast as keras` reaches Keras's module surface through these (keras.layers, keras.utils, ...).
 _LAZY_SUBMODULES = ("layers", "models", "optimizers", "losses", "metrics", "callbacks", "saving", "utils",
                     "activations", "initializers", "backend", "tasks", "cli", "datasets", "preprocessing",
-                    "distributed", "interop")
+                    "distributed", "interop", "mixed_precision", "config")
 
 
 def __getattr__(name: str) -> _Any:

@@ -33,6 +33,7 @@ def forward(
     c: np.ndarray,                                  # out [B,H] final cell state
     gates: Optional[np.ndarray],                    # out [T,B,4H] activated gates (training), or None
     cells: Optional[np.ndarray],                    # out [T,B,H] c_t (training), or None with gates
+    precision: _Int = 0,                            # 0 native, 1 bfloat16 (float32; computed in float32 here)
 ) -> None:
     """The forward pass into caller-allocated arrays (inputs read, outputs written)."""
 
@@ -59,6 +60,7 @@ def backward(
     dh0: np.ndarray,                                # out [B,H]
     dc0: np.ndarray,                                # out [B,H]
     dpeephole: Optional[np.ndarray],                # out [3,H], given exactly when peephole is
+    precision: _Int = 0,                            # the forward call's
 ) -> None:
     """Gradients of a forward call into caller-allocated arrays; consumes ``gates``."""
 

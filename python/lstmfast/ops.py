@@ -51,6 +51,7 @@ from .cuda import activations as _cuda_activations
 from .cuda import dropout as _cuda_dropout
 from .cuda import graphs as _cuda_graphs
 from .cuda import losses as _cuda_losses
+from .cuda import ops as _cuda_ops
 from .cuda import optim as _cuda_optim
 from .cuda import staging as _cuda_staging
 
@@ -61,6 +62,7 @@ __all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTM
            "device_dropout_counters", "device_loss", "GraphedCalls"]
 
 RECURRENT_ACTIVATIONS = {"sigmoid": 0, "hard_sigmoid": 1}
+PRECISIONS = {None: 0, "bfloat16": 1}  # the engines' precision codes (lstm.h's Precision)
 BACKENDS = ("cpu", "cuda")
 
 _F32, _F64, _I32 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32)
@@ -74,11 +76,13 @@ class LSTMCache:
     recurrent_kernel, h0, c0, peephole, lengths, recurrent_dropout_mask, activation code), then its
     outputs y, gates and cells."""
 
-    __slots__ = ("inputs", "has_bias", "y", "gates", "cells", "consumed")
+    __slots__ = ("inputs", "has_bias", "y", "gates", "cells", "consumed", "precision")
 
-    def __init__(self, inputs: tuple, has_bias: bool, y: Array, gates: Array, cells: Array) -> None:
+    def __init__(self, inputs: tuple, has_bias: bool, y: Array, gates: Array, cells: Array,
+                 precision: int = 0) -> None:
         self.inputs, self.has_bias = inputs, has_bias
         self.y, self.gates, self.cells, self.consumed = y, gates, cells, False
+        self.precision = precision  # the engines' code (PRECISIONS)
 
     def __repr__(self) -> str:
         T, B, H = self.y.shape
@@ -162,9 +166,7 @@ def _engine(backend, names, values):
         return np, _core
     if _resolve(backend, zip(names, values)) == "cpu":
         return np, _core
-    cupy = _cuda.require_gpu()
-    from .cuda import ops as gpu
-    return cupy, gpu
+    return _cuda.require_gpu(), _cuda_ops
 
 
 def _check_one_device(xp, names, values, device_id: int) -> None:
@@ -287,7 +289,8 @@ def lstm_forward(x: ArrayLike, kernel: ArrayLike, recurrent_kernel: ArrayLike, b
                  h0: Optional[ArrayLike] = None, c0: Optional[ArrayLike] = None,
                  peephole: Optional[ArrayLike] = None, lengths: Optional[ArrayLike] = None,
                  recurrent_activation: str = "sigmoid", training: bool = True,
-                 recurrent_dropout_mask: Optional[ArrayLike] = None, backend: Optional[str] = None) -> LSTMOutput:
+                 recurrent_dropout_mask: Optional[ArrayLike] = None, backend: Optional[str] = None,
+                 precision: Optional[str] = None) -> LSTMOutput:
     """Run an LSTM layer over a time-major batch.
 
     Args:
@@ -300,6 +303,9 @@ def lstm_forward(x: ArrayLike, kernel: ArrayLike, recurrent_kernel: ArrayLike, b
       training: keep what ``lstm_backward`` needs (``out.cache``); False keeps nothing.
       recurrent_dropout_mask: ``[B,H]``, multiplies ``h_{t-1}`` in the recurrent product.
       backend: None (follow the arrays, then ``get_backend()``), ``"cpu"`` or ``"cuda"``.
+      precision: None (products in the arrays' dtype) or ``"bfloat16"`` (float32 arrays): the
+        products may round their operands to bfloat16, accumulating in float32 (see
+        ``_checked_precision``); the backward pass of this call does the same.
 
     Returns:
       ``LSTMOutput(y [T,B,H], h [B,H], c [B,H], cache)``, arrays of the inputs' kind.
@@ -307,16 +313,16 @@ def lstm_forward(x: ArrayLike, kernel: ArrayLike, recurrent_kernel: ArrayLike, b
     inputs = (x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, recurrent_dropout_mask)
     xp, engine = _engine(backend, _FORWARD_INPUTS, inputs)
     if engine is _core:
-        return _forward(xp, engine, *inputs, recurrent_activation, training)
+        return _forward(xp, engine, *inputs, recurrent_activation, training, precision)
     x = _as_array(xp, x)
     device = x.device
     _check_one_device(xp, _FORWARD_INPUTS, inputs, device.id)
     with device:
-        return _forward(xp, engine, x, *inputs[1:], recurrent_activation, training)
+        return _forward(xp, engine, x, *inputs[1:], recurrent_activation, training, precision)
 
 
 def _forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, mask, recurrent_activation,
-             training) -> LSTMOutput:
+             training, precision) -> LSTMOutput:
     """``lstm_forward`` on the engine chosen: checked arguments, then ``_run_forward``."""
     act = RECURRENT_ACTIVATIONS.get(recurrent_activation) if isinstance(recurrent_activation, str) else None
     if (act is not None and (training is True or training is False) and type(x) is np.ndarray and x.ndim == 3
@@ -326,7 +332,7 @@ def _forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, le
         # convert what they can (lists, strided or byte-swapped arrays) or say what is wrong.
         try:
             return _run_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, mask, act,
-                                training)
+                                training, precision)
         except (TypeError, ValueError):
             pass
     x = _check_x(xp, x)
@@ -349,12 +355,25 @@ def _forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, le
     if training is not True and training is not False and not isinstance(training, np.bool_):
         raise TypeError(f"training must be a bool, got {type(training).__name__}")
     return _run_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, mask, act,
-                        bool(training))
+                        bool(training), precision)
+
+
+def _checked_precision(precision, dtype) -> int:
+    """The engines' code for the ``precision`` argument of ``lstm_forward``/``matmul``: None or
+    ``"bfloat16"``, which needs float32 arrays. Only the CUDA engine has bfloat16 products (cuBLAS
+    on tensor cores); the C++ engine computes such a call in float32 (``cpp/lstm.h``'s Precision)."""
+    code = PRECISIONS.get(precision) if precision is None or isinstance(precision, str) else None
+    if code is None:
+        raise ValueError(f"precision must be None or 'bfloat16', got {precision!r}")
+    if code and dtype != _F32:
+        raise ValueError(f"precision='bfloat16' needs float32 arrays, got {dtype}")
+    return code
 
 
 def _run_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, recurrent_dropout_mask,
-                 recurrent_activation, training) -> LSTMOutput:
+                 recurrent_activation, training, precision) -> LSTMOutput:
     """Allocate the outputs with ``xp`` and let the engine fill them (arguments the engine takes)."""
+    precision = _checked_precision(precision, x.dtype)
     T, B, _ = x.shape
     H = recurrent_kernel.shape[0]
     dtype = x.dtype
@@ -366,11 +385,11 @@ def _run_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole
     # The engine's arguments by position, each variable named as its parameter (pybind11 spends ~4 us
     # matching 15 keywords: as much as all the checks of _forward).
     engine.forward(x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, recurrent_dropout_mask,
-                   recurrent_activation, y, h, c, gates, cells)
+                   recurrent_activation, y, h, c, gates, cells, precision)
     if not training:
         return LSTMOutput(y, h, c, None)
     cache = LSTMCache((x, kernel, recurrent_kernel, h0, c0, peephole, lengths, recurrent_dropout_mask,
-                       recurrent_activation), bias is not None, y, gates, cells)
+                       recurrent_activation), bias is not None, y, gates, cells, precision)
     if xp is np:
         y = y.view()
         y.flags.writeable = False
@@ -447,7 +466,7 @@ def _run_backward(xp, engine, cache: LSTMCache, dy, dh, dc) -> LSTMGradients:
     cache.consumed = True  # the engine turns the gates into gate gradients
     # By position, in the order of the engines' signature (see _run_forward).
     engine.backward(*inputs, cache.y, cache.gates, cache.cells, dy, dh, dc, dx, dkernel, drecurrent_kernel, dbias,
-                    dh0, dc0, dpeephole)
+                    dh0, dc0, dpeephole, cache.precision)
     return LSTMGradients(dx, dkernel, drecurrent_kernel, dbias, dh0 if h0 is not None else None,
                          dc0 if c0 is not None else None, dpeephole)
 
@@ -621,7 +640,7 @@ _SMALL_GEMM = 65536
 
 
 def matmul(a: Array, b: Array, trans_a: bool = False, trans_b: bool = False, out: Optional[Array] = None,
-           accumulate: bool = False) -> Array:
+           accumulate: bool = False, precision: Optional[str] = None) -> Array:
     """``op(a) @ op(b)`` for 2-D ``a [M,K]``, ``b [K,N]``, or stacks of them ``[S,M,K]``, ``[S,K,N]``
     (``op`` swaps the last two axes when ``trans_a``/``trans_b``): the engine's GEMM (``cpp/gemm.h``,
     on the engine's thread pool) for NumPy float32/float64 arrays of one dtype, ``xp.matmul``
@@ -631,13 +650,19 @@ def matmul(a: Array, b: Array, trans_a: bool = False, trans_b: bool = False, out
     Products under ``_SMALL_GEMM`` multiply-adds go to NumPy: OpenBLAS runs those on the calling
     thread, and faster (about 1 us against 2.7 us for ``[1,25] @ [25,100]``). ``out`` must have the
     product's shape and a dtype the product casts to (np.matmul's "same_kind"); it may overlap ``a``
-    or ``b`` (NumPy then computes the product, into a buffer of its own)."""
+    or ``b`` (NumPy then computes the product, into a buffer of its own). ``precision="bfloat16"``
+    (float32 arrays, as ``lstm_forward``'s): on the GPU one cuBLAS product with bfloat16 operands and
+    float32 accumulation; on the host float32."""
     try:
         size = a.shape[-1] * a.shape[-2] * (b.shape[-2] if trans_b else b.shape[-1])
         if b.ndim < 2:
             raise IndexError
     except (AttributeError, IndexError):
         raise _matmul_operand_error(a, b) from None
+    if (precision is not None and _checked_precision(precision, a.dtype) and type(a) is not np.ndarray
+            and _bfloat16_operands(a, b, trans_a, trans_b, out)):
+        with a.device:
+            return _cuda_ops.matmul(a, b, trans_a, trans_b, out, accumulate, PRECISIONS[precision])
     gemm = None
     stacked = False
     if size > _SMALL_GEMM:  # small: NumPy's
@@ -670,6 +695,23 @@ def matmul(a: Array, b: Array, trans_a: bool = False, trans_b: bool = False, out
         for i in range(a.shape[0]):
             gemm(trans_a, trans_b, a[i], b[i], out[i], accumulate)
     return out
+
+
+def _bfloat16_operands(a, b, trans_a, trans_b, out) -> bool:
+    """Whether the CUDA engine's bfloat16 product takes ``a``, ``b``, ``out``: CuPy arrays of one
+    device, 2-D or stacks of one length, shapes that multiply, ``out`` None or C-contiguous of the
+    product's shape and dtype. Others get the float32 product (and its errors)."""
+    cupy = _cupy()
+    if cupy is None or not (isinstance(a, cupy.ndarray) and isinstance(b, cupy.ndarray) and b.dtype == a.dtype
+                            and b.device.id == a.device.id):
+        return False
+    if not (a.ndim == b.ndim == 2 or (a.ndim == b.ndim == 3 and a.shape[0] == b.shape[0])):
+        return False
+    if (a.shape[-2] if trans_a else a.shape[-1]) != (b.shape[-1] if trans_b else b.shape[-2]):
+        return False
+    shape = a.shape[:-2] + ((a.shape[-1] if trans_a else a.shape[-2]), (b.shape[-2] if trans_b else b.shape[-1]))
+    return out is None or (isinstance(out, cupy.ndarray) and out.shape == shape and out.dtype == a.dtype
+                           and out.flags.c_contiguous and out.device.id == a.device.id)
 
 
 def _matmul_operand_error(a, b) -> Exception:

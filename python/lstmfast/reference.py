@@ -18,6 +18,10 @@ Per step t and batch row b (sigma = recurrent activation, * = elementwise):
     h_t  = o * tanh(c_t)
     sigma = sigmoid 1/(1+exp(-z)), or hard_sigmoid clip(0.2 z + 0.5, 0, 1)
 
+With ``precision="bfloat16"`` every matrix product (x_t kernel, hm recurrent_kernel and the four of
+the backward pass) first rounds both operands to bfloat16 (``bfloat16_round``) and then multiplies
+in float64: what the engines' bfloat16 products compute, less their float32 accumulation.
+
 Right-padded batches (lengths): a step t >= lengths[b] leaves row b's h and c unchanged and writes
 y[t,b] = 0; the final h, c are the state after the row's last valid step. In the backward pass dy at
 padded steps is ignored and dh, dc pass straight through them.
@@ -74,6 +78,35 @@ def _recurrent_activation(name):
 # Argument checks.
 # ---------------------------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------------------------
+# bfloat16 products.
+# ---------------------------------------------------------------------------------------------
+
+_BF16_MAX = (2 - 2 ** -7) * 2.0 ** 127   # the largest finite bfloat16
+_BF16_MIN_NORMAL = 2.0 ** -126
+_BF16_SUBNORMAL_STEP = 2.0 ** -133       # 7 fraction bits below the smallest normal
+
+
+def bfloat16_round(a: ArrayLike) -> np.ndarray:
+    """``a`` rounded element by element to the nearest bfloat16 value (8 significant bits, float32's
+    exponent range; ties to even; beyond the largest finite value infinity; NaN stays NaN), as float64."""
+    with np.errstate(invalid="ignore", over="ignore"):  # signalling NaNs widen quietly
+        a = np.asarray(a, dtype=np.float64)
+        fraction, exponent = np.frexp(a)                        # a = fraction * 2**exponent, 0.5 <= |fraction| < 1
+        rounded = np.ldexp(np.round(fraction * 256) / 256, exponent)  # np.round: ties to even
+        rounded = np.where(np.abs(a) < _BF16_MIN_NORMAL, np.round(a / _BF16_SUBNORMAL_STEP) * _BF16_SUBNORMAL_STEP,
+                           rounded)
+        rounded = np.where(np.abs(rounded) > _BF16_MAX, np.copysign(np.inf, a), rounded)
+    return np.where(np.isfinite(a), rounded, a)
+
+
+def _product(a, b, precision):
+    """``a @ b``, the operands rounded to bfloat16 first when ``precision == "bfloat16"``."""
+    if precision == "bfloat16":
+        return bfloat16_round(a) @ bfloat16_round(b)
+    return a @ b
+
+
 def _float64(name, value, shape):
     """``value`` as a float64 array of exactly ``shape``, or ValueError naming ``name``."""
     array = np.asarray(value, dtype=np.float64)
@@ -105,7 +138,7 @@ def lstm_forward(x: ArrayLike, kernel: ArrayLike, recurrent_kernel: ArrayLike, b
                  h0: Optional[ArrayLike] = None, c0: Optional[ArrayLike] = None,
                  peephole: Optional[ArrayLike] = None, lengths: Optional[ArrayLike] = None,
                  recurrent_activation: str = "sigmoid", training: bool = True,
-                 recurrent_dropout_mask: Optional[ArrayLike] = None) -> LSTMOutput:
+                 recurrent_dropout_mask: Optional[ArrayLike] = None, precision: Optional[str] = None) -> LSTMOutput:
     """Run the LSTM over ``x [T,B,X]``; return ``LSTMOutput(y [T,B,H], h [B,H], c [B,H], cache)``.
 
     ``bias``, ``h0``, ``c0``, ``peephole``, ``lengths`` and ``recurrent_dropout_mask`` may be None
@@ -115,6 +148,8 @@ def lstm_forward(x: ArrayLike, kernel: ArrayLike, recurrent_kernel: ArrayLike, b
     carried through padding), ``h_prev``/``c_prev [T,B,H]`` (the state each step started from).
     """
     sigma, _ = _recurrent_activation(recurrent_activation)
+    if precision not in (None, "bfloat16"):
+        raise ValueError(f"precision must be None or 'bfloat16', got {precision!r}")
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 3:
         raise ValueError(f"x must have shape [T,B,X] (3 dimensions), got shape {x.shape}")
@@ -145,7 +180,7 @@ def lstm_forward(x: ArrayLike, kernel: ArrayLike, recurrent_kernel: ArrayLike, b
     for t in range(T):
         valid = (t < lengths)[:, None]      # [B,1] rows still inside their sequence
         h_prev[t], c_prev[t] = h, c
-        z = x[t] @ kernel + (h * mask) @ recurrent_kernel + bias
+        z = _product(x[t], kernel, precision) + _product(h * mask, recurrent_kernel, precision) + bias
         z_i, z_f, z_g, z_o = np.split(z, 4, axis=1)
         i = sigma(z_i + p_i * c)
         f = sigma(z_f + p_f * c)
@@ -163,7 +198,7 @@ def lstm_forward(x: ArrayLike, kernel: ArrayLike, recurrent_kernel: ArrayLike, b
     cache = None
     if training:
         cache = dict(x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, peephole=peephole,
-                     lengths=lengths, mask=mask, recurrent_activation=recurrent_activation,
+                     lengths=lengths, mask=mask, recurrent_activation=recurrent_activation, precision=precision,
                      gates=gates, cells=cells, h_prev=h_prev, c_prev=c_prev,
                      has_bias=has_bias, has_h0=has_h0, has_c0=has_c0, has_peephole=has_peephole)
     return LSTMOutput(y, h, c, cache)
@@ -184,7 +219,7 @@ def lstm_backward(cache: Dict[str, Any], dy: Optional[ArrayLike], dh: Optional[A
     _, dsigma = _recurrent_activation(cache["recurrent_activation"])
     x, kernel, recurrent_kernel = cache["x"], cache["kernel"], cache["recurrent_kernel"]
     p_i, p_f, p_o = cache["peephole"]
-    lengths, mask = cache["lengths"], cache["mask"]
+    lengths, mask, precision = cache["lengths"], cache["mask"], cache.get("precision")
     gates, cells, h_prev, c_prev = cache["gates"], cache["cells"], cache["h_prev"], cache["c_prev"]
     T, B, X = x.shape
     H = recurrent_kernel.shape[0]
@@ -213,14 +248,14 @@ def lstm_backward(cache: Dict[str, Any], dy: Optional[ArrayLike], dh: Optional[A
         dz = np.where(valid, np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1), 0.0)  # [B,4H]
         dz_i, dz_f, _, dz_o = np.split(dz, 4, axis=1)
 
-        dx[t] = dz @ kernel.T
-        dkernel += x[t].T @ dz
-        drecurrent_kernel += (h_prev[t] * mask).T @ dz
+        dx[t] = _product(dz, kernel.T, precision)
+        dkernel += _product(x[t].T, dz, precision)
+        drecurrent_kernel += _product((h_prev[t] * mask).T, dz, precision)
         dbias += dz.sum(axis=0)
         dpeephole += np.stack([(dz_i * c_before).sum(axis=0), (dz_f * c_before).sum(axis=0),
                                (dz_o * c).sum(axis=0)])
         # Padded rows: the state passed through unchanged, and so does its gradient.
-        dh_next = np.where(valid, (dz @ recurrent_kernel.T) * mask, dh_next)
+        dh_next = np.where(valid, _product(dz, recurrent_kernel.T, precision) * mask, dh_next)
         dc_next = np.where(valid, dc_before, dc_next)
 
     return LSTMGradients(dx, dkernel, drecurrent_kernel,

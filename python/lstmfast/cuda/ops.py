@@ -24,6 +24,7 @@ CUPY_TF32=1 is set).
 from __future__ import annotations
 
 import functools
+from types import ModuleType
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -31,7 +32,7 @@ import numpy as np
 from .._typing import Array
 from . import _kernels, require_gpu
 
-__all__ = ["forward", "backward", "SEQUENCE_KERNELS"]
+__all__ = ["forward", "backward", "matmul", "bfloat16_rounded", "SEQUENCE_KERNELS"]
 
 # When the recurrence runs as one sequence-kernel launch instead of per-step launches:
 #   "auto": when the block's weights fit in shared memory, B <= SEQUENCE_MAX_BATCH and, backward,
@@ -90,13 +91,36 @@ def _check_activation(code) -> int:
     return int(code)
 
 
+# cuBLAS enums (cublas_api.h, library_types.h) for cublasGemmEx.
+_CUDA_R_32F = 0
+_CUBLAS_COMPUTE_32F_FAST_16BF = 75  # float32 in and out; operands may be rounded to bfloat16 (or TF32)
+_CUBLAS_GEMM_DEFAULT = -1
+PRECISION_BFLOAT16 = 1  # lstm.h's Precision::bfloat16 (0: native)
+
+
+def bfloat16_rounded(xp: ModuleType, a: Array) -> Array:
+    """``a`` (float32) with each element rounded to the nearest bfloat16 (ties to even; NaN stays
+    NaN, overflow goes to infinity), as float32: what a bfloat16 product's operands become. The
+    CuPy stand-ins' products use it in place of cuBLAS's conversion."""
+    bits = xp.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000  # the upper 16 bits, rounded to even
+    return xp.where(xp.isnan(a), a, rounded.view(np.float32))
+
+
 class _Gemm:
     """Row-major GEMMs on C-contiguous 2-D arrays, straight through cuBLAS when CuPy is the real one,
     else (CuPy stand-ins in tests) through ``cp.matmul``. One instance per ops call: it binds the
-    cuBLAS handle of the current device to the current stream once."""
+    cuBLAS handle of the current device to the current stream once. Precision code 1 (bfloat16,
+    float32 arrays): cublasGemmEx with ``CUBLAS_COMPUTE_32F_FAST_16BF``, tensor cores with float32
+    accumulation (the stand-ins round the operands with ``bfloat16_rounded``)."""
 
-    def __init__(self, cp, dtype):
+    def __init__(self, cp, dtype, precision: int = 0):
         self.cp, self.dtype = cp, np.dtype(dtype)
+        if precision not in (0, PRECISION_BFLOAT16) or isinstance(precision, bool) or (
+                precision and self.dtype != np.float32):
+            raise ValueError(f"precision code must be 0 (native) or 1 (bfloat16, float32 arrays), got {precision!r} "
+                             f"with {self.dtype} arrays")
+        self.bf16 = precision == PRECISION_BFLOAT16
         self.lib = None
         device_module = getattr(cp.cuda, "device", None)
         if hasattr(device_module, "get_cublas_handle"):
@@ -124,6 +148,8 @@ class _Gemm:
                 out.fill(0)
             return
         if self.lib is None:
+            if self.bf16:
+                a, b = bfloat16_rounded(self.cp, a), bfloat16_rounded(self.cp, b)
             product = self.cp.matmul(a.T if trans_a else a, b.T if trans_b else b)
             if accumulate:
                 out += product
@@ -132,10 +158,37 @@ class _Gemm:
             return
         # Row-major C = op(a) op(b) is column-major C^T = op(b)^T op(a)^T: cuBLAS gets b first.
         lib = self.lib
-        self.call(self.handle, lib.CUBLAS_OP_T if trans_b else lib.CUBLAS_OP_N,
-                  lib.CUBLAS_OP_T if trans_a else lib.CUBLAS_OP_N, n, m, k, self.one.ctypes.data,
-                  b.data.ptr, b.shape[1], a.data.ptr, a.shape[1],
-                  (self.one if accumulate else self.zero).ctypes.data, out.data.ptr, n)
+        op_a = lib.CUBLAS_OP_T if trans_a else lib.CUBLAS_OP_N
+        op_b = lib.CUBLAS_OP_T if trans_b else lib.CUBLAS_OP_N
+        beta = (self.one if accumulate else self.zero).ctypes.data
+        if self.bf16:
+            lib.gemmEx(self.handle, op_b, op_a, n, m, k, self.one.ctypes.data, b.data.ptr, _CUDA_R_32F, b.shape[1],
+                       a.data.ptr, _CUDA_R_32F, a.shape[1], beta, out.data.ptr, _CUDA_R_32F, n,
+                       _CUBLAS_COMPUTE_32F_FAST_16BF, _CUBLAS_GEMM_DEFAULT)
+        else:
+            self.call(self.handle, op_b, op_a, n, m, k, self.one.ctypes.data, b.data.ptr, b.shape[1], a.data.ptr,
+                      a.shape[1], beta, out.data.ptr, n)
+
+
+def matmul(a: Array, b: Array, trans_a: bool, trans_b: bool, out: Optional[Array], accumulate: bool,
+           precision: int) -> Array:
+    """``lstmfast.ops.matmul`` for float32 CuPy arrays on the current device (2-D, or stacks of one
+    length), through cuBLAS at ``precision`` (a code, as ``forward``'s): into ``out`` (C-contiguous,
+    the product's shape, checked by the caller) or a new array."""
+    cp = require_gpu()
+    a, b = cp.ascontiguousarray(a), cp.ascontiguousarray(b)
+    M = a.shape[-1] if trans_a else a.shape[-2]
+    N = b.shape[-2] if trans_b else b.shape[-1]
+    if out is None:
+        out = cp.empty(a.shape[:-2] + (M, N), a.dtype)
+        accumulate = False
+    gemm = _Gemm(cp, a.dtype, precision)
+    if a.ndim == 2:
+        gemm(a, b, out, trans_a, trans_b, accumulate)
+    else:
+        for i in range(a.shape[0]):
+            gemm(a[i], b[i], out[i], trans_a, trans_b, accumulate)
+    return out
 
 
 class _SequencePlan(NamedTuple):
@@ -202,9 +255,11 @@ def _launch_sequence(cp, kernel, plan: _SequencePlan, args) -> None:
 def forward(x: Array, kernel: Array, recurrent_kernel: Array, bias: Optional[Array], h0: Optional[Array],
             c0: Optional[Array], peephole: Optional[Array], lengths: Optional[Array],
             recurrent_dropout_mask: Optional[Array], recurrent_activation: int, y: Array, h: Array, c: Array,
-            gates: Optional[Array], cells: Optional[Array]) -> None:
+            gates: Optional[Array], cells: Optional[Array], precision: int = 0) -> None:
     """The forward pass: fills ``y``, ``h``, ``c`` and, in training, ``gates`` and ``cells``
-    (``_core.forward``'s arguments; CuPy arrays on the current device)."""
+    (``_core.forward``'s arguments; CuPy arrays on the current device). ``precision`` 1 (bfloat16):
+    the cuBLAS products round their operands to bfloat16 (``_Gemm``); the sequence kernels'
+    recurrent product stays float32."""
     cp = require_gpu()
     T, B, X, H = _sizes(cp, x, recurrent_kernel)
     dtype = x.dtype
@@ -224,7 +279,7 @@ def forward(x: Array, kernel: Array, recurrent_kernel: Array, bias: Optional[Arr
     _copy_or_zero(c, c0)
     if not (T and B and H):
         return
-    gemm = _Gemm(cp, dtype)
+    gemm = _Gemm(cp, dtype, precision)
     z_in = gates if training else cp.empty((T, B, 4 * H), dtype)  # [T,B,4H] x kernel (no bias)
     gemm(x.reshape(T * B, X), kernel, z_in.reshape(T * B, 4 * H))
     z_rec = cp.empty((B, 4 * H), dtype)                         # [B,4H] recurrent product of a step
@@ -255,10 +310,10 @@ def backward(x: Array, kernel: Array, recurrent_kernel: Array, h0: Optional[Arra
              peephole: Optional[Array], lengths: Optional[Array], recurrent_dropout_mask: Optional[Array],
              recurrent_activation: int, y: Array, gates: Array, cells: Array, dy: Optional[Array], dh: Optional[Array],
              dc: Optional[Array], dx: Array, dkernel: Array, drecurrent_kernel: Array, dbias: Optional[Array],
-             dh0: Array, dc0: Array, dpeephole: Optional[Array]) -> None:
+             dh0: Array, dc0: Array, dpeephole: Optional[Array], precision: int = 0) -> None:
     """The backward pass: fills ``dx``, ``dkernel``, ``drecurrent_kernel``, ``dh0``, ``dc0`` and, when
     given, ``dbias`` and ``dpeephole``; ``gates`` becomes the gate gradients (``_core.backward``'s
-    arguments; CuPy arrays on the current device)."""
+    arguments; CuPy arrays on the current device; ``precision`` as in ``forward``)."""
     cp = require_gpu()
     T, B, X, H = _sizes(cp, x, recurrent_kernel)
     dtype = x.dtype
@@ -279,7 +334,7 @@ def backward(x: Array, kernel: Array, recurrent_kernel: Array, h0: Optional[Arra
     TB, H4 = T * B, 4 * H
     _copy_or_zero(dh0, dh)  # dh0, dc0 [B,H]: carry dL/dh and dL/dc back in time
     _copy_or_zero(dc0, dc)
-    gemm = _Gemm(cp, dtype)
+    gemm = _Gemm(cp, dtype, precision)
     if T and B and H:
         dh_rec = cp.empty((B, H), dtype)                              # [B,H] dz_{t+1} recurrent_kernel^T
         plan = _sequence_plan(cp, x.device.id, B, H, dtype, forward=False)

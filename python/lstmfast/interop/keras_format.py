@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .. import _file_limits, saving
+from .. import _file_limits, mixed_precision, saving
 from .. import layers as layers_module
 from .._atomic import atomic_file
 from .._naming import snake_case
@@ -925,17 +925,19 @@ def _is_off(value) -> bool:
 
 
 def _dtype_name(value, input: bool = False) -> Optional[str]:
-    """A layer's dtype from Keras's string or DTypePolicy dict; mixed precision computes in float32."""
+    """A layer's dtype from Keras's string or DTypePolicy dict: the mixed policies are kept (see
+    ``lstmfast.mixed_precision``), Keras's bfloat16 one (16-bit variables) becomes mixed_bfloat16
+    (the variables widened to float32), other types float32; an input layer keeps its data's type."""
     if isinstance(value, dict):
         value = (value.get("config") or {}).get("name")
     if value is None:
         return None
     value = str(value)
-    if value.startswith("mixed_") or value in ("float16", "bfloat16"):
-        return "float32"
-    if not input and value not in ("float32", "float64"):
-        return "float32"
-    return value
+    if input:
+        return "float32" if value.startswith("mixed_") or value in ("float16", "bfloat16") else value
+    if value == "bfloat16":
+        return "mixed_bfloat16"
+    return value if value in mixed_precision.NAMES else "float32"
 
 
 def _input_shape(config: dict, path: str) -> tuple:

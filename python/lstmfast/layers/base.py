@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Ty
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from .. import backend, initializers, ops
+from .. import backend, initializers, mixed_precision, ops
 from .._file_limits import claim_weight
 from .._naming import snake_case, unique_name
 from .._typing import Array, Arrays, InputShape, Mask, OutputShape
@@ -21,11 +21,12 @@ __all__ = ["Layer", "LAYERS", "register", "get", "serialize", "deserialize"]
 # Shapes, dtypes and argument checks.
 # ---------------------------------------------------------------------------------------------
 
-def _float_dtype(dtype) -> np.dtype:
-    dt = np.dtype(backend.floatx() if dtype is None else dtype)
-    if dt not in (np.float32, np.float64):
-        raise ValueError(f"layer dtype must be 'float32' or 'float64', got {dtype!r}")
-    return dt
+def _dtype_policy(dtype) -> mixed_precision.DTypePolicy:
+    """A layer's policy from its ``dtype`` argument, the error naming the argument."""
+    try:
+        return mixed_precision.get(dtype)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"layer dtype: {err}") from None
 
 
 def _is_shape_list(shape) -> bool:
@@ -144,8 +145,9 @@ class Layer:
             raise ValueError(f"layer name must be a non-empty string without '/', got {name!r}")
         self.name = name
         self.trainable = bool(trainable)
-        self._np_dtype = _float_dtype(dtype)
-        self.dtype = self._np_dtype.name
+        self.dtype_policy = _dtype_policy(dtype)
+        self._np_dtype = np.dtype(self.dtype_policy.variable_dtype)
+        self.dtype = self._np_dtype.name  # the variables' dtype, as Keras's ``layer.dtype``
         if batch_input_shape is not None:
             hint = _shape_tuple(batch_input_shape)
         elif input_shape is not None:
@@ -264,6 +266,21 @@ class Layer:
 
     # -- computation ----------------------------------------------------------------------------
 
+    @property
+    def variable_dtype(self) -> str:
+        return self.dtype_policy.variable_dtype
+
+    @property
+    def compute_dtype(self) -> str:
+        """The policy's compute dtype, as Keras reports it (``lstmfast.mixed_precision`` says what
+        lstmfast computes in: the variables' dtype, with bfloat16 products under mixed_bfloat16)."""
+        return self.dtype_policy.compute_dtype
+
+    @property
+    def _gemm_precision(self) -> Optional[str]:
+        """The ``precision`` this layer's products pass to ``ops.matmul``/``ops.lstm_forward``."""
+        return self.dtype_policy.gemm_precision
+
     def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         return input_shape
 
@@ -285,7 +302,7 @@ class Layer:
     # -- config ---------------------------------------------------------------------------------
 
     def get_config(self) -> dict:
-        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype_policy.name}
         if self._input_shape_hint is not None:
             config["batch_input_shape"] = list(self._input_shape_hint)
         return config

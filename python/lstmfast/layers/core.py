@@ -133,10 +133,12 @@ class Dense(Layer):
                              f"got input of shape {x.shape}")
         # One [N, X] @ [X, units] product on the engine's GEMM (one thread pool per step); a 2-D
         # input is that already.
+        precision = self._gemm_precision
         if x.ndim == 2:
-            z = ops.matmul(_contiguous(x), kernel)
+            z = ops.matmul(_contiguous(x), kernel, precision=precision)
         else:
-            z = ops.matmul(_contiguous(x).reshape(-1, kernel.shape[0]), kernel).reshape(x.shape[:-1] + (self.units,))
+            z = ops.matmul(_contiguous(x).reshape(-1, kernel.shape[0]), kernel,
+                           precision=precision).reshape(x.shape[:-1] + (self.units,))
         if self.use_bias:
             z += self.weights["bias"]
         return z
@@ -160,10 +162,10 @@ class Dense(Layer):
         dz2 = dz if flat else dz.reshape(-1, self.units)
         if self.trainable:
             ops.matmul(x if flat else x.reshape(-1, kernel.shape[0]), dz2, trans_a=True, out=self.grads["kernel"],
-                       accumulate=True)
+                       accumulate=True, precision=self._gemm_precision)
             if self.use_bias:
                 self.grads["bias"] += dz2.sum(axis=0)
-        dx = ops.matmul(dz2, kernel, trans_b=True)
+        dx = ops.matmul(dz2, kernel, trans_b=True, precision=self._gemm_precision)
         return dx if flat else dx.reshape(dz.shape[:-1] + (kernel.shape[0],))
 
     def get_config(self) -> dict:

@@ -289,7 +289,7 @@ class LSTM(Layer):
             out = ops.lstm_forward(x_tm, w["kernel"], w["recurrent_kernel"], w.get("bias"), h0=h0, c0=c0,
                                    peephole=w.get("peephole"), lengths=lengths,
                                    recurrent_activation=self.recurrent_activation, training=keep,
-                                   recurrent_dropout_mask=recurrent_mask)
+                                   recurrent_dropout_mask=recurrent_mask, precision=self._gemm_precision)
         except (ValueError, TypeError) as err:
             raise type(err)(f"LSTM {self.name!r}: {err}") from None
 

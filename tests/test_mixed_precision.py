@@ -1,0 +1,269 @@
+"""Dtype policies (lstmfast.mixed_precision, keras.mixed_precision's API) and the bfloat16 products
+they ask for.
+
+* The policies' names, dtypes and errors, against Keras's own; layers, configs and saved models
+  (lstmfast's and Keras's files, both ways) keep them.
+* The bfloat16 products (``ops.matmul``/``ops.lstm_forward(..., precision="bfloat16")``): on the
+  CuPy stand-in ("emulated", whose products round their operands exactly as cuBLAS's bfloat16
+  conversion does: to nearest, ties to even) they must match the NumPy oracle with bfloat16
+  operands (``reference.bfloat16_round``) to float32 accuracy, and differ from the float32
+  products by at most the bfloat16 bound; on a real GPU (cuBLAS may use bfloat16 or TF32, and the
+  sequence kernels keep the recurrence in float32) within that bound of float32.
+* On the CPU a mixed_bfloat16 model computes in float32: the float32 model's numbers exactly."""
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+import lstmfast
+from lstmfast import layers as L
+from lstmfast import mixed_precision, ops, reference
+from lstmfast.cuda import ops as cuda_ops
+
+from conftest import peer
+from test_cuda import device_side, fit_model  # noqa: F401
+
+# A bfloat16 operand carries 8 significant bits: each product term is off by at most about 2^-8 of
+# its size (2^-7 with both operands). Through an LSTM's 7 steps and its backward pass the measured
+# difference to float32 is 2-6e-3 of the largest value (emulation); BF16_BOUND leaves 3x room.
+# FLOAT32: float32 accumulation against the float64 oracle on the same rounded operands (1-2e-7 seen).
+BF16_BOUND = 2e-2
+FLOAT32 = 2e-6
+
+
+@pytest.fixture(autouse=True)
+def default_policy(monkeypatch):
+    monkeypatch.setattr(mixed_precision, "_global", None)
+    monkeypatch.setattr(mixed_precision, "_warned_float16", False)
+
+
+@pytest.fixture(params=["emulated", "gpu"])
+def side(request, monkeypatch):
+    return device_side(request.param, request, monkeypatch)
+
+
+def relative_error(got, want) -> float:
+    return float(np.abs(np.asarray(got, np.float64) - want).max() / np.abs(want).max())
+
+
+# ---- the policies ---------------------------------------------------------------------------------
+
+def test_policies_report_what_keras_reports():
+    keras = peer("keras")
+    for name in mixed_precision.NAMES:
+        ours, theirs = mixed_precision.DTypePolicy(name), keras.mixed_precision.DTypePolicy(name)
+        assert (ours.name, ours.variable_dtype, ours.compute_dtype) == \
+            (theirs.name, theirs.variable_dtype, theirs.compute_dtype)
+        assert repr(ours) == repr(theirs)
+    for ours, theirs in ((lstmfast.mixed_precision, keras.mixed_precision), (lstmfast.config, keras.config)):
+        for name in ("set_dtype_policy", "dtype_policy"):
+            assert hasattr(ours, name) and hasattr(theirs, name)
+    assert {n for n in dir(keras.mixed_precision) if not n.startswith("_")} - set(dir(mixed_precision)) == \
+        {"LossScaleOptimizer"}
+
+
+def test_layers_take_the_policy_by_name_object_or_keras_config():
+    dense = L.Dense(3, dtype="mixed_bfloat16")
+    assert (dense.dtype, dense.variable_dtype, dense.compute_dtype) == ("float32", "float32", "bfloat16")
+    assert dense.dtype_policy == mixed_precision.Policy("mixed_bfloat16")
+    assert L.LSTM(3, dtype=mixed_precision.DTypePolicy("mixed_bfloat16")).compute_dtype == "bfloat16"
+    keras_form = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "mixed_bfloat16"}}
+    assert L.Dense(3, dtype=keras_form).dtype_policy.name == "mixed_bfloat16"
+    for plain in ("float64", np.float64, np.dtype("f8"), "f8"):
+        layer = L.Dense(3, dtype=plain)
+        assert layer.dtype == layer.compute_dtype == "float64" and layer.dtype_policy.name == "float64"
+    assert L.Dense(3).dtype_policy.name == "float32"
+
+
+@pytest.mark.parametrize("dtype, error, words", [
+    ("bfloat16", ValueError, "use 'mixed_bfloat16'"), ("float16", ValueError, "use 'mixed_float16'"),
+    ("int32", ValueError, "'float32', 'float64', 'mixed_bfloat16', 'mixed_float16', got 'int32'"),
+    ("mixed_int8", ValueError, "got 'mixed_int8'"), ([1], TypeError, "got [1]"),
+    ({"config": {}}, ValueError, "must name a policy")])
+def test_bad_policies_name_the_argument(dtype, error, words):
+    with pytest.raises(error, match="layer dtype") as info:
+        L.Dense(3, dtype=dtype)
+    assert words in str(info.value)
+    with pytest.raises(error):
+        mixed_precision.set_global_policy(dtype)
+    assert mixed_precision.global_policy().name == "float32"  # unchanged by the refused call
+
+
+def test_the_global_policy_applies_to_layers_made_without_a_dtype():
+    mixed_precision.set_global_policy("mixed_bfloat16")
+    assert lstmfast.config.dtype_policy() is mixed_precision.global_policy()
+    model = lstmfast.Sequential([L.Input((4, 3)), L.LSTM(5), L.Dense(2, dtype="float32")])
+    assert [layer.dtype_policy.name for layer in model.layers] == ["mixed_bfloat16", "float32"]
+    mixed_precision.set_global_policy(None)
+    assert L.Dense(1).dtype_policy.name == "float32"
+    lstmfast.backend.set_floatx("float64")
+    try:  # the default follows floatx
+        assert mixed_precision.global_policy().name == "float64" and L.Dense(1).dtype == "float64"
+    finally:
+        lstmfast.backend.set_floatx("float32")
+
+
+def test_mixed_float16_warns_once_and_computes_in_float32():
+    with pytest.warns(UserWarning, match="computes 'mixed_float16' layers in float32"):
+        layer = L.Dense(2, dtype="mixed_float16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        L.Dense(2, dtype="mixed_float16")  # once per process
+    assert (layer.dtype, layer.compute_dtype, layer._gemm_precision) == ("float32", "float16", None)
+
+
+def build_pair(policy, seed=0):
+    lstmfast.utils.set_random_seed(seed)
+    model = lstmfast.Sequential([L.Input((6, 3)), L.LSTM(8, return_sequences=True, dtype=policy),
+                                 L.LSTM(5, dtype=policy), L.Dense(2, dtype=policy)])
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
+def test_on_the_cpu_mixed_bfloat16_gives_the_float32_numbers():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 6, 3)).astype("f4"), rng.standard_normal((16, 2)).astype("f4")
+    histories, predictions = [], []
+    for policy in ("float32", "mixed_bfloat16"):
+        model = build_pair(policy)
+        histories.append(model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False).history["loss"])
+        predictions.append(model.predict(x, verbose=0))
+    assert histories[0] == histories[1]
+    assert_array_equal(predictions[0], predictions[1])
+    assert predictions[1].dtype == np.float32
+
+
+@pytest.mark.parametrize("extension", [".keras", ".h5", ".lstmfast"])
+def test_saved_models_keep_their_policies(tmp_path, extension):
+    model = build_pair("mixed_bfloat16")
+    path = str(tmp_path / f"m{extension}")
+    model.save(path)
+    loaded = lstmfast.load_model(path)
+    assert [layer.dtype_policy.name for layer in loaded.layers] == ["mixed_bfloat16"] * 3
+    assert model.layers[0].get_config()["dtype"] == "mixed_bfloat16"
+
+
+def test_keras_and_lstmfast_read_each_others_mixed_models(tmp_path):
+    keras = peer("keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = keras.Sequential([keras.Input((6, 3)), keras.layers.LSTM(8, dtype="mixed_bfloat16"),
+                                   keras.layers.Dense(2, dtype="mixed_bfloat16")])
+        theirs.save(str(tmp_path / "k.keras"))
+        x = np.random.default_rng(1).standard_normal((4, 6, 3)).astype("f4")
+        keras_bf16 = theirs.predict(x, verbose=0).astype(np.float32)  # Keras's output is bfloat16 (ml_dtypes)
+    ours = lstmfast.load_model(str(tmp_path / "k.keras"))
+    assert [layer.dtype_policy.name for layer in ours.layers] == ["mixed_bfloat16"] * 2
+    got = ours.predict(x, verbose=0)  # float32 on the CPU; Keras computed in bfloat16
+    assert relative_error(got, keras_bf16) < BF16_BOUND
+    ours.save(str(tmp_path / "l.keras"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = keras.saving.load_model(str(tmp_path / "l.keras"))
+    assert [layer.dtype_policy.name for layer in back.layers] == ["mixed_bfloat16"] * 2
+
+
+# ---- the bfloat16 products -----------------------------------------------------------------------
+
+def test_the_stand_in_rounding_is_the_oracles():
+    """cuda.ops.bfloat16_rounded (bit arithmetic, what the stand-in products use) against
+    reference.bfloat16_round (frexp arithmetic): random bit patterns (NaN, infinities and
+    subnormals among them), exact ties, and the edges of the range."""
+    rng = np.random.default_rng(0)
+    patterns = rng.integers(0, 2 ** 32, 200_000, dtype=np.uint64).astype(np.uint32)
+    ties = (rng.integers(0, 2 ** 16, 2_000).astype(np.uint32) << 16) | 0x8000
+    edges = np.array([0.0, -0.0, 3.4028235e38, -3.3895314e38, 3.3961e38, 1.1754944e-38, 1e-45, 1.0 + 2 ** -8,
+                      1.0 + 3 * 2 ** -8, 65504.0, np.inf, -np.inf, np.nan], np.float32)
+    for a in (patterns.view(np.float32), ties.view(np.float32), edges):
+        want = reference.bfloat16_round(a)
+        got = cuda_ops.bfloat16_rounded(np, a)
+        assert got.dtype == np.float32
+        with np.errstate(invalid="ignore"):
+            assert_array_equal(got.astype(np.float64), want)
+    assert reference.bfloat16_round(np.float32(1.0 + 2 ** -8)) == 1.0            # a tie: to even
+    assert reference.bfloat16_round(np.float32(1.0 + 3 * 2 ** -8)) == 1.0 + 2 ** -6
+    assert np.isinf(reference.bfloat16_round(np.float32(3.4028235e38)))          # above the largest bfloat16
+
+
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("stack", [(), (3,)])
+def test_bfloat16_matmul(side, trans_a, trans_b, stack):
+    rng = np.random.default_rng(5)
+    M, K, N = 7, 300, 9
+    a = rng.standard_normal(stack + ((K, M) if trans_a else (M, K))).astype("f4")
+    b = rng.standard_normal(stack + ((N, K) if trans_b else (K, N))).astype("f4")
+    def op(v, transposed):
+        return np.swapaxes(v, -1, -2) if transposed else v
+
+    exact = op(a, trans_a).astype(np.float64) @ op(b, trans_b)
+    rounded = reference.bfloat16_round(op(a, trans_a)) @ reference.bfloat16_round(op(b, trans_b))
+    scale = np.abs(op(a, trans_a)).astype(np.float64) @ np.abs(op(b, trans_b))  # sum of |terms|
+    start = rng.standard_normal(exact.shape).astype("f4")
+    out = side.to_device(start.copy())
+    got = ops.matmul(side.to_device(a), side.to_device(b), trans_a, trans_b, out=out, accumulate=True,
+                     precision="bfloat16")
+    assert got is out
+    got = side.to_host(got) - start.astype(np.float64)
+    assert (np.abs(got - exact) <= 2 ** -7 * scale + 1e-5).all()   # the bfloat16 bound, term by term
+    if side.name == "emulated":
+        assert_allclose(got, rounded, rtol=0, atol=FLOAT32 * np.abs(rounded).max())
+        assert np.abs(got - exact).max() > 100 * FLOAT32 * np.abs(exact).max()  # it did round
+    fresh = side.to_host(ops.matmul(side.to_device(a), side.to_device(b), trans_a, trans_b, precision="bfloat16"))
+    assert fresh.dtype == np.float32 and fresh.shape == exact.shape
+
+
+def lstm_case(rng, T=7, B=5, X=12, H=16):
+    f4 = lambda *shape, scale=1.0: (rng.standard_normal(shape) * scale).astype("f4")  # noqa: E731
+    return dict(x=f4(T, B, X), kernel=f4(X, 4 * H, scale=0.3), recurrent_kernel=f4(H, 4 * H, scale=0.3),
+                bias=f4(4 * H, scale=0.1), h0=f4(B, H, scale=0.5), c0=f4(B, H, scale=0.5),
+                lengths=np.array([7, 3, 0, 7, 5][:B], np.int32),
+                recurrent_dropout_mask=(rng.random((B, H)) > 0.2).astype("f4") * np.float32(1.25)), f4(T, B, H)
+
+
+def test_bfloat16_lstm_forward_and_backward(side):
+    rng = np.random.default_rng(2)
+    case, dy = lstm_case(rng)
+    out = ops.lstm_forward(**side.kwargs_to_device(case), precision="bfloat16")
+    grads = ops.lstm_backward(out.cache, side.to_device(dy))
+    for precision in (None, "bfloat16"):
+        want = reference.lstm_forward(**case, precision=precision)
+        want_grads = reference.lstm_backward(want.cache, dy)
+        pairs = [(out.y, want.y), (out.h, want.h), (out.c, want.c)] + list(zip(grads[:6], want_grads[:6]))
+        errors = [relative_error(side.to_host(g), w) for g, w in pairs]
+        if precision is None:
+            assert max(errors) < BF16_BOUND, errors
+            if side.name == "emulated":
+                assert max(errors) > 100 * FLOAT32, errors  # it did round
+        elif side.name == "emulated":
+            assert max(errors) < FLOAT32, errors
+
+
+def test_bfloat16_precision_is_refused_where_it_cannot_apply(side):
+    case, _ = lstm_case(np.random.default_rng(0))
+    double = {k: (v.astype("f8") if v.dtype == np.float32 else v) for k, v in case.items()}
+    with pytest.raises(ValueError, match="precision='bfloat16' needs float32 arrays, got float64"):
+        ops.lstm_forward(**side.kwargs_to_device(double), precision="bfloat16")
+    with pytest.raises(ValueError, match="precision must be None or 'bfloat16', got 'float16'"):
+        ops.lstm_forward(**side.kwargs_to_device(case), precision="float16")
+    with pytest.raises(ValueError, match="needs float32 arrays"):
+        ops.matmul(side.to_device(np.ones((2, 3))), side.to_device(np.ones((3, 2))), precision="bfloat16")
+
+
+def test_a_mixed_bfloat16_model_trains_on_the_device_within_the_bound(side):
+    """The same seeded model with float32 and mixed_bfloat16 layers, trained on the device: the
+    losses agree within the bfloat16 bound, and on the stand-in they differ (the products rounded)."""
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((16, 6, 3)).astype("f4"), rng.standard_normal((16, 2)).astype("f4")
+
+    def build(policy):
+        def make():
+            return build_pair(policy), x, y
+        return make
+
+    _, float32_history, float32_prediction = fit_model(build("float32"), "cuda")
+    _, history, prediction = fit_model(build("mixed_bfloat16"), "cuda")
+    assert_allclose(history["loss"], float32_history["loss"], rtol=BF16_BOUND)
+    assert relative_error(prediction, float32_prediction) < BF16_BOUND
+    if side.name == "emulated":
+        assert history["loss"] != float32_history["loss"]
