@@ -144,23 +144,24 @@ def test_saved_models_keep_their_policies(tmp_path, extension):
     assert model.layers[0].get_config()["dtype"] == "mixed_bfloat16"
 
 
-def test_keras_and_lstmfast_read_each_others_mixed_models(tmp_path):
+@pytest.mark.parametrize("extension", [".keras", ".h5"])
+def test_keras_and_lstmfast_read_each_others_mixed_models(tmp_path, extension):
     keras = peer("keras")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = keras.Sequential([keras.Input((6, 3)), keras.layers.LSTM(8, dtype="mixed_bfloat16"),
                                    keras.layers.Dense(2, dtype="mixed_bfloat16")])
-        theirs.save(str(tmp_path / "k.keras"))
+        theirs.save(str(tmp_path / f"k{extension}"))
         x = np.random.default_rng(1).standard_normal((4, 6, 3)).astype("f4")
         keras_bf16 = theirs.predict(x, verbose=0).astype(np.float32)  # Keras's output is bfloat16 (ml_dtypes)
-    ours = lstmfast.load_model(str(tmp_path / "k.keras"))
+    ours = lstmfast.load_model(str(tmp_path / f"k{extension}"))
     assert [layer.dtype_policy.name for layer in ours.layers] == ["mixed_bfloat16"] * 2
     got = ours.predict(x, verbose=0)  # float32 on the CPU; Keras computed in bfloat16
     assert relative_error(got, keras_bf16) < BF16_BOUND
-    ours.save(str(tmp_path / "l.keras"))
+    ours.save(str(tmp_path / f"l{extension}"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        back = keras.saving.load_model(str(tmp_path / "l.keras"))
+        back = keras.saving.load_model(str(tmp_path / f"l{extension}"))
     assert [layer.dtype_policy.name for layer in back.layers] == ["mixed_bfloat16"] * 2
 
 
