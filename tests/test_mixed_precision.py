@@ -268,3 +268,56 @@ def test_a_mixed_bfloat16_model_trains_on_the_device_within_the_bound(side):
     assert relative_error(prediction, float32_prediction) < BF16_BOUND
     if side.name == "emulated":
         assert history["loss"] != float32_history["loss"]
+
+
+def one_layer_models():
+    """name -> (a function building the model with new layers, its input): every layer kind whose
+    products follow the policy (wrappers through their inner layers)."""
+    rng = np.random.default_rng(6)
+    seq = rng.standard_normal((4, 9, 6)).astype("f4")
+
+    def attention():
+        q, v = L.Input((9, 6)), L.Input((9, 6))
+        return lstmfast.Model([q, v], L.Attention(use_scale=True)([q, v]))
+
+    def additive():
+        q, v = L.Input((9, 6)), L.Input((9, 6))
+        return lstmfast.Model([q, v], L.AdditiveAttention()([q, v]))
+
+    return {"Dense": (lambda: lstmfast.Sequential([L.Input((6,)), L.Dense(5)]), seq[:, 0]),
+            "LSTM": (lambda: lstmfast.Sequential([L.Input((9, 6)), L.LSTM(5, return_sequences=True)]), seq),
+            "Conv1D": (lambda: lstmfast.Sequential([L.Input((9, 6)), L.Conv1D(5, 3)]), seq),
+            "Conv1D groups": (lambda: lstmfast.Sequential([L.Input((9, 6)), L.Conv1D(4, 3, groups=2)]), seq),
+            "Attention": (attention, [seq, seq[:, ::-1].copy()]),
+            "AdditiveAttention": (additive, [seq, seq[:, ::-1].copy()]),
+            "TimeDistributed": (lambda: lstmfast.Sequential([L.Input((9, 6)), L.TimeDistributed(L.Dense(5))]), seq),
+            "Bidirectional": (lambda: lstmfast.Sequential([L.Input((9, 6)), L.Bidirectional(L.LSTM(5))]), seq)}
+
+
+@pytest.mark.parametrize("name", list(one_layer_models()))
+def test_every_layer_with_products_follows_the_policy(name, side):
+    """Under mixed_bfloat16 each layer's forward and input gradient on the device differ from the
+    float32 layer's (on the stand-in) by at most the bfloat16 bound; on the CPU they are equal."""
+    build, x = one_layer_models()[name]
+    results = {}
+    for backend_name in ("cpu", "cuda"):
+        for policy in ("float32", "mixed_bfloat16"):
+            mixed_precision.set_global_policy(policy)
+            lstmfast.utils.set_random_seed(0)
+            model = build()
+            model.compile(optimizer="sgd", loss="mse")
+            lstmfast.set_backend(backend_name)
+            try:
+                before = model.get_weights()
+                y = model.predict(x, verbose=0)
+                model.train_on_batch(x, np.zeros_like(y))  # one SGD step: the weights move by -0.01 gradient
+                results[backend_name, policy] = (y, [b - a for a, b in zip(before, model.get_weights())])
+            finally:
+                lstmfast.set_backend("cpu")
+    mixed_precision.set_global_policy(None)
+    assert_array_equal(results["cpu", "mixed_bfloat16"][0], results["cpu", "float32"][0])
+    (y32, steps32), (y16, steps16) = results["cuda", "float32"], results["cuda", "mixed_bfloat16"]
+    errors = [relative_error(y16, y32)] + [relative_error(a, b) for a, b in zip(steps16, steps32)]
+    assert max(errors) < BF16_BOUND, errors
+    if side.name == "emulated":
+        assert min(errors) > 100 * FLOAT32, errors  # the output and every weight's step rounded

@@ -3,12 +3,14 @@ and the precision of its computations.
 
 * ``"float32"``, ``"float64"``: variables and computations in that dtype.
 * ``"mixed_bfloat16"``: float32 variables, activations and LSTM cell state; the layer's matrix
-  products (Dense, LSTM) may round their operands to bfloat16 and accumulate in float32. On a GPU
-  the cuBLAS products run on tensor cores that way (``CUBLAS_COMPUTE_32F_FAST_16BF``; cuBLAS may
-  also choose TF32, which is more precise); the LSTM sequence kernels (small batches, the
-  recurrence held on chip) keep their recurrent product in float32. The C++ engine has no bfloat16
-  products: on the CPU these layers compute in float32, the same numbers as ``"float32"``. Outputs
-  are float32 everywhere (NumPy has no bfloat16; Keras's would be bfloat16 tensors).
+  products (Dense, LSTM, Conv1D, the attention layers) may round their operands to bfloat16 and
+  accumulate in float32. On a GPU the cuBLAS products run on tensor cores that way
+  (``CUBLAS_COMPUTE_32F_FAST_16BF``; cuBLAS may also choose TF32, which is more precise); the
+  LSTM sequence kernels (small batches, the recurrence held on chip) keep their recurrent product
+  in float32. The C++ engine has no bfloat16 products: on the CPU these layers compute in
+  float32, the same numbers as ``"float32"``. Outputs are float32 everywhere (NumPy has no
+  bfloat16; Keras's would be bfloat16 tensors). ``LossScaleOptimizer`` is not provided: nothing
+  here computes in float16, so no gradient underflows.
 * ``"mixed_float16"``: accepted so Keras programs run; lstmfast computes these layers in float32
   (float16 products would need loss scaling) and says so once with a warning.
 

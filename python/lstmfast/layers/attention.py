@@ -127,7 +127,7 @@ class Attention(Layer):
         """(scores, tape) for the backward pass of ``_scores_backward``."""
         w = self.weights
         if self.score_mode == "dot":
-            qk = ops.matmul(q, k, trans_b=True)
+            qk = ops.matmul(q, k, trans_b=True, precision=self._gemm_precision)
             if self.use_scale:
                 return qk * w["scale"], qk
             return qk, qk
@@ -149,7 +149,9 @@ class Attention(Layer):
                 if train:
                     g["scale"] += (dscores * qk).sum()
                 dscores = dscores * w["scale"]
-            return ops.matmul(dscores, k), ops.matmul(dscores, q, trans_a=True)
+            precision = self._gemm_precision
+            return (ops.matmul(dscores, k, precision=precision),
+                    ops.matmul(dscores, q, trans_a=True, precision=precision))
         pre, t, summed = tape
         c = w["concat_score_weight"]
         if train:
@@ -195,7 +197,7 @@ class Attention(Layer):
             weights = probs * keep
         else:
             weights = probs
-        out = ops.matmul(weights, v)
+        out = ops.matmul(weights, v, precision=self._gemm_precision)
         row_mask = None
         if query_mask is not None:
             row_mask = ops.to_device_of(q, query_mask).astype(bool)[..., None]     # [B, Tq, 1]
@@ -218,10 +220,10 @@ class Attention(Layer):
         dout = _cast(dout, self._np_dtype)
         if row_mask is not None:
             dout = dout * row_mask
-        dw = ops.matmul(dout, v, trans_b=True)
+        dw = ops.matmul(dout, v, trans_b=True, precision=self._gemm_precision)
         if dweights is not None:
             dw = dw + _cast(dweights, self._np_dtype)
-        dv = ops.matmul(weights, dout, trans_a=True)
+        dv = ops.matmul(weights, dout, trans_a=True, precision=self._gemm_precision)
         dprobs = dw if keep is None else dw * keep
         dscores = probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True))
         dq, dk = self._scores_backward(tape, q, k, dscores)

@@ -231,7 +231,7 @@ class Conv1D(Layer):
         windows = _windows(_pad_time(x, left, right, 0), k, self.strides, self.dilation_rate, n_out)
         # [B, n_out, k, C] -> [G, B * n_out, k * Cg] (a view when groups=1)
         patches = windows.reshape(B * n_out, k, g, C // g).transpose(2, 0, 1, 3).reshape(g, B * n_out, k * C // g)
-        z = ops.matmul(patches, self._grouped_kernel())                      # [G, B * n_out, Fg]
+        z = ops.matmul(patches, self._grouped_kernel(), precision=self._gemm_precision)  # [G, B * n_out, Fg]
         z = z.transpose(1, 0, 2).reshape(B, n_out, self.filters)
         if self.use_bias:
             z += self.weights["bias"]
@@ -260,13 +260,15 @@ class Conv1D(Layer):
         if self.trainable:
             kernel_grad = self.grads["kernel"]
             if g == 1:  # the kernel's own layout: accumulate in place
-                ops.matmul(patches[0], dz_grouped[0], trans_a=True, out=kernel_grad.reshape(-1, F), accumulate=True)
+                ops.matmul(patches[0], dz_grouped[0], trans_a=True, out=kernel_grad.reshape(-1, F), accumulate=True,
+                           precision=self._gemm_precision)
             else:
-                grouped = ops.matmul(patches, dz_grouped, trans_a=True)     # [G, k * Cg, Fg]
+                grouped = ops.matmul(patches, dz_grouped, trans_a=True, precision=self._gemm_precision)  # [G, k*Cg, Fg]
                 kernel_grad.reshape(k, -1, g, F // g)[...] += grouped.reshape(g, k, -1, F // g).transpose(1, 2, 0, 3)
             if self.use_bias:
                 self.grads["bias"] += dz.reshape(-1, F).sum(axis=0)
-        d_patches = ops.matmul(dz_grouped, self._grouped_kernel(), trans_b=True)  # [G, B * n_out, k * Cg]
+        d_patches = ops.matmul(dz_grouped, self._grouped_kernel(), trans_b=True,
+                               precision=self._gemm_precision)  # [G, B * n_out, k * Cg]
         d_windows = d_patches.reshape(g, B, n_out, k, -1).transpose(1, 2, 3, 0, 4).reshape(B, n_out, k, -1)
         dx = _scatter_windows(d_windows, left + T + right, self.strides, self.dilation_rate)[:, left:left + T]
         return _from_channels_last(_contiguous(dx), self.data_format)
