@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/lstmfast_gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
-{ nvidia-smi -L; lscpu | grep -E 'Model name|^CPU\(s\)'; python3 -c "import sys, numpy, cupy, torch; print(sys.version); print('numpy', numpy.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"; } >"$OUT/build.log" 2>&1
+# The versions bench/RESULTS.md records with every table: GPU, driver, CUDA (runtime and driver API), CuPy, torch.
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; lscpu | grep -E 'Model name|^CPU\(s\)'
+  python3 -c "import sys, numpy, cupy, torch; r = cupy.cuda.runtime; print(sys.version); print('numpy', numpy.__version__, 'cupy', cupy.__version__, 'CUDA runtime', r.runtimeGetVersion(), 'driver API', r.driverGetVersion(), 'torch', torch.__version__, 'torch CUDA', torch.version.cuda, 'cuDNN', torch.backends.cudnn.version())"; } >"$OUT/build.log" 2>&1
 cat "$OUT/build.log"
 start=$SECONDS
 # A wheel built beforehand for the device's Python (carry it: the device tool's carry=[".whl"]):
