@@ -9,13 +9,16 @@ and the precision of its computations.
   LSTM sequence kernels (small batches, the recurrence held on chip) keep their recurrent product
   in float32. The C++ engine has no bfloat16 products: on the CPU these layers compute in
   float32, the same numbers as ``"float32"``. Outputs are float32 everywhere (NumPy has no
-  bfloat16; Keras's would be bfloat16 tensors). ``LossScaleOptimizer`` is not provided: nothing
-  here computes in float16, so no gradient underflows.
+  bfloat16; Keras's would be bfloat16 tensors).
 * ``"mixed_float16"``: accepted so Keras programs run; lstmfast computes these layers in float32
   (float16 products would need loss scaling) and says so once with a warning.
 
 Keras's full-precision ``"bfloat16"`` and ``"float16"`` policies (variables in 16 bits) are refused:
 lstmfast keeps variables in float32 or float64.
+
+``LossScaleOptimizer`` (also ``lstmfast.optimizers.LossScaleOptimizer``) is Keras's dynamic loss
+scaling; nothing here computes in float16, so what it adds is skipping steps whose gradients are
+not finite.
 
 ``set_global_policy`` (also ``set_dtype_policy``) sets the policy of layers created without a
 ``dtype``; its default follows ``lstmfast.backend.floatx()``."""
@@ -27,9 +30,10 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import backend
+from .optimizers import LossScaleOptimizer
 
 __all__ = ["DTypePolicy", "Policy", "set_global_policy", "global_policy", "set_dtype_policy", "dtype_policy",
-           "NAMES"]
+           "LossScaleOptimizer", "NAMES"]
 
 # name -> (variable dtype, compute dtype as Keras reports it, precision of the layer's matrix products)
 _POLICIES = {"float32": ("float32", "float32", None), "float64": ("float64", "float64", None),

@@ -570,7 +570,9 @@ class Model:
                      for (value, grad, count), scale in zip(parts, scales)]
         loss = sum(value for value, _, _ in parts)
         if rows:
-            out_grads = {oid: grad for oid, (_, grad, _) in zip(self._output_ids, parts)}
+            loss_scale = self.optimizer._loss_scale()  # a LossScaleOptimizer's (Keras's scale_loss)
+            out_grads = {oid: grad if loss_scale == 1.0 else grad * loss_scale
+                         for oid, (_, grad, _) in zip(self._output_ids, parts)}
             if where != "cpu":
                 out_grads = {i: ops.to_backend(g, where) for i, g in out_grads.items()}
                 self._device_outputs[_batch_key(xs, ys, sample_weight)] = [

@@ -58,8 +58,8 @@ from .cuda import staging as _cuda_staging
 __all__ = ["lstm_forward", "lstm_backward", "LSTMOutput", "LSTMGradients", "LSTMCache", "RECURRENT_ACTIVATIONS",
            "BACKENDS", "set_backend", "get_backend", "array_module", "as_array", "to_numpy", "to_device_of",
            "to_backend", "batch_to_device", "to_floats", "mirrored_on_device", "scatter_add", "segment_sum",
-           "optimizer_step_kernel", "clip_scales", "device_activation", "device_activation_grad", "device_dropout_mask",
-           "device_dropout_counters", "device_loss", "GraphedCalls"]
+           "optimizer_step_kernel", "clip_scales", "all_finite", "device_activation", "device_activation_grad",
+           "device_dropout_mask", "device_dropout_counters", "device_loss", "GraphedCalls", "PRECISIONS"]
 
 RECURRENT_ACTIVATIONS = {"sigmoid": 0, "hard_sigmoid": 1}
 PRECISIONS = {None: 0, "bfloat16": 1}  # the engines' precision codes (lstm.h's Precision)
@@ -564,6 +564,16 @@ def to_backend(a: Optional[ArrayLike], backend: str) -> Optional[Array]:
     if not isinstance(a, cupy.ndarray):
         _cuda_graphs.refuse("sending host data to the device")
     return cupy.asarray(a)
+
+
+def all_finite(arrays: Sequence[Array]) -> bool:
+    """Whether every element of every array is finite. Device arrays are reduced where they are
+    and one value is read back (one wait for the device)."""
+    arrays = list(arrays)
+    if all(type(a) is np.ndarray for a in arrays):
+        return all(bool(np.isfinite(a).all()) for a in arrays)
+    xp = array_module(arrays[0])
+    return bool(xp.stack([xp.isfinite(a).all() for a in arrays]).all())
 
 
 def batch_to_device(arrays: Iterable[np.ndarray], into: Optional[Sequence[Array]] = None) -> list:

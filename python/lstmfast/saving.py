@@ -267,9 +267,10 @@ class ModelFile:
                      entries, self.path)
 
     def optimizer_state(self, model: Optional[Model] = None) -> Optional[dict]:
-        """The saved optimizer state for ``optimizer.set_state`` (``{"iterations", "slots"}``), or
-        None when the file has none (not compiled, or no slots yet: the optimizer never stepped).
-        Given the ``model`` it belongs to, no more arrays and values than its optimizer can have."""
+        """The saved optimizer state for ``optimizer.set_state`` (``{"iterations", "slots"}``, and a
+        LossScaleOptimizer's ``"loss_scale"``, which its ``set_state`` checks), or None when the file
+        has none (not compiled, or the optimizer never stepped). Given the ``model`` it belongs to,
+        no more arrays and values than its optimizer can have."""
         state = self.manifest.get("optimizer_state")
         if not state:
             return None
@@ -279,12 +280,15 @@ class ModelFile:
                 or type(iterations) is not int or iterations < 0:
             raise ValueError(f"{self.path} is damaged: optimizer_state must be {{'iterations': n >= 0, 'slots': "
                              f"0..{limit if limit is not None else 'n'}}}, got {state!r:.100}")
-        if count == 0:
+        if count == 0 and iterations == 0:
             return None
         max_values = None if model is None else \
             _file_limits.optimizer_values_limit(sum(int(w.size) for w in model.weights))
-        slots = _read_arrays(self._archive, "optimizer", count, self.path, max_values=max_values)
-        return {"iterations": iterations, "slots": slots}
+        slots = _read_arrays(self._archive, "optimizer", count, self.path, max_values=max_values) if count else []
+        restored = {"iterations": iterations, "slots": slots}  # an optimizer without slots (SGD) keeps its step
+        if "loss_scale" in state:
+            restored["loss_scale"] = state["loss_scale"]
+        return restored
 
     def close(self) -> None:
         self._archive.close()
@@ -341,6 +345,8 @@ def save_model(model: Model, filepath: PathLike, overwrite: bool = True, metadat
         manifest["compile"] = compile_config
         state = model.optimizer.get_state()
         manifest["optimizer_state"] = {"iterations": int(state["iterations"]), "slots": len(state["slots"])}
+        if "loss_scale" in state:  # a LossScaleOptimizer's [scale, finite steps]
+            manifest["optimizer_state"]["loss_scale"] = list(state["loss_scale"])
         groups["optimizer"] = list(state["slots"])
     _write_atomically(filepath, manifest, groups, overwrite)
 

@@ -377,8 +377,10 @@ def _restore_optimizer(model, extras: Optional[dict], slots: list, keras_arrays:
     if model.optimizer is None:
         return
     state = (extras or {}).get("optimizer_state")
-    if state and slots:
+    if state and (slots or state.get("iterations") or "loss_scale" in state):  # _slot_count checked them
         restored = {"iterations": int(state.get("iterations", 0)), "slots": slots}
+        if "loss_scale" in state:
+            restored["loss_scale"] = state["loss_scale"]  # checked by LossScaleOptimizer.set_state
     elif keras_arrays:
         restored = _state_from_keras(model, keras_arrays)
         if restored is None:
@@ -1060,6 +1062,11 @@ def _optimizer(spec):
     if not isinstance(spec, dict) or not isinstance(spec.get("class_name"), str):
         raise ValueError(f"optimizer {spec!r:.100}")
     name = spec["class_name"]
+    if name == "LossScaleOptimizer":  # Keras's: the inner optimizer nested in the same form
+        config = dict(spec.get("config") or {})
+        config.pop("name", None)
+        inner = _optimizer(config.pop("inner_optimizer", None))
+        return optimizers.LossScaleOptimizer(inner, **config)
     cls = optimizers.get(name.lower()).__class__
     config = dict(spec.get("config") or {})
     if "lr" in config:  # Keras 2
@@ -1200,15 +1207,8 @@ class _KerasWriter:
         compiled = self.model.get_compile_config()
         if compiled is None:
             return None
-        optimizer = dict(compiled["optimizer"])
-        optimizer_config = {k: v for k, v in (optimizer.get("config") or {}).items()}
-        rate = optimizer_config.get("learning_rate")
-        if isinstance(rate, dict):  # a schedule: Keras 3's own, same names and arguments
-            optimizer_config["learning_rate"] = {"module": "keras.optimizers.schedules", **rate,
-                                                 "registered_name": None}
         loss = compiled["loss"]
-        return {"optimizer": {"module": "keras.optimizers", "class_name": optimizer["class_name"],
-                              "config": optimizer_config, "registered_name": None},
+        return {"optimizer": _keras_optimizer(compiled["optimizer"]),
                 "loss": [_keras_loss(each) for each in loss] if isinstance(loss, list) else _keras_loss(loss),
                 "loss_weights": compiled.get("loss_weights"), "metrics": compiled.get("metrics"),
                 "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
@@ -1221,6 +1221,8 @@ class _KerasWriter:
             state = self.model.optimizer.get_state()
             slots = [np.asarray(a) for a in state["slots"]]
             manifest["optimizer_state"] = {"iterations": int(state["iterations"]), "slots": len(slots)}
+            if "loss_scale" in state:  # a LossScaleOptimizer's [scale, finite steps]
+                manifest["optimizer_state"]["loss_scale"] = list(state["loss_scale"])
         return manifest, slots
 
     # -- weights --
@@ -1364,6 +1366,19 @@ def _keras_layer_config(layer) -> dict:
             config[key] = {"module": "keras.initializers", "class_name": value["class_name"],
                            "config": value.get("config") or {}, "registered_name": None}
     return config
+
+
+def _keras_optimizer(serialized: dict) -> dict:
+    """An optimizer's ``{"class_name", "config"}`` in Keras 3's serialized form (a schedule's and a
+    LossScaleOptimizer's inner optimizer nested the same way)."""
+    config = dict(serialized.get("config") or {})
+    rate = config.get("learning_rate")
+    if isinstance(rate, dict):  # a schedule: Keras 3's own, same names and arguments
+        config["learning_rate"] = {"module": "keras.optimizers.schedules", **rate, "registered_name": None}
+    if isinstance(config.get("inner_optimizer"), dict):
+        config["inner_optimizer"] = _keras_optimizer(config["inner_optimizer"])
+    return {"module": "keras.optimizers", "class_name": serialized["class_name"], "config": config,
+            "registered_name": None}
 
 
 def _keras_inner_entry(layer) -> dict:

@@ -14,15 +14,16 @@ from .adagrad import Adagrad
 from .adam import Adam
 from .adamw import AdamW
 from .base import Optimizer
+from .loss_scale import LossScaleOptimizer
 from .rmsprop import RMSprop
 from .schedules import CosineDecay, ExponentialDecay, LearningRateSchedule, PiecewiseConstantDecay
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "LearningRateSchedule",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "LossScaleOptimizer", "LearningRateSchedule",
            "ExponentialDecay", "PiecewiseConstantDecay", "CosineDecay", "get", "serialize", "deserialize"]
 
-_CLASSES = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad)}
-_BY_NAME = {k.lower(): c for k, c in _CLASSES.items()}
+_CLASSES = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, LossScaleOptimizer)}
+_BY_NAME = {k.lower(): c for k, c in _CLASSES.items() if c is not LossScaleOptimizer}  # it wraps another
 
 
 # What ``compile(optimizer=...)`` and ``get`` take: a name, a ``{"class_name", "config"}`` dict or an Optimizer.
@@ -54,7 +55,7 @@ def deserialize(config: OptimizerLike) -> Optimizer:
     if isinstance(config, str):
         return get(config)
     name, cfg = class_and_config(config, "an optimizer")
-    cls = _BY_NAME.get(str(name).lower())
+    cls = _BY_NAME.get(str(name).lower()) or (LossScaleOptimizer if name == "LossScaleOptimizer" else None)
     if cls is None:
         raise ValueError(f"unknown optimizer class {name!r}; valid: {', '.join(sorted(_CLASSES))}")
     return cls.from_config(cfg)

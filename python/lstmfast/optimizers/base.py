@@ -304,6 +304,15 @@ class Optimizer:
 
     # ---- the step ----------------------------------------------------------------------------
 
+    def scale_loss(self, loss: Any) -> Any:
+        """``loss`` as the step's gradients are of it (Keras's name): itself, except under a
+        ``LossScaleOptimizer``."""
+        return loss
+
+    def _loss_scale(self) -> float:
+        """What the training step multiplies the loss's gradient by (``scale_loss``'s factor)."""
+        return 1.0
+
     def apply_gradients(self, grads_and_vars: Iterable[Tuple[Array, Array]]) -> None:
         """One step over ``(gradient, variable)`` pairs; variables are updated in place."""
         pairs = grads_and_vars if isinstance(grads_and_vars, (list, tuple)) else list(grads_and_vars)
