@@ -10,6 +10,7 @@ they ask for.
   products by at most the bfloat16 bound; on a real GPU (cuBLAS may use bfloat16 or TF32, and the
   sequence kernels keep the recurrence in float32) within that bound of float32.
 * On the CPU a mixed_bfloat16 model computes in float32: the float32 model's numbers exactly."""
+import ctypes
 import warnings
 
 import numpy as np
@@ -22,7 +23,7 @@ from lstmfast import mixed_precision, ops, reference
 from lstmfast.cuda import ops as cuda_ops
 
 from conftest import peer
-from test_cuda import device_side, fit_model  # noqa: F401
+from test_cuda import device_side, emulated, fit_model  # noqa: F401
 
 # A bfloat16 operand carries 8 significant bits: each product term is off by at most about 2^-8 of
 # its size (2^-7 with both operands). Through an LSTM's 7 steps and its backward pass the measured
@@ -320,3 +321,67 @@ def test_every_layer_with_products_follows_the_policy(name, side):
     assert max(errors) < BF16_BOUND, errors
     if side.name == "emulated":
         assert min(errors) > 100 * FLOAT32, errors  # the output and every weight's step rounded
+
+
+class ColumnMajorBlas:
+    """cuBLAS's sgemm and gemmEx as documented (column-major ``C = alpha op(A) op(B) + beta C``
+    over raw addresses and leading dimensions), on host memory: the stand-in's arrays' ``data.ptr``
+    are host addresses. gemmEx takes float32 matrices only, with CUBLAS_COMPUTE_32F_FAST_16BF
+    (its operands rounded to bfloat16 here). Checks the calls ``_Gemm`` makes on a real GPU."""
+
+    CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
+    calls: list = []
+
+    @staticmethod
+    def matrix(ptr, rows, cols, ld, dtype):
+        assert ld >= max(1, rows)
+        buffer = (ctypes.c_char * (ld * cols * np.dtype(dtype).itemsize)).from_address(ptr)
+        return np.frombuffer(buffer, dtype).reshape(cols, ld)[:, :rows].T  # a view: writes go through
+
+    def sgemm(self, handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+        self.calls.append("sgemm")
+        self._run(np.float32, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+    def gemmEx(self, handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
+               compute_type, algo):
+        assert (Atype, Btype, Ctype, compute_type, algo) == (0, 0, 0, 75, -1)  # R_32F, FAST_16BF, default
+        self.calls.append("gemmEx")
+        self._run(np.float32, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
+                  rounding=reference.bfloat16_round)
+
+    def _run(self, dtype, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, rounding=None):
+        scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+        alpha, beta = (ctypes.cast(p, ctypes.POINTER(scalar)).contents.value for p in (alpha, beta))
+        a = self.matrix(A, k if transa else m, m if transa else k, lda, dtype)
+        b = self.matrix(B, n if transb else k, k if transb else n, ldb, dtype)
+        a, b = (a.T if transa else a).astype(np.float64), (b.T if transb else b).astype(np.float64)
+        if rounding is not None:
+            a, b = rounding(a), rounding(b)
+        c = self.matrix(C, m, n, ldc, dtype)
+        c[...] = alpha * (a @ b) + beta * c
+
+
+@pytest.mark.parametrize("precision", [0, 1], ids=["sgemm", "gemmEx bfloat16"])
+@pytest.mark.parametrize("trans_a, trans_b, accumulate", [(False, False, False), (True, False, True),
+                                                          (False, True, False), (True, True, True)])
+def test_the_cublas_calls_compute_the_row_major_product(precision, trans_a, trans_b, accumulate, emulated):  # noqa: F811
+    """``_Gemm``'s cuBLAS calls (row-major C = op(a) op(b) passed as column-major C^T = op(b)^T
+    op(a)^T) against a column-major BLAS that follows cuBLAS's documentation: the argument order,
+    leading dimensions and transposes of the call a real GPU makes, checked without one."""
+    side = emulated
+    rng = np.random.default_rng(9)
+    m, k, n = 5, 7, 3
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype("f4")
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype("f4")
+    start = rng.standard_normal((m, n)).astype("f4")
+    gemm = cuda_ops._Gemm(side.xp, np.float32, precision)
+    blas = gemm.lib = ColumnMajorBlas()
+    ColumnMajorBlas.calls = []
+    gemm.handle, gemm.call = 0, blas.sgemm
+    gemm.one, gemm.zero = np.ones(1, np.float32), np.zeros(1, np.float32)
+    out = side.to_device(start.copy())
+    gemm(side.to_device(a), side.to_device(b), out, trans_a, trans_b, accumulate)
+    round_ = reference.bfloat16_round if precision else (lambda v: v.astype(np.float64))
+    want = round_(a.T if trans_a else a) @ round_(b.T if trans_b else b) + (start if accumulate else 0)
+    assert_allclose(side.to_host(out), want, rtol=1e-5, atol=1e-5)
+    assert ColumnMajorBlas.calls == ["gemmEx" if precision else "sgemm"]
