@@ -26,5 +26,8 @@ echo "build: $((SECONDS - start)) s"
 python3 -m pytest tests/test_cuda.py tests/test_cuda_activations.py tests/test_cuda_graphs.py tests/test_cuda_dropout.py tests/test_cuda_losses.py tests/test_cuda_tasks.py tests/test_mixed_precision.py -q -rs -p no:cacheprovider >"$OUT/test_cuda.log" 2>&1
 echo "test_cuda exit $?"; tail -15 "$OUT/test_cuda.log"
 python3 bench/compare_cudnn.py --bf16 "$@" --markdown "$OUT/cudnn.md" 2>&1 | tail -45
+# Issue 17 item 3: the large batches with the sequence kernels forced (forward h staged in chunks of rows)
+python3 bench/compare_cudnn.py --only "large batch" --sequence-kernels always --repeats 10 \
+  --markdown "$OUT/cudnn_sequence_always.md" 2>&1 | tail -14
 python3 bench/gpu_graphs.py --batches 100 --chars 300 2>&1 | tail -12
 python3 bench/gpu_fit.py --batches 100 --repeats 2 2>&1 | tail -8

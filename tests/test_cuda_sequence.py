@@ -229,3 +229,22 @@ def test_models_train_on_the_sequence_kernels_like_on_the_cpu(name, sequence_sid
     for key, values in cpu_history.items():
         assert_allclose(history[key], values, rtol=2e-4, atol=1e-6, err_msg=key)
     assert_allclose(prediction, cpu_prediction, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, H", [(np.float32, 64), (np.float64, 40)])
+@pytest.mark.parametrize("B", [70, 45])
+def test_large_batches_pass_through_shared_memory_in_chunks_of_rows(B, dtype, H, sequence_side):
+    """With "always", a batch whose h does not fit beside the weights is staged R rows at a time
+    (the last chunk partial); under "auto" such sizes keep the step kernels."""
+    plan = cuda_ops._sequence_plan(sequence_side.xp, 0, B, H, dtype, forward=True)
+    assert plan is not None and plan.rows % 4 == 0 and plan.rows < B, plan
+    assert plan.shared_bytes <= SHARED_LIMIT
+    args, dy, dh, dc = case(np.random.default_rng(B), 3, B, 6, H, dtype, lengths=True, state=True, mask=True)
+    Launches.reset()
+    out = ops.lstm_forward(**{k: sequence_side.to_device(v) for k, v in args.items()})
+    assert Launches.kernels == ["lstm_forward_sequence"]
+    want = reference.lstm_forward(**args)
+    for what, got, expected in (("y", out.y, want.y), ("h", out.h, want.h), ("c", out.c, want.c)):
+        assert_allclose(ops.to_numpy(got), expected, err_msg=what, **TOLERANCE[dtype])
+    cuda_ops.SEQUENCE_KERNELS = "auto"  # monkeypatched by the fixture: restored after the test
+    assert cuda_ops._sequence_plan(sequence_side.xp, 0, B, H, dtype, forward=True) is None

@@ -208,22 +208,24 @@ __host__ __device__ constexpr long long reduction_elements(long long rows, long 
 }  // namespace lstmfast
 
 // Forward, all steps. Shared memory, in elements of T: w [4U][round4(H)] (the block's columns of
-// recurrent_kernel, gate-major: column gate*U + u is unit j0+u of that gate), hs [round4(B)]
-// [round4(H)] (h_{t-1} * mask of every row), and the reduction buffer. hin is [2,B,H] scratch:
+// recurrent_kernel, gate-major: column gate*U + u is unit j0+u of that gate), hs [R][round4(H)]
+// (h_{t-1} * mask of R rows at a time: R, a multiple of 4, is round4(B) when every row fits, fewer
+// for large batches, whose rows then pass in chunks), and the reduction buffer
+// (reduction_elements(R, 4U, blockDim.x)). hin is [2,B,H] scratch:
 // hin[t % 2] holds what step t multiplies, written by the owners of its elements during step t-1
 // (h0 * mask before step 0). z_rec is [B,4H] scratch: each block writes and reads only its own
 // columns. Other arguments as lstm_forward_step's.
 template <typename T>
-__global__ void lstm_forward_sequence(long long T_, long long B, long long H, int hard, long long U,
+__global__ void lstm_forward_sequence(long long T_, long long B, long long H, int hard, long long U, long long R,
                                       const T* z_in, const T* recurrent_kernel, const T* bias,
                                       const T* peephole, const int* lengths, const T* mask, T* h, T* c,
                                       T* hin, T* z_rec, T* y, T* gates, T* cells,
                                       unsigned long long* barrier) {
   extern __shared__ __align__(16) unsigned char lf_shared_bytes[];
-  const int Hp = (int)lstmfast::round4(H), Bp = (int)lstmfast::round4(B), G = 4 * (int)U;
+  const int Hp = (int)lstmfast::round4(H), Rp = (int)R, G = 4 * (int)U;
   T* w = reinterpret_cast<T*>(lf_shared_bytes);  // [G][Hp]
-  T* hs = w + (long long)G * Hp;                  // [Bp][Hp]
-  T* red = hs + (long long)Bp * Hp;               // reduction_elements(Bp, G, blockDim.x)
+  T* hs = w + (long long)G * Hp;                  // [R][Hp]
+  T* red = hs + (long long)Rp * Hp;               // reduction_elements(R, G, blockDim.x)
   const long long H4 = 4 * H;
   const long long j0 = (long long)blockIdx.x * U;
   const int units = (int)((H - j0 < U) ? H - j0 : U);
@@ -233,7 +235,7 @@ __global__ void lstm_forward_sequence(long long T_, long long B, long long H, in
     const int k = i / G, g = i - k * G, gate = g / (int)U, u = g - gate * (int)U;
     w[(long long)g * Hp + k] = (u < units && k < H) ? recurrent_kernel[k * H4 + gate * H + j0 + u] : T(0);
   }
-  for (int i = threadIdx.x; i < Bp * Hp; i += blockDim.x) hs[i] = T(0);  // padding stays 0
+  for (int i = threadIdx.x; i < Rp * Hp; i += blockDim.x) hs[i] = T(0);  // padding columns stay 0
   for (int i = threadIdx.x; i < B * units; i += blockDim.x) {             // hin[0] = h0 * mask, own elements
     const long long b = i / units, n = b * H + j0 + (i - b * units);
     hin[n] = mask ? h[n] * mask[n] : h[n];
@@ -244,12 +246,15 @@ __global__ void lstm_forward_sequence(long long T_, long long B, long long H, in
   for (long long t = 0; t < T_; ++t) {
     const T* cur = hin + (t & 1) * B * H;
     T* next = hin + ((t + 1) & 1) * B * H;
-    lstmfast::stage_rows(hs, cur, (int)B, (int)H, Hp);
-    __syncthreads();
-    lstmfast::block_product<T, false>(hs, Hp, Bp, w, Bp, G, Hp, red, [&](int b, int g, T v) {
-      const int gate = g / (int)U, u = g - gate * (int)U;
-      if (b < B && u < units) z_rec[b * H4 + gate * H + j0 + u] = v;
-    });
+    for (int r0 = 0; r0 < B; r0 += Rp) {  // rows r0 .. r0+rows-1; past them hs holds finite leftovers
+      const int rows = (int)(B - r0 < Rp ? B - r0 : Rp);
+      lstmfast::stage_rows(hs, cur + (long long)r0 * H, rows, (int)H, Hp);
+      __syncthreads();
+      lstmfast::block_product<T, false>(hs, Hp, Rp, w, Rp, G, Hp, red, [&](int r, int g, T v) {
+        const int gate = g / (int)U, u = g - gate * (int)U;
+        if (r < rows && u < units) z_rec[(r0 + r) * H4 + gate * H + j0 + u] = v;
+      });  // ends at a __syncthreads: the next chunk may overwrite hs
+    }
     for (int i = threadIdx.x; i < B * units; i += blockDim.x) {
       const long long b = i / units, n = b * H + j0 + (i - b * units);
       lstmfast::lstm_forward_element<T>(n, t, T_, B, H, hard, z_in, z_rec, bias, peephole, lengths, mask, h, c,

@@ -35,11 +35,14 @@ from . import _kernels, require_gpu
 __all__ = ["forward", "backward", "matmul", "bfloat16_rounded", "SEQUENCE_KERNELS"]
 
 # When the recurrence runs as one sequence-kernel launch instead of per-step launches:
-#   "auto": when the block's weights fit in shared memory, B <= SEQUENCE_MAX_BATCH and, backward,
-#           B*H <= SEQUENCE_MAX_BACKWARD_ELEMENTS (every block reads all of dz_{t+1}, B x 4H, each
-#           step: at B=64, H=1024 the per-step cuBLAS GEMM was faster, 3.35 vs 4.17 ms for a
-#           training step on an H100; at B=64, H=512 the sequence kernel, 0.78 vs 1.87 ms backward);
-#   "always": whenever they fit (tests, benchmarks); "never": the step kernels only.
+#   "auto": when the block's weights fit in shared memory, B <= SEQUENCE_MAX_BATCH, forward, h of
+#           every row fits beside them and, backward, B*H <= SEQUENCE_MAX_BACKWARD_ELEMENTS (every
+#           block reads all of dz_{t+1}, B x 4H, each step: at B=64, H=1024 the per-step cuBLAS
+#           GEMM was faster, 3.35 vs 4.17 ms for a training step on an H100; at B=64, H=512 the
+#           sequence kernel, 0.78 vs 1.87 ms backward);
+#   "always": whenever the weights fit, the forward kernel staging h in chunks of rows when all
+#           rows do not fit (not yet timed on a GPU: "auto" does not choose it); for tests and
+#           benchmarks; "never": the step kernels only.
 SEQUENCE_KERNELS = "auto"
 SEQUENCE_MAX_BATCH = 64
 SEQUENCE_MAX_BACKWARD_ELEMENTS = 32768
@@ -195,6 +198,7 @@ class _SequencePlan(NamedTuple):
     units: int         # hidden units per block (U)
     blocks: int        # ceil(H / U) <= number of SMs
     shared_bytes: int  # dynamic shared memory of the kernel
+    rows: int          # forward: rows of h each block stages at a time (R, a multiple of 4)
 
 
 @functools.lru_cache(maxsize=None)
@@ -216,7 +220,9 @@ def _reduction_elements(rows: int, cols: int, threads: int) -> int:
 
 
 def _sequence_plan(cp, device_id: int, B: int, H: int, dtype, forward: bool) -> Optional[_SequencePlan]:
-    """How to run the recurrence as one sequence-kernel launch, or None for the step kernels."""
+    """How to run the recurrence as one sequence-kernel launch, or None for the step kernels. The
+    forward kernel stages h in chunks of rows when all of them do not fit beside the weights
+    ("always" only: "auto" keeps the one-chunk sizes it was measured on)."""
     if SEQUENCE_KERNELS == "never" or not hasattr(cp, "RawModule"):  # "never", or a CuPy stand-in
         return None
     if SEQUENCE_KERNELS == "auto" and (B > SEQUENCE_MAX_BATCH or
@@ -226,14 +232,22 @@ def _sequence_plan(cp, device_id: int, B: int, H: int, dtype, forward: bool) -> 
     units = -(-H // sms)
     blocks = -(-H // units)
     Bp, Hp = _round4(B), _round4(H)
-    if forward:  # the block's 4U columns, h of every row, partial sums (see lstm_kernels.cu)
-        elements = 4 * units * Hp + Bp * Hp + _reduction_elements(Bp, 4 * units, SEQUENCE_THREADS)
+    itemsize = np.dtype(dtype).itemsize
+    if forward:  # the block's 4U columns, h of R rows, partial sums (see lstm_kernels.cu)
+        rows = Bp
+        while rows > 4 and (4 * units * Hp + rows * Hp + _reduction_elements(rows, 4 * units, SEQUENCE_THREADS)) \
+                * itemsize > shared_limit:
+            rows -= 4
+        if rows < Bp and SEQUENCE_KERNELS == "auto":
+            return None
+        elements = 4 * units * Hp + rows * Hp + _reduction_elements(rows, 4 * units, SEQUENCE_THREADS)
     else:        # the block's rows (padded to 4), partial sums
+        rows = Bp
         elements = _round4(units) * 4 * H + _reduction_elements(Bp, _round4(units), SEQUENCE_THREADS)
-    shared = elements * np.dtype(dtype).itemsize
+    shared = elements * itemsize
     if shared > shared_limit:
         return None
-    return _SequencePlan(units, blocks, shared)
+    return _SequencePlan(units, blocks, shared, rows)
 
 
 def _launch_sequence(cp, kernel, plan: _SequencePlan, args) -> None:
@@ -287,7 +301,8 @@ def forward(x: Array, kernel: Array, recurrent_kernel: Array, bias: Optional[Arr
     if plan is not None:
         hin = cp.empty((2, B, H), dtype)                        # [2,B,H] h_{t-1} * mask, ping-pong
         _launch_sequence(cp, _kernels.get_sequence(dtype).forward, plan,
-                         [np.int64(T), np.int64(B), np.int64(H), np.int32(act), np.int64(plan.units), z_in,
+                         [np.int64(T), np.int64(B), np.int64(H), np.int32(act), np.int64(plan.units),
+                          np.int64(plan.rows), z_in,
                           recurrent_kernel, bias, peephole, lengths, mask, h, c, hin, z_rec, y, gates, cells])
         return
     kern = _kernels.get(dtype)
