@@ -1,6 +1,7 @@
-// Fused optimizer steps (optim.h), compiled once per SIMD level like lstm_cpu.cpp. The loops are
-// plain C++ that the compiler vectorizes; -ffp-contract=off (CMakeLists.txt) keeps every multiply
-// and add separately rounded, so the results equal optimizers.py's NumPy reference bitwise.
+// Fused optimizer steps (optim.h), compiled once per SIMD level like lstm_cpu.cpp. The loops run
+// the per-element rules of python/lstmfast/cuda/optim_rules.cuh (the GPU kernels' too), which the
+// compiler vectorizes; -ffp-contract=off (CMakeLists.txt) keeps every multiply and add separately
+// rounded, so the results equal optimizers.py's NumPy reference bitwise.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -24,6 +25,18 @@ namespace {
 // Elementwise work is memory bound; a second thread pays once a step moves a few hundred KiB.
 constexpr int64_t kParallelMin = 1 << 15;
 
+// The rules' per-element code, shared with the CUDA kernels. It is included inside this file's
+// per-level namespace (and an unnamed one): each SIMD level's copy is its own, so the linker
+// never merges an AVX-512 instantiation into the portable level.
+#include "optim_rules.cuh"
+namespace rules = lstmfast;  // the copy just included (lstmfast::LF_ISA::<unnamed>::lstmfast)
+
+static_assert(rules::kSgd == int(OptimRule::sgd) && rules::kAdam == int(OptimRule::adam) &&
+                  rules::kAdagrad == int(OptimRule::adagrad) &&
+                  rules::kRmspropCenteredMomentum == int(OptimRule::rmsprop_centered_momentum) &&
+                  rules::kOptimRuleCount == kOptimRules,
+              "optim_rules.cuh numbers the rules as optim.h does");
+
 template <typename T, OptimRule R>
 void run_rule(const OptimArgs<T>& a, int64_t lo, int64_t hi) {
   T* __restrict var = a.var;
@@ -31,99 +44,11 @@ void run_rule(const OptimArgs<T>& a, int64_t lo, int64_t hi) {
   T* __restrict s0 = a.slot[0];
   T* __restrict s1 = a.slot[1];
   T* __restrict s2 = a.slot[2];
-  const bool scale = a.grad_scale != 1.0, clip = a.clip_value, decay = a.decay_keep != 1.0;
-  const T gs = T(a.grad_scale), cv = T(a.clipvalue), ncv = T(-a.clipvalue), keep = T(a.decay_keep);
-  const T lr = T(a.lr), mu = T(a.momentum), c1 = T(a.one_minus_beta_1), c2 = T(a.one_minus_beta_2);
-  const T rho = T(a.rho), crho = T(a.one_minus_rho), eps = T(a.epsilon);
-  for (int64_t i = lo; i < hi; ++i) {
-    T g = grad[i];
-    if (scale) g = g * gs;
-    if (clip) {                         // np.minimum(g, c) then np.maximum(g, -c); NaN stays NaN
-      g = g > cv ? cv : g;
-      g = g < ncv ? ncv : g;
-    }
-    T w = var[i];
-    if (decay) w = w * keep;
-    if constexpr (R == OptimRule::sgd) {
-      w = w - g * lr;
-    } else if constexpr (R == OptimRule::sgd_momentum || R == OptimRule::sgd_nesterov) {
-      const T d = g * lr;
-      T m = s0[i] * mu;
-      m = m - d;
-      s0[i] = m;
-      if constexpr (R == OptimRule::sgd_momentum) {
-        w = w + m;
-      } else {
-        T s = m * mu;
-        s = s - d;
-        w = w + s;
-      }
-    } else if constexpr (R == OptimRule::adam || R == OptimRule::adam_amsgrad) {
-      T m = s0[i], v = s1[i];
-      T s = g - m;
-      s = s * c1;
-      m = m + s;
-      T g2 = g * g;
-      g2 = g2 - v;
-      g2 = g2 * c2;
-      v = v + g2;
-      s0[i] = m;
-      s1[i] = v;
-      if constexpr (R == OptimRule::adam_amsgrad) {
-        T vh = s2[i];
-        vh = (vh > v || vh != vh) ? vh : v;   // np.maximum: NaN from either side wins
-        s2[i] = vh;
-        v = vh;
-      }
-      s = std::sqrt(v);
-      s = s + eps;
-      T d = m * lr;                           // lr holds alpha for Adam
-      d = d / s;
-      w = w - d;
-    } else if constexpr (R == OptimRule::adagrad) {
-      T acc = s0[i];
-      T s = g * g;
-      acc = acc + s;
-      s0[i] = acc;
-      s = acc + eps;
-      s = std::sqrt(s);
-      T d = g * lr;
-      d = d / s;
-      w = w - d;
-    } else {  // rmsprop family: slots v, then m (momentum), then mg (centered)
-      constexpr bool mom = R == OptimRule::rmsprop_momentum || R == OptimRule::rmsprop_centered_momentum;
-      constexpr bool centered = R == OptimRule::rmsprop_centered || R == OptimRule::rmsprop_centered_momentum;
-      T v = s0[i] * rho;
-      T s = g * g;
-      s = s * crho;
-      v = v + s;
-      s0[i] = v;
-      if constexpr (centered) {
-        T* __restrict mgp = mom ? s2 : s1;
-        T mg = mgp[i] * rho;
-        s = g * crho;
-        mg = mg + s;
-        mgp[i] = mg;
-        s = mg * mg;
-        s = v - s;
-        s = s + eps;
-      } else {
-        s = v + eps;
-      }
-      s = std::sqrt(s);
-      T d = g * lr;
-      d = d / s;
-      if constexpr (mom) {
-        T m = s1[i] * mu;
-        m = m + d;
-        s1[i] = m;
-        w = w - m;
-      } else {
-        w = w - d;
-      }
-    }
-    var[i] = w;
-  }
+  const bool scale = a.grad_scale != 1.0;
+  const T grad_scale = T(a.grad_scale);
+  const rules::OptimScalars<T> k(a.lr, a.momentum, a.one_minus_beta_1, a.one_minus_beta_2, a.rho, a.one_minus_rho,
+                          a.epsilon, a.clip_value ? 1 : 0, a.clipvalue, a.decay_keep);
+  for (int64_t i = lo; i < hi; ++i) rules::optim_rule_element<int(R)>(i, var, grad, s0, s1, s2, scale, grad_scale, k);
 }
 
 // Subnormal numbers are flushed to zero (FTZ and DAZ in MXCSR, for this thread and this call only).

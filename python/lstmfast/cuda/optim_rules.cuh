@@ -1,11 +1,10 @@
-// Per-element math of the fused optimizer step on the GPU: the body of optim_kernels.cu. The rules,
-// their slots and the order of operations are those of cpp/optim.h / cpp/optim_cpu.cpp (run_rule),
-// operation for operation: each multiply and add rounded separately in T (the kernels are compiled
-// with --fmad=false, as the C++ with -ffp-contract=off), every scalar given in double and rounded
-// once to T. With the same inputs the two agree bitwise; so does optimizers' NumPy reference.
+// Per-element math of the fused optimizer step, the one statement of the rules of cpp/optim.h: the
+// body of the GPU kernels (optim_kernels.cu) and of the C++ step (cpp/optim_cpu.cpp, which includes
+// this file). Each multiply and add is rounded separately in T (the kernels are compiled with
+// --fmad=false, the C++ with -ffp-contract=off), every scalar given in double and rounded once to T,
+// so the two steps agree bitwise, and with optimizers' NumPy reference.
 //
-// Plain C++ marked LF_HD (lf_math.cuh), so the tests run this exact math (and compare it with the
-// C++ step) without a GPU.
+// Plain C++ marked LF_HD (lf_math.cuh), so the tests also run it without a GPU.
 #pragma once
 
 #include "lf_math.cuh"
@@ -65,12 +64,13 @@ struct OptimScalars {
 
 constexpr int kOptimHyper = 10;  // values of OptimScalars(const double*)
 
-// One element i of one variable. grad_scale multiplies the gradient when scale is set (clipping
-// by norm); then clipvalue, decoupled weight decay, and the rule. Slot pointers the rule does not
-// use may be null.
-template <typename T>
-LF_HD void optim_element(int rule, long long i, T* var, const T* grad, T* s0, T* s1, T* s2, bool scale,
-                         T grad_scale, const OptimScalars<T>& k) {
+// One element i of one variable under rule R (an OptimRuleCode: the C++ step instantiates a loop
+// per rule). grad_scale multiplies the gradient when scale is set (clipping by norm); then
+// clipvalue, decoupled weight decay, and the rule. Slot pointers the rule does not use may be null.
+template <int rule, typename T>
+LF_HD void optim_rule_element(long long i, T* __restrict__ var, const T* __restrict__ grad, T* __restrict__ s0,
+                              T* __restrict__ s1, T* __restrict__ s2, bool scale, T grad_scale,
+                              const OptimScalars<T>& k) {
   T g = grad[i];
   if (scale) g = g * grad_scale;
   if (k.clip) {  // np.minimum(g, c) then np.maximum(g, -c); NaN stays NaN
@@ -159,6 +159,30 @@ LF_HD void optim_element(int rule, long long i, T* var, const T* grad, T* s0, T*
     }
   }
   var[i] = w;
+}
+
+// The same for a rule chosen at run time (the GPU kernel's one launch serves every rule).
+template <typename T>
+LF_HD void optim_element(int rule, long long i, T* var, const T* grad, T* s0, T* s1, T* s2, bool scale,
+                         T grad_scale, const OptimScalars<T>& k) {
+  switch (rule) {
+    case kSgd: optim_rule_element<kSgd>(i, var, grad, s0, s1, s2, scale, grad_scale, k); break;
+    case kSgdMomentum: optim_rule_element<kSgdMomentum>(i, var, grad, s0, s1, s2, scale, grad_scale, k); break;
+    case kSgdNesterov: optim_rule_element<kSgdNesterov>(i, var, grad, s0, s1, s2, scale, grad_scale, k); break;
+    case kAdam: optim_rule_element<kAdam>(i, var, grad, s0, s1, s2, scale, grad_scale, k); break;
+    case kAdamAmsgrad: optim_rule_element<kAdamAmsgrad>(i, var, grad, s0, s1, s2, scale, grad_scale, k); break;
+    case kRmsprop: optim_rule_element<kRmsprop>(i, var, grad, s0, s1, s2, scale, grad_scale, k); break;
+    case kRmspropMomentum:
+      optim_rule_element<kRmspropMomentum>(i, var, grad, s0, s1, s2, scale, grad_scale, k);
+      break;
+    case kRmspropCentered:
+      optim_rule_element<kRmspropCentered>(i, var, grad, s0, s1, s2, scale, grad_scale, k);
+      break;
+    case kRmspropCenteredMomentum:
+      optim_rule_element<kRmspropCenteredMomentum>(i, var, grad, s0, s1, s2, scale, grad_scale, k);
+      break;
+    default: optim_rule_element<kAdagrad>(i, var, grad, s0, s1, s2, scale, grad_scale, k); break;
+  }
 }
 
 }  // namespace lstmfast
