@@ -259,8 +259,12 @@ def main(argv=None) -> None:
     rows = []
     for case in cases():
         if args.only in case.name:
-            rows.append(run_case(case, args.warmup, args.repeats, args.bf16))
-            print(f"done: {case.name} ({case.mode})", file=sys.stderr)
+            row = run_case(case, args.warmup, args.repeats, args.bf16)
+            rows.append(row)
+            lines = markdown_table(gpu, [row]).splitlines()  # each row as measured: a stopped run keeps them
+            print(lines[4], file=sys.stderr)
+            if row.bf16_ms is not None:
+                print(lines[-1], file=sys.stderr)
     table = markdown_table(gpu, rows)
     print(table)
     if args.markdown:
