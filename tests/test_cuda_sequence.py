@@ -248,3 +248,27 @@ def test_large_batches_pass_through_shared_memory_in_chunks_of_rows(B, dtype, H,
         assert_allclose(ops.to_numpy(got), expected, err_msg=what, **TOLERANCE[dtype])
     cuda_ops.SEQUENCE_KERNELS = "auto"  # monkeypatched by the fixture: restored after the test
     assert cuda_ops._sequence_plan(sequence_side.xp, 0, B, H, dtype, forward=True) is None
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_shapes_and_block_splits(seed, sequence_side, monkeypatch):
+    """Seeded random (T, B, X, H), 1-5 multiprocessors (H below, at and above them; a last block
+    with fewer units; H and B off multiples of 4), all options drawn, forward and backward."""
+    rng = np.random.default_rng(100 + seed)
+    sms = int(rng.integers(1, 6))
+    monkeypatch.setattr(cuda_ops, "_device_limits", lambda device_id: (sms, SHARED_LIMIT))
+    T, B, X, H = (int(v) for v in (rng.integers(1, 6), rng.integers(1, 12), rng.integers(1, 9), rng.integers(1, 23)))
+    dtype = (np.float32, np.float64)[seed % 2]
+    options = {k: bool(rng.integers(0, 2)) for k in ("lengths", "state", "peephole", "mask")}
+    args, dy, dh, dc = case(rng, T, B, X, H, dtype, **options)
+    Launches.reset()
+    out = ops.lstm_forward(**{k: sequence_side.to_device(v) for k, v in args.items()})
+    grads = ops.lstm_backward(out.cache, sequence_side.to_device(dy), sequence_side.to_device(dh),
+                              sequence_side.to_device(dc))
+    assert Launches.kernels == list(_kernels.SEQUENCE_NAMES), (T, B, X, H, sms)
+    want = reference.lstm_forward(**args)
+    want_grads = reference.lstm_backward(want.cache, dy, dh, dc)
+    for what, got, expected in [("y", out.y, want.y), ("h", out.h, want.h), ("c", out.c, want.c)] + [
+            (field, g, w) for field, g, w in zip(grads._fields, grads, want_grads) if w is not None]:
+        assert_allclose(ops.to_numpy(got), expected, err_msg=f"{what} at T,B,X,H={T, B, X, H}, {sms} SMs",
+                        **TOLERANCE[dtype])
