@@ -831,6 +831,31 @@ def make_fake_cupy(device_count=1, count_error=None):
 _C_SCALARS = {"long long": (np.int64, ctypes.c_longlong), "int": (np.int32, ctypes.c_int)}
 
 
+def c_arguments(kernel, params, args, dtype_of, size_ok=None) -> list:
+    """A kernel's CuPy-style launch arguments as the host build's C arguments, checked as a real
+    launch needs them: scalars of their C type, None for a null pointer, and arrays that are
+    C-contiguous stand-in device arrays of the dtype ``dtype_of(C type)`` on the launching GPU (and
+    of a size ``size_ok(name, array)`` accepts), passed by address."""
+    device = FakeDevice.current[-1]
+    c_args = []
+    for (ctype, name), value in zip(params, args):
+        where = f"{kernel} argument {name}"
+        if ctype in _C_SCALARS:
+            assert type(value) is _C_SCALARS[ctype][0], f"{where}: {type(value).__name__}, want {ctype}"
+            c_args.append(int(value))
+        elif value is None:
+            c_args.append(None)
+        else:
+            want = dtype_of(ctype)
+            assert isinstance(value, FakeDeviceArray), f"{where}: {type(value).__name__}"
+            assert value.dtype == want, f"{where}: dtype {value.dtype}, want {want}"
+            assert value.flags.c_contiguous, f"{where}: not contiguous"
+            assert value.device_id == device, f"{where}: on GPU {value.device_id}, launch on GPU {device}"
+            assert size_ok is None or size_ok(name, value), f"{where}: {value.shape}"
+            c_args.append(value.ctypes.data)
+    return c_args
+
+
 class HostKernel:
     """One step kernel called CuPy's way, ``kernel(grid, block, args)``, run by the host library.
     Checks what a real launch would silently get wrong."""
@@ -849,23 +874,9 @@ class HostKernel:
         sizes = dict(zip("TBH", (int(args[1]), int(args[2]), int(args[3]))))
         threads = math.prod(grid) * math.prod(block)
         assert 0 < math.prod(block) <= 1024 and threads >= sizes["B"] * sizes["H"] > 0, (grid, block, sizes)
-        device = FakeDevice.current[-1]
-        c_args = []
-        for (ctype, name), value in zip(self.params, args):
-            where = f"{self.kernel} argument {name}"
-            if ctype in _C_SCALARS:
-                assert type(value) is _C_SCALARS[ctype][0], f"{where}: {type(value).__name__}, want {ctype}"
-                c_args.append(int(value))
-            elif value is None:
-                c_args.append(None)
-            else:
-                want = np.dtype(np.int32) if "int" in ctype else self.dtype
-                assert isinstance(value, FakeDeviceArray), f"{where}: {type(value).__name__}"
-                assert value.dtype == want, f"{where}: dtype {value.dtype}, want {want}"
-                assert value.flags.c_contiguous, f"{where}: not contiguous"
-                assert value.device_id == device, f"{where}: on GPU {value.device_id}, launch on GPU {device}"
-                assert value.size == _elements(self.shapes[name], sizes), f"{where}: {value.shape}"
-                c_args.append(value.ctypes.data)
+        c_args = c_arguments(self.kernel, self.params, args,
+                             lambda ctype: np.dtype(np.int32) if "int" in ctype else self.dtype,
+                             lambda name, value: value.size == _elements(self.shapes[name], sizes))
         if Capture.ops is not None:
             Capture.add(lambda args=args: self.function(*c_args))  # args: kept alive
         else:

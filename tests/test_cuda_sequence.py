@@ -24,12 +24,13 @@ from lstmfast.cuda import _kernels
 from lstmfast.cuda import ops as cuda_ops
 
 from test_cuda import (
+    _C_SCALARS,
     COMPILE_TIMEOUT_S,
     GXX,
     MODELS,
     Capture,
-    FakeDeviceArray,
     Launches,
+    c_arguments,
     fit_model,
     install_emulation,
     kernel_params,
@@ -37,10 +38,10 @@ from test_cuda import (
 
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
 SHARED_LIMIT = 48 * 1024  # the default per-block limit: above it a launch must opt in (not emulated)
+_POINTERS = {"const int*": np.dtype(np.int32), "unsigned long long*": np.dtype(np.uint64)}  # others: T*
 
 _SHARED = "extern __shared__ __align__(16) unsigned char lf_shared_bytes[];"
 _SPIN = re.compile(r"(while \(\*\(volatile unsigned long long\*\)counter < target\) \{)\s*\}")
-_SCALARS = {"long long": (np.int64, ctypes.c_longlong), "int": (np.int32, ctypes.c_int)}
 
 
 def sequence_source() -> str:
@@ -92,26 +93,15 @@ class HostSequenceKernel:
         self.function = getattr(library, f"{kernel}_{_kernels.C_TYPES[self.dtype]}")
         self.function.restype = None
         self.function.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.c_ulonglong] + [
-            _SCALARS[t][1] if t in _SCALARS else ctypes.c_void_p for t, _ in self.params]
+            _C_SCALARS[t][1] if t in _C_SCALARS else ctypes.c_void_p for t, _ in self.params]
 
     def __call__(self, grid, block, args, shared_mem=0, enable_cooperative_groups=False):
         assert enable_cooperative_groups, f"{self.name}: the grid barrier needs a cooperative launch"
         assert len(grid) == 1 and len(block) == 1 and block[0] % 32 == 0 and 0 < block[0] <= 1024, (grid, block)
         assert 0 < shared_mem <= SHARED_LIMIT, f"{self.name}: {shared_mem} bytes of shared memory"
         assert len(args) == len(self.params), f"{self.name}: {len(args)} arguments for {len(self.params)}"
-        c_args = []
-        for (ctype, name), value in zip(self.params, args):
-            where = f"{self.name} argument {name}"
-            if ctype in _SCALARS:
-                assert type(value) is _SCALARS[ctype][0], f"{where}: {type(value).__name__}, want {ctype}"
-                c_args.append(int(value))
-            elif value is None:
-                c_args.append(None)
-            else:
-                want = {"const int*": np.int32, "unsigned long long*": np.uint64}.get(ctype, self.dtype)
-                assert isinstance(value, FakeDeviceArray), f"{where}: {type(value).__name__}"
-                assert value.dtype == want and value.flags.c_contiguous, f"{where}: {value.dtype}"
-                c_args.append(value.ctypes.data)
+        c_args = c_arguments(self.name, self.params, args, lambda ctype: _POINTERS.get(ctype, self.dtype))
+
         def call(args=args):  # args: kept alive while a captured graph holds the call
             self.function(grid[0], block[0], shared_mem, *c_args)
 

@@ -234,13 +234,14 @@ def _sequence_plan(cp, device_id: int, B: int, H: int, dtype, forward: bool) -> 
     Bp, Hp = _round4(B), _round4(H)
     itemsize = np.dtype(dtype).itemsize
     if forward:  # the block's 4U columns, h of R rows, partial sums (see lstm_kernels.cu)
+        def forward_elements(rows):
+            return 4 * units * Hp + rows * Hp + _reduction_elements(rows, 4 * units, SEQUENCE_THREADS)
         rows = Bp
-        while rows > 4 and (4 * units * Hp + rows * Hp + _reduction_elements(rows, 4 * units, SEQUENCE_THREADS)) \
-                * itemsize > shared_limit:
+        while rows > 4 and forward_elements(rows) * itemsize > shared_limit:
             rows -= 4
         if rows < Bp and SEQUENCE_KERNELS == "auto":
             return None
-        elements = 4 * units * Hp + rows * Hp + _reduction_elements(rows, 4 * units, SEQUENCE_THREADS)
+        elements = forward_elements(rows)
     else:        # the block's rows (padded to 4), partial sums
         rows = Bp
         elements = _round4(units) * 4 * H + _reduction_elements(Bp, _round4(units), SEQUENCE_THREADS)
