@@ -74,6 +74,11 @@ def test_layers_take_the_policy_by_name_object_or_keras_config():
         layer = L.Dense(3, dtype=plain)
         assert layer.dtype == layer.compute_dtype == "float64" and layer.dtype_policy.name == "float64"
     assert L.Dense(3).dtype_policy.name == "float32"
+    dense = L.Dense(3)
+    dense.dtype_policy = "mixed_bfloat16"  # Keras lets a policy be set; the products follow it
+    assert (dense.compute_dtype, dense._gemm_precision) == ("bfloat16", "bfloat16")
+    with pytest.raises(ValueError, match="keeps variables in float64, this layer's are float32"):
+        dense.dtype_policy = "float64"
 
 
 @pytest.mark.parametrize("dtype, error, words", [

@@ -373,7 +373,7 @@ def _checked_precision(precision, dtype) -> int:
 def _run_forward(xp, engine, x, kernel, recurrent_kernel, bias, h0, c0, peephole, lengths, recurrent_dropout_mask,
                  recurrent_activation, training, precision) -> LSTMOutput:
     """Allocate the outputs with ``xp`` and let the engine fill them (arguments the engine takes)."""
-    precision = _checked_precision(precision, x.dtype)
+    precision = 0 if precision is None else _checked_precision(precision, x.dtype)
     T, B, _ = x.shape
     H = recurrent_kernel.shape[0]
     dtype = x.dtype

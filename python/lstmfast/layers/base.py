@@ -145,8 +145,9 @@ class Layer:
             raise ValueError(f"layer name must be a non-empty string without '/', got {name!r}")
         self.name = name
         self.trainable = bool(trainable)
-        self.dtype_policy = _dtype_policy(dtype)
-        self._np_dtype = np.dtype(self.dtype_policy.variable_dtype)
+        self._dtype_policy = _dtype_policy(dtype)
+        self._gemm_precision = self._dtype_policy.gemm_precision  # what the products pass to ops (per step)
+        self._np_dtype = np.dtype(self._dtype_policy.variable_dtype)
         self.dtype = self._np_dtype.name  # the variables' dtype, as Keras's ``layer.dtype``
         if batch_input_shape is not None:
             hint = _shape_tuple(batch_input_shape)
@@ -267,6 +268,19 @@ class Layer:
     # -- computation ----------------------------------------------------------------------------
 
     @property
+    def dtype_policy(self) -> mixed_precision.DTypePolicy:
+        return self._dtype_policy
+
+    @dtype_policy.setter
+    def dtype_policy(self, value: Any) -> None:
+        """Another policy with the same variable dtype (the weights keep theirs)."""
+        policy = _dtype_policy(value)
+        if policy.variable_dtype != self._np_dtype.name:
+            raise ValueError(f"layer {self.name!r}: dtype_policy {policy.name!r} keeps variables in "
+                             f"{policy.variable_dtype}, this layer's are {self._np_dtype.name}")
+        self._dtype_policy, self._gemm_precision = policy, policy.gemm_precision
+
+    @property
     def variable_dtype(self) -> str:
         return self.dtype_policy.variable_dtype
 
@@ -275,11 +289,6 @@ class Layer:
         """The policy's compute dtype, as Keras reports it (``lstmfast.mixed_precision`` says what
         lstmfast computes in: the variables' dtype, with bfloat16 products under mixed_bfloat16)."""
         return self.dtype_policy.compute_dtype
-
-    @property
-    def _gemm_precision(self) -> Optional[str]:
-        """The ``precision`` this layer's products pass to ``ops.matmul``/``ops.lstm_forward``."""
-        return self.dtype_policy.gemm_precision
 
     def compute_output_shape(self, input_shape: InputShape) -> OutputShape:
         return input_shape
